@@ -1,0 +1,108 @@
+"""Target resolution and compilation (`tvm.compile` at opt_level 3, like relay.build did)."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .errors import ConfigError, HarnessError
+
+
+def gpu_visible() -> bool:
+    try:
+        return bool(tvm.cuda(0).exist)
+    except Exception:
+        return False
+
+
+def resolve_target(cfg) -> tvm.target.Target:
+    """`TargetConfig` -> `tvm.target.Target` (dict form: 0.27 refuses flag strings)."""
+    kind = cfg.kind
+    if kind == "auto":
+        kind = "cuda" if gpu_visible() else "llvm"
+    if kind == "llvm":
+        mcpu = cfg.mcpu or tvm.target.codegen.llvm_get_system_cpu()
+        if not tvm.target.codegen.llvm_is_valid_cpu(mcpu, tvm.target.codegen.llvm_get_system_triple()):
+            raise ConfigError(f"target.mcpu: LLVM does not know CPU '{mcpu}' (e.g. znver4, skylake-avx512, x86-64)")
+        return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": cfg.num_cores or os.cpu_count() or 1})
+    if kind == "cuda":
+        arch = cfg.arch
+        if arch is None:
+            arch = "sm_90"
+            if gpu_visible():
+                major, minor = tvm.cuda(0).compute_version.split(".")
+                arch = f"sm_{major}{minor}"
+        return tvm.target.Target({"kind": "cuda", "arch": arch})
+    raise ConfigError(f"target.kind: unknown '{kind}'; valid: auto, llvm, cuda")
+
+
+def target_key(target: tvm.target.Target) -> str:
+    """Short name of a target for folder names: `llvm-znver5`, `cuda-sm_90`."""
+    if target.kind.name == "cuda":
+        return f"cuda-{target.attrs.get('arch', 'unknown')}"
+    return f"{target.kind.name}-{target.attrs.get('mcpu', 'generic')}"
+
+
+def device_for(target: tvm.target.Target):
+    return tvm.cuda(0) if target.kind.name == "cuda" else tvm.cpu(0)
+
+
+def bind_params(mod: tvm.IRModule, params: Dict[str, np.ndarray]) -> tvm.IRModule:
+    """Bind weights as constants (so that FoldConstant and the quantizer see them)."""
+    if not params:
+        return mod
+    bound = relax.transform.BindParams("main", {k: tvm.runtime.tensor(v) for k, v in params.items()})(mod)
+    func = bound["main"]
+    if func.attrs is not None and "num_input" in func.attrs:
+        func = func.without_attr("num_input")
+        bound["main"] = func
+    return bound
+
+
+@dataclass
+class BuildResult:
+    executable: object
+    target: tvm.target.Target
+    compile_seconds: float
+    export_path: Optional[str] = None
+
+
+def compile_module(mod: tvm.IRModule, target: tvm.target.Target, *, opt_level: int = 3,
+                   export: Optional[str] = None) -> BuildResult:
+    """Compile a Relax module (weights already bound) with `tvm.compile` under PassContext(opt_level)."""
+    start = time.perf_counter()
+    with target, tvm.transform.PassContext(opt_level=opt_level):
+        try:
+            ex = tvm.compile(mod, target=target)
+        except Exception as e:  # nvcc failures, unsupported schedules: keep the first informative line
+            lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+            raise HarnessError(f"compilation for {target_key(target)} failed: {lines[-1] if lines else e}") from e
+    seconds = time.perf_counter() - start
+    path = None
+    if export:
+        os.makedirs(os.path.dirname(os.path.abspath(export)) or ".", exist_ok=True)
+        ex.export_library(export)
+        path = os.path.abspath(export)
+    return BuildResult(ex, target, seconds, path)
+
+
+def cuda_source(ex) -> str:
+    """The CUDA C the executable carries (for inspection on machines without a GPU)."""
+    for m in _walk_modules(ex.mod):
+        if m.kind == "cuda":
+            return m.inspect_source()
+    return ""
+
+
+def _walk_modules(mod):
+    stack, seen = [mod], []
+    while stack:
+        m = stack.pop()
+        seen.append(m)
+        stack.extend(m.imports)
+    return seen

@@ -1,0 +1,105 @@
+"""Command line: `harness <subcommand> ...` (also `python -m harness`).
+
+User mistakes (HarnessError) print one line `error: ...` and exit 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from .errors import HarnessError
+
+log = logging.getLogger("harness")
+
+
+def _status_printer(quiet: bool):
+    def status(msg: str) -> None:
+        if not quiet:
+            print(f"[harness] {msg}", file=sys.stderr, flush=True)
+
+    return status
+
+
+def _target_overrides(args) -> dict:
+    over = {}
+    if getattr(args, "target", None):
+        over["target"] = {"kind": args.target}
+    return over
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+
+def cmd_models(args) -> int:
+    from .models import MODELS
+    from .report import format_table
+
+    rows = [
+        [s.name, "x".join(str(d) for d in s.input_shape(1)[1:]), ",".join(s.frontends), s.weights, s.description]
+        for s in MODELS.values()
+    ]
+    print(format_table(["name", "input", "frontends", "weights", "description"], rows, aligns="lllll"))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .config import load_config
+    from .pipeline import run
+    from .report import latency_table
+
+    overrides = _target_overrides(args)
+    if args.batch is not None:
+        overrides["model"] = {"batch": args.batch}
+    cfg = load_config(args.config, overrides)
+    record = run(cfg, compile_only=args.compile_only, status=_status_printer(args.quiet))
+    print(latency_table([record]))
+    if record.get("path"):
+        print(f"record: {record['path']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="harness",
+        description="Quantize CNNs to int8, tune and build them with TVM, and benchmark them.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    m = sub.add_parser("models", help="list the model registry", description="List the registry's models.")
+    m.set_defaults(func=cmd_models)
+
+    r = sub.add_parser("run", help="build and benchmark the model a config names",
+                       description="Load the config's model, build it with TVM and time it with "
+                                   "time_evaluator; prints a latency table and writes a JSON record.")
+    r.add_argument("config", help="YAML config (see configs/TEMPLATE.yaml)")
+    r.add_argument("--target", choices=["auto", "llvm", "cuda"], help="override target.kind")
+    r.add_argument("--batch", type=int, help="override model.batch")
+    r.add_argument("--compile-only", action="store_true", help="build (and export) only; no timing")
+    r.add_argument("--quiet", action="store_true", help="no progress messages")
+    r.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

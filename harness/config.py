@@ -1,0 +1,234 @@
+"""Typed run configuration, loaded from YAML once and validated at the door.
+
+Every section is a dataclass; the loader walks the dataclass fields, so the set
+of valid keys, their types and their choices live in one place (here) and every
+mistake produces one line naming the key and what would have been valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+
+# ----------------------------------------------------------------------------- sections
+
+
+@dataclass
+class ModelConfig:
+    """Which network to run and where its files come from."""
+
+    name: str = "resnet18_v1"  # a registry name (`harness models`) or a free label for file models
+    frontend: Literal["mxnet", "onnx", "pytorch"] = "mxnet"
+    batch: int = 1
+    input_shape: Optional[list] = None  # full NCHW shape; default: the registry's shape at `batch`
+    input_name: str = "data"
+    dtype: Literal["float32"] = "float32"
+    seed: int = 0  # seed of random weights and of the benchmark input
+    symbol: Optional[str] = None  # MXNet `-symbol.json` path (with `params:`)
+    params: Optional[str] = None  # MXNet `.params` path
+    onnx: Optional[str] = None  # ONNX model path
+    pytorch: Optional[str] = None  # TorchScript / torch.export `.pt2` path
+
+
+@dataclass
+class TargetConfig:
+    """Where the compiled model runs. `kind: auto` picks CUDA when a GPU is visible."""
+
+    kind: Literal["auto", "llvm", "cuda"] = "auto"
+    mcpu: Optional[str] = None  # llvm: default is this machine's CPU (llvm_get_system_cpu)
+    num_cores: Optional[int] = None  # llvm: default is the machine's core count
+    arch: Optional[str] = None  # cuda: e.g. sm_90; default: the visible GPU's, else sm_90
+
+
+@dataclass
+class BuildConfig:
+    opt_level: int = 3
+    export: Optional[str] = None  # write the deployable library (.so) here
+
+
+@dataclass
+class BenchConfig:
+    """time_evaluator settings, as TVM names them."""
+
+    number: int = 10
+    repeat: int = 5
+    min_repeat_ms: int = 200
+    warmup: int = 1
+    results_dir: str = "results"
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------- loading
+
+_SCALAR_SHORTHAND = {
+    # `target: llvm` is shorthand for `target: {kind: llvm}`
+    TargetConfig: "kind",
+}
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin is Union:
+        return " or ".join(_type_name(a) for a in typing.get_args(tp) if a is not type(None))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(path: str, value: Any, tp) -> Any:
+    """Return `value` converted to `tp`, or raise ConfigError naming `path`."""
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _check_value(path, value, args[0])
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(
+                f"{path}: invalid value {value!r}; valid: {', '.join(str(c) for c in choices)}"
+            )
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    if tp is list or origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls, data: Any, path: str):
+    if data is None:
+        data = {}
+    shorthand = _SCALAR_SHORTHAND.get(cls)
+    if shorthand is not None and not isinstance(data, dict):
+        data = {shorthand: data}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in names:
+            near = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise ConfigError(
+                f"unknown config key '{where}'{hint}; valid keys{' in ' + path if path else ''}: "
+                f"{', '.join(names)}"
+            )
+        kwargs[key] = _check_value(where, value, hints[key])
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict, *, base_dir: str = ".", cls=RunConfig):
+    cfg = _build(cls, data, "")
+    _resolve_paths(cfg, base_dir)
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str, overrides: Optional[dict] = None, cls=RunConfig):
+    """Load a YAML config file into a typed config object.
+
+    `overrides` is a nested dict applied on top of the file (what command-line
+    flags such as `--target cuda` change).
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for section, values in (overrides or {}).items():
+        cur = data.get(section)
+        if shorthand_key := _SCALAR_SHORTHAND.get(typing.get_type_hints(cls).get(section)):
+            if cur is not None and not isinstance(cur, dict):
+                cur = {shorthand_key: cur}
+        cur = dict(cur or {})
+        cur.update(values)
+        data[section] = cur
+    return config_from_dict(data, base_dir=os.path.dirname(os.path.abspath(path)), cls=cls)
+
+
+def _resolve_paths(cfg, base_dir: str) -> None:
+    """Model file paths are relative to the config file's folder (or absolute)."""
+    model = cfg.model
+    for key in ("symbol", "params", "onnx", "pytorch"):
+        value = getattr(model, key)
+        if value is None:
+            continue
+        resolved = value if os.path.isabs(value) else os.path.normpath(os.path.join(base_dir, value))
+        if not os.path.exists(resolved) and os.path.exists(value):
+            resolved = os.path.abspath(value)  # relative to the working directory
+        if not os.path.isfile(resolved):
+            raise ConfigError(f"model.{key}: file not found: {value}")
+        setattr(model, key, resolved)
+
+
+def _validate(cfg) -> None:
+    m = cfg.model
+    if m.batch < 1:
+        raise ConfigError(f"model.batch: must be >= 1, got {m.batch}")
+    if m.input_shape is not None:
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in m.input_shape):
+            raise ConfigError(f"model.input_shape: expected positive integers, got {m.input_shape}")
+    if m.frontend == "mxnet" and (m.symbol is None) != (m.params is None):
+        raise ConfigError("model: `symbol:` and `params:` go together (an MXNet model needs both files)")
+    if m.frontend == "onnx" and m.onnx is None and m.name not in _registry_names():
+        raise ConfigError("model.onnx: the onnx frontend needs `onnx: path/to/model.onnx`")
+    if m.frontend == "mxnet" and m.symbol is None and m.name not in _registry_names():
+        from .models import unknown_model_message
+
+        raise ConfigError(unknown_model_message(m.name))
+    if cfg.build.opt_level not in range(0, 4):
+        raise ConfigError(f"build.opt_level: expected 0..3, got {cfg.build.opt_level}")
+    b = cfg.bench
+    if b.number < 1 or b.repeat < 1 or b.min_repeat_ms < 0 or b.warmup < 0:
+        raise ConfigError("bench: number and repeat must be >= 1, min_repeat_ms and warmup >= 0")
+
+
+def _registry_names():
+    from .models import MODELS
+
+    return MODELS.keys()
