@@ -48,16 +48,57 @@ def cmd_models(args) -> int:
 def cmd_run(args) -> int:
     from .config import load_config
     from .pipeline import run
-    from .report import latency_table
+    from .report import accuracy_table, latency_table
 
     overrides = _target_overrides(args)
     if args.batch is not None:
         overrides["model"] = {"batch": args.batch}
     cfg = load_config(args.config, overrides)
-    record = run(cfg, compile_only=args.compile_only, status=_status_printer(args.quiet))
+    record = run(cfg, compile_only=args.compile_only, status=_status_printer(args.quiet),
+                 progress=not args.quiet)
     print(latency_table([record]))
+    if record.get("accuracy"):
+        print(accuracy_table(record))
     if record.get("path"):
         print(f"record: {record['path']}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    import json
+
+    from .config import QuantizeConfig, load_config
+    from .frontends import load_model
+    from .pipeline import calibration_table, qconfig_of, sensitivity
+    from .quantize import plan, plan_table, save_table
+    from .report import format_table
+
+    cfg = load_config(args.config)
+    if cfg.quantize is None:
+        cfg.quantize = QuantizeConfig()  # relay's defaults
+    status = _status_printer(args.quiet)
+    model = load_model(cfg.model)
+    if args.show_plan:
+        ops = plan(model.mod, model.params, qconfig_of(cfg.quantize))
+        print(format_table(["tensor", "op", "weight", "as", "why"], plan_table(ops), aligns="lllll"))
+        if not (args.table or args.sensitivity):
+            return 0
+    cfg._recalibrate = True  # `harness quantize` always calibrates
+    table = calibration_table(cfg, model, status=status, progress=not args.quiet)
+    out = args.table or cfg.quantize.table
+    if out:
+        save_table(table, out)
+        print(f"calibration table: {out} ({sum(t['enabled'] for t in table['tensors'])} tensors)")
+    if args.sensitivity:
+        result = sensitivity(cfg, model, table, status=status)
+        rows = [[r["op"], f"{r['cosine_mean']:.5f}", f"{r['top1_agreement']:.3f}",
+                 f"{r.get('top1_int8', float('nan')):.3f}" if "top1_int8" in r else ""] for r in result["layers"]]
+        print(f"per-layer sensitivity on {result['dataset']} (only that layer int8):")
+        print(format_table(["op", "cosine", "top1 agree", "top1 (labels)"], rows))
+        print(f"suggested skip_conv_layers: {result['suggested_skip_conv_layers']}")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
     return 0
 
 
@@ -84,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--compile-only", action="store_true", help="build (and export) only; no timing")
     r.add_argument("--quiet", action="store_true", help="no progress messages")
     r.set_defaults(func=cmd_run)
+
+    q = sub.add_parser("quantize", help="calibrate only: write a calibration table, show the plan, "
+                                        "per-layer sensitivity",
+                       description="Calibrate the config's model on its `quantize.calib` data and write the "
+                                   "calibration table (re-used by `quantize.table:` without data).")
+    q.add_argument("config", help="YAML config with a quantize: section (relay's defaults if absent)")
+    q.add_argument("--table", help="write the calibration table here (default: quantize.table)")
+    q.add_argument("--show-plan", action="store_true", help="list which tensors are quantized and which kept fp32")
+    q.add_argument("--sensitivity", action="store_true",
+                   help="quantize one layer at a time and report each layer's accuracy cost")
+    q.add_argument("--json", help="with --sensitivity: write the per-layer results here")
+    q.add_argument("--quiet", action="store_true", help="no progress messages")
+    q.set_defaults(func=cmd_quantize)
     return p
 
 

@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 
 from .errors import ConfigError
+from .quantize.qconfig import QConfig
 
 # ----------------------------------------------------------------------------- sections
 
@@ -65,11 +66,41 @@ class BenchConfig:
 
 
 @dataclass
+class CalibConfig:
+    """Calibration data (see harness.data.CalibSpec)."""
+
+    source: Literal["synthetic", "npy", "images", "photos", "digits"] = "synthetic"
+    path: Optional[str] = None  # npy: .npy/.npz file or folder; images: folder of images
+    num_samples: int = 32
+    batch_size: int = 8
+    seed: int = 0
+
+
+@dataclass
+class QuantizeConfig(QConfig):
+    """relay.quantize's qconfig knobs (harness.quantize.QConfig) plus where calibration comes from."""
+
+    calib: CalibConfig = field(default_factory=CalibConfig)
+    table: Optional[str] = None  # re-apply this calibration table instead of calibrating
+
+
+@dataclass
+class AccuracyConfig:
+    """How `harness run` measures int8 accuracy against fp32 (and labels where there are any)."""
+
+    dataset: Literal["photos", "images", "digits", "synthetic"] = "photos"
+    path: Optional[str] = None  # images: folder
+    num_samples: Optional[int] = None  # default: all (photos, digits), 16 (synthetic)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    quantize: Optional[QuantizeConfig] = None  # present: build and time an int8 variant too
+    accuracy: Optional[AccuracyConfig] = None  # present (with quantize): measure int8 vs fp32
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -204,6 +235,14 @@ def _resolve_paths(cfg, base_dir: str) -> None:
         if not os.path.isfile(resolved):
             raise ConfigError(f"model.{key}: file not found: {value}")
         setattr(model, key, resolved)
+    # data and table paths: relative to the config's folder when not absolute (need not exist yet)
+    for obj, key in ((cfg.quantize, "table"), (cfg.quantize and cfg.quantize.calib, "path"),
+                     (cfg.accuracy, "path")):
+        if obj is not None and getattr(obj, key) and not os.path.isabs(getattr(obj, key)):
+            value = getattr(obj, key)
+            candidate = os.path.normpath(os.path.join(base_dir, value))
+            setattr(obj, key, candidate if os.path.exists(candidate) or not os.path.exists(value)
+                    else os.path.abspath(value))
 
 
 def _validate(cfg) -> None:

@@ -44,3 +44,14 @@ LATENCY_HEADERS = ["model", "batch", "variant", "target", "mean ms", "median", "
 def latency_table(records: Sequence[Dict]) -> str:
     rows = [r for rec in records for r in latency_rows(rec)]
     return format_table(LATENCY_HEADERS, rows, aligns="lrll" + "r" * 7 + "l")
+
+
+def accuracy_table(record: Dict) -> str:
+    a = record["accuracy"]
+    headers = ["dataset", "samples", "top1 agree", "top5 overlap", "cosine mean", "cosine min"]
+    row = [a["dataset"], a["samples"], f"{a['top1_agreement']:.3f}", f"{a['top5_overlap']:.3f}",
+           f"{a['cosine_mean']:.5f}", f"{a['cosine_min']:.5f}"]
+    if "top1_fp32" in a:
+        headers += ["top1 fp32", "top1 int8"]
+        row += [f"{a['top1_fp32']:.4f}", f"{a['top1_int8']:.4f}"]
+    return format_table(headers, [row], aligns="l" + "r" * (len(headers) - 1))

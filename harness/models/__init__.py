@@ -27,9 +27,10 @@ class ModelSpec:
     mean: Tuple[float, ...] = IMAGENET_MEAN
     std: Tuple[float, ...] = IMAGENET_STD
     num_classes: int = 1000
+    channels: int = 3
 
     def input_shape(self, batch: int = 1) -> Tuple[int, int, int, int]:
-        return (batch, 3, self.image_size, self.image_size)
+        return (batch, self.channels, self.image_size, self.image_size)
 
 
 def _zoo(name: str, size: int = 224, desc: str = "") -> ModelSpec:
@@ -59,6 +60,16 @@ MODELS: Dict[str, ModelSpec] = {
             # (x*255 - 127) / 128: the TF EfficientNet-Lite normalisation these weights expect
             mean=(127.0 / 255,) * 3,
             std=(128.0 / 255,) * 3,
+        ),
+        ModelSpec(
+            "digits_cnn",
+            8,
+            "small CNN trained (seeded, seconds) on scikit-learn's digits; for accuracy tests",
+            weights="trained",
+            mean=(0.0,),
+            std=(1.0,),  # inputs are pixel/16 in 0..1 (harness.models.digits)
+            num_classes=10,
+            channels=1,
         ),
     ]
 }
@@ -100,6 +111,10 @@ def gluon_model(name: str, *, seed: int = 0, batch: int = 1):
     import mxnet as mx
 
     spec = get_spec(name)
+    if name == "digits_cnn":
+        from .digits import train_digits_cnn
+
+        return train_digits_cnn(seed=seed)[0]
     block = _gluon_block(name)
     mx.random.seed(seed)
     np.random.seed(seed)

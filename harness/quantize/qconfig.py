@@ -1,0 +1,100 @@
+"""QConfig: relay.quantize's knobs, same names and meanings, plus the harness's own.
+
+    with qconfig(calibrate_mode="kl_divergence", weight_scale="channel_max"):
+        qmod = quantize(mod, params, calib_data=batches)
+"""
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+from typing import List, Literal, Optional
+
+from ..errors import ConfigError
+
+CALIBRATE_MODES = ("global_scale", "kl_divergence", "percentile", "max")
+WEIGHT_SCALES = ("power2", "max", "channel_max")
+QUANTIZABLE_OPS = ("nn.conv2d", "nn.dense")
+
+
+@dataclass
+class QConfig:
+    nbit_input: int = 8  # bits of quantized conv/dense inputs
+    nbit_weight: int = 8  # bits of quantized weights
+    nbit_activation: int = 32  # bits of the accumulator (int32)
+    dtype_input: Literal["int8", "uint8"] = "int8"
+    dtype_weight: Literal["int8"] = "int8"
+    dtype_activation: Literal["int32"] = "int32"
+    calibrate_mode: Literal["global_scale", "kl_divergence", "percentile", "max"] = "kl_divergence"
+    global_scale: float = 8.0  # threshold of every tensor in calibrate_mode global_scale
+    percentile: float = 0.99999  # fraction of |x| kept in calibrate_mode percentile
+    weight_scale: Literal["power2", "max", "channel_max"] = "power2"
+    skip_conv_layers: Optional[List[int]] = field(default_factory=lambda: [0])  # conv indices kept fp32
+    skip_dense_layer: bool = True  # keep dense (FullyConnected) layers fp32, as relay did
+    round_for_shift: bool = True  # round (not truncate) when requantizing by a power-of-two shift
+    rounding: Literal["UPWARD", "TONEAREST"] = "UPWARD"
+    do_simulation: bool = False  # fake-quantized fp32 graph instead of int8 kernels (debugging)
+    partition_conversions: Literal["disabled", "enabled", "fully_integral"] = "disabled"
+    calibrate_chunk_by: int = -1  # probe this many tensors per pass over the data (-1: all at once)
+    debug_enabled_ops: Optional[List[str]] = None  # e.g. ["nn.conv2d"]: only these ops are quantized
+    activation_dtype: Literal["int8", "uint8", "auto"] = "auto"  # auto: uint8 where the tensor is >= 0
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        for key in ("nbit_input", "nbit_weight"):
+            v = getattr(self, key)
+            if not 2 <= v <= 8:
+                raise ConfigError(f"quantize.{key}: {v} bits not supported; valid: 2..8 (stored as 8-bit)")
+        if self.nbit_activation != 32:
+            raise ConfigError(f"quantize.nbit_activation: {self.nbit_activation} not supported; valid: 32")
+        if not 0.0 < self.percentile <= 1.0:
+            raise ConfigError(f"quantize.percentile: must be in (0, 1], got {self.percentile}")
+        if self.global_scale <= 0:
+            raise ConfigError(f"quantize.global_scale: must be > 0, got {self.global_scale}")
+        if self.calibrate_chunk_by == 0 or self.calibrate_chunk_by < -1:
+            raise ConfigError("quantize.calibrate_chunk_by: -1 (all at once) or a positive count")
+        if self.partition_conversions != "disabled":
+            raise ConfigError(
+                "quantize.partition_conversions: only 'disabled' is implemented (quantize/dequantize "
+                "stay fused into the neighbouring kernels)"
+            )
+        for op in self.debug_enabled_ops or []:
+            if op not in QUANTIZABLE_OPS:
+                raise ConfigError(f"quantize.debug_enabled_ops: unknown op '{op}'; valid: {', '.join(QUANTIZABLE_OPS)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "QConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown qconfig key '{unknown[0]}'; valid: {', '.join(sorted(names))}")
+        return cls(**data)
+
+
+_state = threading.local()
+
+
+def current_qconfig() -> QConfig:
+    stack = getattr(_state, "stack", None)
+    return stack[-1] if stack else QConfig()
+
+
+class qconfig:
+    """`with qconfig(**knobs):` scope, like relay's `relay.quantize.qconfig`."""
+
+    def __init__(self, **kwargs):
+        self.config = dataclasses.replace(current_qconfig(), **kwargs) if kwargs else current_qconfig()
+
+    def __enter__(self) -> QConfig:
+        if not hasattr(_state, "stack"):
+            _state.stack = []
+        _state.stack.append(self.config)
+        return self.config
+
+    def __exit__(self, *exc) -> None:
+        _state.stack.pop()

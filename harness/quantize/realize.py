@@ -1,0 +1,161 @@
+"""Realize: rewrite each planned conv2d / dense into an int8 x int8 -> int32 op.
+
+For a planned `y = conv2d(x, W)` with data scale s_x (from calibration) and
+weight scale s_w (per tensor or per output channel):
+
+    xq  = cast<int8|uint8>(clip(round(x / s_x), qmin, qmax))      # quantize
+    acc = conv2d(xq, Wq, out_dtype="int32")                        # int8 kernel, int32 accumulation
+    y   = cast<float32>(acc) * (s_x * s_w)                         # dequantize (per channel)
+
+The dequantize multiply is elementwise, so the fusion pass puts it, the bias
+add, the ReLU and the next layer's quantize into the conv's own kernel: between
+two quantized convolutions the tensor in memory is int8 and the requantization
+is a fixed-point multiply (carried out in fp32) in the producer's epilogue.
+`do_simulation` instead emits the fake-quantized fp32 graph (quantize then
+immediately dequantize, and fp32 convolution on fake-quantized weights).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .annotate import QuantOp
+from .calib import qmax, threshold_to_scale
+from .qconfig import QConfig
+
+
+@dataclass
+class TensorQuant:
+    """How one tensor (an op's data input) is quantized: the calibration table's row."""
+
+    name: str
+    threshold: float
+    scale: float
+    dtype: str  # "int8" | "uint8"
+
+
+def data_quant(name: str, threshold: float, min_value: float, cfg: QConfig) -> TensorQuant:
+    """Scale and storage type of a data tensor from its threshold (and its minimum, for uint8)."""
+    if cfg.activation_dtype == "uint8" or (cfg.activation_dtype == "auto" and min_value >= 0.0):
+        dtype = "uint8"
+    else:
+        dtype = cfg.dtype_input
+    signed = dtype == "int8"
+    return TensorQuant(name, float(threshold), threshold_to_scale(threshold, cfg.nbit_input, signed), dtype)
+
+
+def weight_scales(w: np.ndarray, cfg: QConfig) -> np.ndarray:
+    """Per output channel scales (shape (K,)); per-tensor modes repeat one value."""
+    k = w.shape[0]
+    q = qmax(cfg.nbit_weight, True)
+    if cfg.weight_scale == "channel_max":
+        m = np.abs(w.reshape(k, -1)).max(axis=1).astype(np.float64)
+        m[m == 0] = 1.0  # an all-zero channel: any scale represents it exactly
+        return m / q
+    m = float(np.abs(w).max()) or 1.0
+    if cfg.weight_scale == "power2":
+        # relay: the weight range is rounded up to a power of two, so that dequantization is a shift
+        m = 2.0 ** math.ceil(math.log2(m))
+    return np.full(k, m / q)
+
+
+def quantize_weight(w: np.ndarray, scales: np.ndarray, cfg: QConfig) -> np.ndarray:
+    q = qmax(cfg.nbit_weight, True)
+    shape = (-1,) + (1,) * (w.ndim - 1)
+    return np.clip(np.rint(w / scales.reshape(shape)), -q, q).astype("int8")
+
+
+def _round(x: relax.Expr, cfg: QConfig) -> relax.Expr:
+    if cfg.rounding == "TONEAREST":
+        return relax.op.round(x)
+    return relax.op.floor(relax.op.add(x, relax.const(0.5, "float32")))  # UPWARD: half rounds up
+
+
+def _quantize_expr(x: relax.Expr, tq: TensorQuant, cfg: QConfig) -> relax.Expr:
+    """x -> integer codes (as float32): clip(round(x / s), qmin, qmax)."""
+    if tq.dtype == "uint8":
+        lo, hi = 0, 2 ** cfg.nbit_input - 1
+    else:
+        hi = 2 ** (cfg.nbit_input - 1) - 1
+        lo = -hi
+    codes = _round(relax.op.multiply(x, relax.const(1.0 / tq.scale, "float32")), cfg)
+    return relax.op.clip(codes, lo, hi)
+
+
+@relax.expr_functor.mutator
+class _Realizer(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig):
+        super().__init__(mod)
+        self.mod_ = mod
+        self.by_var = {op.var: op for op in ops if op.enabled}
+        self.quants = quants
+        self.cfg = cfg
+
+    def transform(self) -> tvm.IRModule:
+        func = self.visit_expr(self.mod_["main"])
+        self.builder_.update_func(self.mod_.get_global_var("main"), func)
+        return self.builder_.get()
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        op = None
+        for v, o in self.by_var.items():
+            if v.same_as(binding.var):
+                op = o
+                break
+        if op is None:
+            return super().visit_var_binding_(binding)
+        call = binding.value
+        data = self.visit_expr(call.args[0])
+        w = call.args[1].value.numpy()
+        out = self._quantized(op, call, data, w)
+        if isinstance(binding.var, relax.DataflowVar):
+            new_var = self.builder_.emit(out, name_hint=binding.var.name)
+        else:
+            new_var = self.builder_.emit_output(out, name_hint=binding.var.name)
+        self.set_var_remap(binding.var, new_var)
+
+    def _quantized(self, op: QuantOp, call: relax.Call, data: relax.Expr, w: np.ndarray) -> relax.Expr:
+        cfg = self.cfg
+        tq = self.quants[op.tensor]
+        emit = self.builder_.emit
+        if op.kind == "nn.dense":
+            w_oi = w.T  # matmul(x, W^T): the constant is (in, out); scales are per output unit
+        else:
+            w_oi = w
+        s_w = weight_scales(w_oi, cfg)
+        wq = quantize_weight(w_oi, s_w, cfg)
+        codes = emit(_quantize_expr(data, tq, cfg))
+        combined = (tq.scale * s_w).astype("float32")
+        if cfg.do_simulation:
+            # fake quantization in fp32: same rounding and clipping, no integer kernels
+            xq = emit(relax.op.multiply(codes, relax.const(tq.scale, "float32")))
+            shape = (-1,) + (1,) * (w_oi.ndim - 1)
+            w_fake = (wq.astype("float64") * s_w.reshape(shape)).astype("float32")
+            weight = relax.const(w_fake if op.kind == "nn.conv2d" else np.ascontiguousarray(w_fake.T))
+            return self._op(op, call, xq, weight, out_dtype="float32")
+        xq = emit(relax.op.astype(codes, tq.dtype))
+        weight = relax.const(wq if op.kind == "nn.conv2d" else np.ascontiguousarray(wq.T))
+        acc = emit(self._op(op, call, xq, weight, out_dtype="int32"))
+        scale_shape = (1, -1, 1, 1) if op.kind == "nn.conv2d" else (1, -1)
+        return relax.op.multiply(relax.op.astype(acc, "float32"),
+                                 relax.const(combined.reshape(scale_shape)))
+
+    @staticmethod
+    def _op(op: QuantOp, call: relax.Call, data: relax.Expr, weight: relax.Expr, out_dtype: str) -> relax.Expr:
+        if op.kind == "nn.dense":
+            return relax.op.matmul(data, weight, out_dtype=out_dtype)
+        a = call.attrs
+        return relax.op.nn.conv2d(
+            data, weight, strides=a.strides, padding=a.padding, dilation=a.dilation, groups=a.groups,
+            data_layout=a.data_layout, kernel_layout=a.kernel_layout, out_dtype=out_dtype,
+        )
+
+
+def realize(mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig) -> tvm.IRModule:
+    """The int8 (or, with do_simulation, fake-quantized) module."""
+    return _Realizer(mod, ops, quants, cfg).transform()

@@ -1,0 +1,77 @@
+"""Calibration table: per-tensor thresholds/scales, saved as JSON and re-applied without data.
+
+Like TensorRT's calibration cache: versioned, tied to one model (its name and
+the shapes of its quantized ops' weights), and carrying the qconfig it was made with.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List
+
+from ..errors import HarnessError
+from .annotate import QuantOp
+from .qconfig import QConfig
+from .realize import TensorQuant
+
+TABLE_VERSION = 1
+
+
+class TableError(HarnessError):
+    pass
+
+
+def make_table(model: str, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig) -> dict:
+    rows = []
+    for op in ops:
+        tq = quants.get(op.tensor)
+        rows.append({
+            "tensor": op.tensor, "op": op.kind, "weight_shape": list(op.weight_shape),
+            "enabled": op.enabled,
+            **({"threshold": tq.threshold, "scale": tq.scale, "dtype": tq.dtype} if tq else {}),
+        })
+    return {"version": TABLE_VERSION, "model": model, "qconfig": cfg.to_dict(), "tensors": rows}
+
+
+def save_table(table: dict, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(table, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)  # nothing half-written
+    return path
+
+
+def load_table(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise TableError(f"calibration table not found: {path}")
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except json.JSONDecodeError as e:
+        raise TableError(f"{path}: not a calibration table (invalid JSON: {e})") from None
+    if not isinstance(table, dict) or table.get("version") != TABLE_VERSION or "tensors" not in table:
+        raise TableError(f"{path}: not a calibration table of version {TABLE_VERSION}")
+    return table
+
+
+def quants_from_table(table: dict, model: str, ops: List[QuantOp], path: str = "table") -> Dict[str, TensorQuant]:
+    """Check that `table` was made for this model and plan, and return its per-tensor quantization."""
+    if table.get("model") != model:
+        raise TableError(f"{path}: calibration table is for model '{table.get('model')}', not '{model}'")
+    rows = {r["tensor"]: r for r in table["tensors"]}
+    quants = {}
+    for op in ops:
+        if not op.enabled:
+            continue
+        row = rows.get(op.tensor)
+        if row is None or "threshold" not in row:
+            raise TableError(f"{path}: no calibration for tensor '{op.tensor}' (made with another plan?)")
+        if tuple(row["weight_shape"]) != tuple(op.weight_shape):
+            raise TableError(
+                f"{path}: tensor '{op.tensor}' has weight shape {tuple(row['weight_shape'])} in the table "
+                f"but {tuple(op.weight_shape)} in the model: the table is from another model"
+            )
+        quants[op.tensor] = TensorQuant(op.tensor, float(row["threshold"]), float(row["scale"]), row["dtype"])
+    return quants
