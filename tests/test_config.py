@@ -78,14 +78,22 @@ def test_shipped_configs_load():
 def test_template_documents_every_key():
     """configs/TEMPLATE.yaml names every key the loader accepts, and loads."""
     import dataclasses
+    import typing
 
     with open(os.path.join(ROOT, "configs", "TEMPLATE.yaml")) as f:
         data = yaml.safe_load(f)
-    for section in dataclasses.fields(RunConfig):
-        cls = section.type if isinstance(section.type, type) else type(getattr(RunConfig(), section.name))
-        keys = {f.name for f in dataclasses.fields(cls)}
-        assert set(data[section.name]) == keys, section.name
-    load_config(os.path.join(ROOT, "configs", "TEMPLATE.yaml"))
+
+    def check(cls, values, where):
+        hints = typing.get_type_hints(cls)
+        assert set(values) == {f.name for f in dataclasses.fields(cls)}, where
+        for name, tp in hints.items():
+            inner = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)] or [tp]
+            if dataclasses.is_dataclass(inner[0]):
+                check(inner[0], values[name], f"{where}.{name}")
+
+    check(RunConfig, data, "config")
+    cfg = load_config(os.path.join(ROOT, "configs", "TEMPLATE.yaml"))
+    assert cfg.quantize is not None and cfg.accuracy is not None
 
 
 @pytest.mark.parametrize(

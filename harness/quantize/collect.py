@@ -124,5 +124,7 @@ def thresholds_from_stats(stats: Dict[str, TensorStats], cfg: QConfig) -> Dict[s
         elif cfg.calibrate_mode == "max":
             out[name] = max(abs(st.min_value), abs(st.max_value))
         else:
-            out[name] = float(calibrator(st.collector))
+            # a tensor stored as uint8 has 255 positive levels, not 127: search with the uint8 rule
+            unsigned = cfg.activation_dtype == "uint8" or (cfg.activation_dtype == "auto" and st.min_value >= 0)
+            out[name] = float(calibrator(st.collector, signed=not unsigned))
     return out
