@@ -56,8 +56,16 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
 
 
+CONFIDENT_MARGIN = 0.05  # fp32 top-1 probability ahead of the runner-up by at least this much
+
+
 def compare(fp32: np.ndarray, int8: np.ndarray, labels: Optional[np.ndarray] = None) -> Dict:
-    """Agreement metrics of int8 logits with fp32 logits (per sample, then averaged)."""
+    """Agreement metrics of int8 logits with fp32 logits (per sample, then averaged).
+
+    Besides plain top-1 agreement it reports agreement on the "confident" samples, where fp32's
+    softmax top-1 leads the runner-up by CONFIDENT_MARGIN or more: a near-tie flips under any
+    perturbation, so on unlabeled photos that number separates quantization damage from coin flips.
+    """
     top1_f, top1_q = fp32.argmax(1), int8.argmax(1)
     k = min(5, fp32.shape[1])
     top5_f = np.argsort(-fp32, axis=1)[:, :k]
@@ -71,6 +79,12 @@ def compare(fp32: np.ndarray, int8: np.ndarray, labels: Optional[np.ndarray] = N
         "cosine_mean": float(cos.mean()),
         "cosine_min": float(cos.min()),
     }
+    p = np.exp(fp32 - fp32.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    top2 = np.sort(p, axis=1)[:, -2:]
+    confident = (top2[:, 1] - top2[:, 0]) >= CONFIDENT_MARGIN
+    out["confident_samples"] = int(confident.sum())
+    out["top1_agreement_confident"] = float((top1_f == top1_q)[confident].mean()) if confident.any() else None
     if labels is not None:
         out["top1_fp32"] = float((top1_f == labels).mean())
         out["top1_int8"] = float((top1_q == labels).mean())

@@ -48,8 +48,11 @@ def latency_table(records: Sequence[Dict]) -> str:
 
 def accuracy_table(record: Dict) -> str:
     a = record["accuracy"]
-    headers = ["dataset", "samples", "top1 agree", "top5 overlap", "cosine mean", "cosine min"]
-    row = [a["dataset"], a["samples"], f"{a['top1_agreement']:.3f}", f"{a['top5_overlap']:.3f}",
+    headers = ["dataset", "samples", "top1 agree", "top1 agree (confident)", "top5 overlap", "cosine mean",
+               "cosine min"]
+    conf = a.get("top1_agreement_confident")
+    row = [a["dataset"], a["samples"], f"{a['top1_agreement']:.3f}",
+           "n/a" if conf is None else f"{conf:.3f} of {a['confident_samples']}", f"{a['top5_overlap']:.3f}",
            f"{a['cosine_mean']:.5f}", f"{a['cosine_min']:.5f}"]
     if "top1_fp32" in a:
         headers += ["top1 fp32", "top1 int8"]
