@@ -61,22 +61,9 @@ PREPROCESS = {
     "channel_order": "RGB",
 }
 
-#: One row per stage: (repeats, kernel, stride of first block, expand ratio, in, out channels).
-BLOCK_STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
+from .efficientnet_lite0_arch import BLOCK_STAGES, BN_EPS, DROPOUT, HEAD_CHANNELS, STEM_CHANNELS  # noqa: E402
 
-STEM_CHANNELS = 32
-HEAD_CHANNELS = 1280
-BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # PyTorch convention (TF decay 0.99); irrelevant in eval mode
-DROPOUT = 0.2
 
 
 def block_configs():

