@@ -177,3 +177,24 @@ def test_efficientnet_lite0_photos(tmp_path):
     assert acc["top1_agreement_confident"] >= 0.9
     assert acc["top5_overlap"] >= 0.85 and acc["cosine_mean"] >= 0.97
     assert 0.0 <= acc["top1_agreement"] <= 1.0
+
+
+def test_int8_cuda_kernels_without_gpu():
+    """The int8 digits CNN compiles for sm_90 here (nvcc): conv kernels read uint8 data and int8
+    weights, and the first conv's epilogue writes the next layer's uint8 input (requantized)."""
+    import re
+
+    from harness.build import cuda_source, resolve_target
+    from harness.config import TargetConfig
+    from harness.models.digits import load_digits_split
+
+    model = load_model(ModelConfig(name="digits_cnn"))
+    (x, _), _ = load_digits_split(0)
+    with qconfig(calibrate_mode="max", skip_conv_layers=[]):
+        qmod = quantize(model.mod, model.params, [{"data": x[:64]}], model_name="digits_cnn")
+    src = cuda_source(compile_module(qmod, resolve_target(TargetConfig(kind="cuda", arch="sm_90"))).executable)
+    heads = re.findall(r'__global__ void __launch_bounds__\(\d+\) (fused_conv2d\w*)\(([^)]*)\)\s*\{', src)
+    assert len(heads) == 2
+    for name, params in heads:
+        assert "uchar* __restrict__ lv" in params and "signed char* __restrict__ param_0" in params, name
+    assert any(params.startswith("uchar*") for _, params in heads)  # output written as uint8
