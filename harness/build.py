@@ -70,25 +70,37 @@ class BuildResult:
     target: tvm.target.Target
     compile_seconds: float
     export_path: Optional[str] = None
+    database: Optional[object] = None  # harness.tune.model.BuildDatabaseReport
 
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target, *, opt_level: int = 3,
-                   export: Optional[str] = None) -> BuildResult:
-    """Compile a Relax module (weights already bound) with `tvm.compile` under PassContext(opt_level)."""
+                   export: Optional[str] = None, database: Optional[str] = None):
+    """Compile a Relax module (weights already bound) under PassContext(opt_level).
+
+    With `database` (a tuning database folder that exists), its tuned kernels are applied
+    (MetaSchedule) and the rest keep default schedules; `BuildResult.database` says which.
+    """
+    from .tune.model import BuildDatabaseReport, compile_with_database
+
     start = time.perf_counter()
-    with target, tvm.transform.PassContext(opt_level=opt_level):
-        try:
-            ex = tvm.compile(mod, target=target)
-        except Exception as e:  # nvcc failures, unsupported schedules: keep the first informative line
-            lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-            raise HarnessError(f"compilation for {target_key(target)} failed: {lines[-1] if lines else e}") from e
+    report = BuildDatabaseReport(None)
+    try:
+        ex, report = compile_with_database(mod, target, database, opt_level=opt_level)
+        if ex is None:
+            with target, tvm.transform.PassContext(opt_level=opt_level):
+                ex = tvm.compile(mod, target=target)
+    except HarnessError:
+        raise
+    except Exception as e:  # nvcc failures, unsupported schedules: keep the last informative line
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        raise HarnessError(f"compilation for {target_key(target)} failed: {lines[-1] if lines else e}") from e
     seconds = time.perf_counter() - start
     path = None
     if export:
         os.makedirs(os.path.dirname(os.path.abspath(export)) or ".", exist_ok=True)
         ex.export_library(export)
         path = os.path.abspath(export)
-    return BuildResult(ex, target, seconds, path)
+    return BuildResult(ex, target, seconds, path, report)
 
 
 def cuda_source(ex) -> str:

@@ -102,6 +102,99 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def _runner(tcfg, target):
+    """`tuning.runner`: local, or TVM's RPC tracker + servers."""
+    if tcfg.runner == "local":
+        return "local"
+    from tvm.s_tir import meta_schedule as ms
+
+    host, port = tcfg.tracker.rsplit(":", 1)
+    return ms.runner.RPCRunner(ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
+                                                   tracker_key=tcfg.key, session_timeout_sec=120))
+
+
+def _progress_bar(total: int, desc: str, quiet: bool):
+    if quiet:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="trial")
+
+    def report(done, total_, best_ms):
+        bar.n = done
+        bar.set_postfix_str("best -" if best_ms is None else f"best {best_ms:.4f} ms")
+        bar.refresh()
+
+    return report, bar
+
+
+def cmd_tune(args) -> int:
+    from . import build
+    from .config import load_config
+    from .frontends import load_model
+    from .pipeline import logs_root, run_key, variant_modules
+    from .tune.model import tunable_tasks, tune_model, tuning_dir
+
+    cfg = load_config(args.config, _target_overrides(args))
+    trials = args.trials if args.trials is not None else cfg.tuning.trials
+    status = _status_printer(args.quiet)
+    model = load_model(cfg.model)
+    target = build.resolve_target(cfg.target)
+    batch = model.input_shape[0]
+    for name, dkey, mod, _ in variant_modules(cfg, model, status=status):
+        if args.only and dkey != args.only:
+            continue
+        work_dir = tuning_dir(logs_root(cfg), target, run_key(model.name, batch, dkey))
+        tasks = tunable_tasks(mod, target)
+        status(f"{name}: {len(tasks)} conv2d/dense tasks, {trials} trials -> {work_dir}")
+        report, bar = _progress_bar(trials, f"tune {name}", args.quiet)
+        try:
+            tune_model(mod, target, work_dir, trials=trials, runner=_runner(cfg.tuning, target), progress=report)
+        finally:
+            if bar is not None:
+                bar.close()
+        print(f"{name}: database {work_dir}")
+    return 0
+
+
+def cmd_tune_conv(args) -> int:
+    import os
+
+    from . import build
+    from .config import TargetConfig
+    from .tune import ConvShape, emit_source, tune_conv
+    from .pipeline import REPO_ROOT
+
+    try:
+        shape = ConvShape.parse(args.shape)
+    except ValueError as e:
+        raise HarnessError(f"--shape: {e}") from None
+    target = build.resolve_target(TargetConfig(kind=args.target))
+    logs = args.logs if os.path.isabs(args.logs) else os.path.join(REPO_ROOT, args.logs)
+    work_dir = os.path.join(logs, build.target_key(target), "conv",
+                            f"{str(shape).replace(',', '_')}-{args.dtype}")
+    if args.trials > 0:
+        if target.kind.name == "cuda" and not build.gpu_visible():
+            raise HarnessError("target cuda: no GPU is visible here to time candidates; use --trials 0 "
+                               "with --emit-source to compile the default int8 kernel")
+        report, bar = _progress_bar(args.trials, f"tune {shape}", args.quiet)
+        try:
+            result = tune_conv(shape, dtype=args.dtype, target=target, trials=args.trials, work_dir=work_dir,
+                               progress=report)
+        finally:
+            if bar is not None:
+                bar.close()
+        print(result.summary())
+        print(f"database: {work_dir}")
+    if args.emit_source:
+        src = emit_source(shape, dtype=args.dtype, target=target,
+                          work_dir=work_dir if os.path.isdir(work_dir) else None)
+        with open(args.emit_source, "w") as f:
+            f.write(src)
+        print(f"kernel source: {args.emit_source} ({len(src.splitlines())} lines)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -138,6 +231,30 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--json", help="with --sensitivity: write the per-layer results here")
     q.add_argument("--quiet", action="store_true", help="no progress messages")
     q.set_defaults(func=cmd_quantize)
+
+    t = sub.add_parser("tune", help="tune the conv2d/dense kernels of the config's model (fp32 and int8)",
+                       description="Extract the conv2d/dense tasks of the fp32 (and, with a quantize: section, "
+                                   "the int8) module and tune them with MetaSchedule into "
+                                   "tuning_logs/<target key>/<run key>/. Re-running resumes.")
+    t.add_argument("config")
+    t.add_argument("--trials", type=int, help="trials over all tasks (default: tuning.trials)")
+    t.add_argument("--target", choices=["auto", "llvm", "cuda"], help="override target.kind")
+    t.add_argument("--only", choices=["float32", "int8"], help="tune only this variant")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=cmd_tune)
+
+    c = sub.add_parser("tune-conv", help="tune one conv2d shape; print latency and GOPS; emit its source",
+                       description="Tune one conv2d (int8 with the target's int8 intrinsics, or float32) and "
+                                   "append the records to tuning_logs/<target key>/conv/<shape>-<dtype>/.")
+    c.add_argument("--shape", required=True, help="N,C,H,W,K,R,S,stride,pad[,dilation,groups]")
+    c.add_argument("--dtype", choices=["int8", "float32"], default="int8")
+    c.add_argument("--target", choices=["llvm", "cuda"], default="llvm")
+    c.add_argument("--trials", type=int, default=32, help="measured schedules wanted (0: no tuning)")
+    c.add_argument("--emit-source", metavar="FILE",
+                   help="write the kernel source (CUDA C, or LLVM assembly) of the best / default schedule")
+    c.add_argument("--logs", default="tuning_logs", help="tuning log root (default: tuning_logs)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_tune_conv)
     return p
 
 

@@ -94,6 +94,18 @@ class AccuracyConfig:
 
 
 @dataclass
+class TuningConfig:
+    """MetaSchedule tuning (`harness tune`) and where tuned databases live (applied by `harness run`)."""
+
+    logs: str = "tuning_logs"  # databases: <logs>/<target key>/<run key>/ (relative to the repo root)
+    trials: int = 64  # trials per `harness tune` run, over all tasks of a model
+    apply: bool = True  # `harness run` applies a matching database when there is one
+    runner: Literal["local", "rpc"] = "local"
+    tracker: Optional[str] = None  # rpc: tracker host:port (python -m tvm.exec.rpc_tracker)
+    key: Optional[str] = None  # rpc: device key the servers registered with
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
@@ -101,6 +113,7 @@ class RunConfig:
     bench: BenchConfig = field(default_factory=BenchConfig)
     quantize: Optional[QuantizeConfig] = None  # present: build and time an int8 variant too
     accuracy: Optional[AccuracyConfig] = None  # present (with quantize): measure int8 vs fp32
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -262,6 +275,13 @@ def _validate(cfg) -> None:
         raise ConfigError(unknown_model_message(m.name))
     if cfg.build.opt_level not in range(0, 4):
         raise ConfigError(f"build.opt_level: expected 0..3, got {cfg.build.opt_level}")
+    t = cfg.tuning
+    if t.runner == "rpc" and (not t.tracker or not t.key):
+        raise ConfigError("tuning.runner rpc needs `tracker: host:port` and `key:`")
+    if t.tracker and (":" not in t.tracker or not t.tracker.rsplit(":", 1)[1].isdigit()):
+        raise ConfigError(f"tuning.tracker: expected host:port, got {t.tracker!r}")
+    if t.trials < 0:
+        raise ConfigError(f"tuning.trials: must be >= 0, got {t.trials}")
     b = cfg.bench
     if b.number < 1 or b.repeat < 1 or b.min_repeat_ms < 0 or b.warmup < 0:
         raise ConfigError("bench: number and repeat must be >= 1, min_repeat_ms and warmup >= 0")

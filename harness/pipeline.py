@@ -13,14 +13,40 @@ from .errors import HarnessError
 from .frontends import LoadedModel, load_model
 from .models import MODELS, ModelSpec, input_data
 from .record import new_record, write_record
+from .tune.model import tuning_dir
 
 log = logging.getLogger("harness")
 Status = Callable[[str], None]
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def run_key(model_name: str, batch: int, variant: str) -> str:
     """Run key in the TLCBench style: `resnet50_v1-B1-int8`."""
     return f"{model_name}-B{batch}-{variant}"
+
+
+def logs_root(cfg) -> str:
+    """`tuning.logs`, relative to the repository (where the shipped logs are) unless absolute."""
+    return cfg.tuning.logs if os.path.isabs(cfg.tuning.logs) else os.path.join(REPO_ROOT, cfg.tuning.logs)
+
+
+def variant_modules(cfg, model: LoadedModel, *, status: Status, progress: bool = False):
+    """[(variant name, dtype key, bound module, extra record fields)] for fp32 and, if configured, int8."""
+    modules = [("tvm-fp32", "float32", build.bind_params(model.mod, model.params), {})]
+    if cfg.quantize is not None:
+        table = calibration_table(cfg, model, status=status, progress=progress)
+        if cfg.quantize.table and not os.path.isfile(cfg.quantize.table):
+            from .quantize import save_table
+
+            save_table(table, cfg.quantize.table)
+        name = "tvm-int8-sim" if cfg.quantize.do_simulation else "tvm-int8"
+        n_q = sum(1 for t in table["tensors"] if t["enabled"])
+        modules.append((name, "int8", int8_module(cfg, model, table),
+                        {"calibrate_mode": table["qconfig"]["calibrate_mode"], "quantized_ops": n_q,
+                         "fp32_ops": len(table["tensors"]) - n_q, "_table": table}))
+    return modules
 
 
 def _spec(model: LoadedModel) -> ModelSpec:
@@ -106,32 +132,29 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
     if target.kind.name == "cuda" and not build.gpu_visible() and not compile_only:
         raise HarnessError("target cuda: no GPU is visible on this machine; add --compile-only to only build")
 
-    modules = [("tvm-fp32", build.bind_params(model.mod, model.params), {})]
-    table = None
-    if cfg.quantize is not None:
-        table = calibration_table(cfg, model, status=status, progress=progress)
-        if cfg.quantize.table and not os.path.isfile(cfg.quantize.table):
-            from .quantize import save_table
-
-            save_table(table, cfg.quantize.table)
-        name = "tvm-int8-sim" if cfg.quantize.do_simulation else "tvm-int8"
-        n_q = sum(1 for t in table["tensors"] if t["enabled"])
-        modules.append((name, int8_module(cfg, model, table),
-                        {"calibrate_mode": table["qconfig"]["calibrate_mode"], "quantized_ops": n_q,
-                         "fp32_ops": len(table["tensors"]) - n_q}))
+    modules = variant_modules(cfg, model, status=status, progress=progress)
+    table = modules[1][3].pop("_table") if len(modules) > 1 else None
 
     x = input_data(model.input_shape, cfg.model.seed, model.dtype)
     variants: List[Dict] = []
     runners = {}
-    for name, mod, extra in modules:
+    for name, dkey, mod, extra in modules:
         status(f"compiling {name} for {tkey} at opt_level={cfg.build.opt_level}")
         export = cfg.build.export
         if export and name != "tvm-fp32":
             root, ext = os.path.splitext(export)
             export = f"{root}-{name.split('-', 1)[1]}{ext}"
-        built = build.compile_module(mod, target, opt_level=cfg.build.opt_level, export=export)
+        work_dir = tuning_dir(logs_root(cfg), target, run_key(model.name, batch, dkey)) if cfg.tuning.apply else None
+        built = build.compile_module(mod, target, opt_level=cfg.build.opt_level, export=export,
+                                     database=work_dir)
+        db_report = built.database
+        if db_report.work_dir:
+            status(f"{name}: {db_report}")
         variant = {"variant": name, "target": tkey, "compile_seconds": round(built.compile_seconds, 3),
-                   "export": built.export_path, **extra}
+                   "export": built.export_path,
+                   "tuning": {"database": db_report.work_dir, "from_database": len(db_report.from_database),
+                              "default_schedules": len(db_report.fallback)},
+                   **extra}
         if compile_only:
             variant["latency"] = None
             variant["note"] = "compile only"

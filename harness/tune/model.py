@@ -1,0 +1,143 @@
+"""Model-level tuning: the conv2d / dense kernels of a whole (fp32 or int8) Relax module.
+
+AutoTVM's `extract_from_program` + tuner + `apply_history_best` in today's TVM:
+MetaSchedule extracts the fused kernels of the module, the harness tunes the ones
+anchored on conv2d / matmul into one JSON database per run key
+
+    tuning_logs/<target key>/<run key>/   (run key like resnet50_v1-B1-int8)
+
+and `harness run` applies a matching database when it builds (kernels not in
+it keep TVM's default schedules). Records are appended after every batch, and a
+re-run resumes: schedules already in the database are not measured again.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional
+
+import tvm
+
+TUNED_OPS = ("conv2d", "matmul", "dense")
+
+
+@dataclass
+class ModelTuneReport:
+    work_dir: str
+    tasks: List[str] = field(default_factory=list)
+    trials: int = 0  # new trials measured by this call
+
+
+@dataclass
+class BuildDatabaseReport:
+    work_dir: Optional[str]
+    from_database: List[str] = field(default_factory=list)
+    fallback: List[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        where = self.work_dir or "no database"
+        return (f"{len(self.from_database)} kernel(s) from the tuning database ({where}), "
+                f"{len(self.fallback)} with default schedules")
+
+
+def tuning_dir(root: str, target, run_key: str) -> str:
+    from ..build import target_key
+
+    return os.path.join(root, target_key(target), run_key)
+
+
+def fused(mod: tvm.IRModule, target) -> tvm.IRModule:
+    """Legalize and fuse `mod` the way `compile_relax` does before it applies a database,
+    so that the extracted kernels are exactly the ones looked up at build time."""
+    from tvm import relax
+
+    seq = [
+        *relax.pipeline.library_dispatch_passes(target),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+    with target, tvm.transform.PassContext(opt_level=3):
+        return tvm.transform.Sequential(seq)(mod)
+
+
+def extracted_tasks(mod: tvm.IRModule, target) -> list:
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.relax_integration.extract_tasks(fused(mod, target), target)
+
+
+def tunable_tasks(mod: tvm.IRModule, target) -> list:
+    """MetaSchedule's extracted tasks of `mod` whose kernels are conv2d / dense."""
+    return [t for t in extracted_tasks(mod, target) if any(op in t.task_name for op in TUNED_OPS)]
+
+
+def _task_is_int8(task) -> bool:
+    text = task.dispatched[0].script()
+    return '"int8")' in text or '"uint8")' in text
+
+
+def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner: Any = "local",
+               progress: Optional[Callable] = None, seed: Optional[int] = None,
+               trials_per_iter: int = 16, timeout_sec: float = 60.0) -> ModelTuneReport:
+    """Tune the conv2d/dense tasks of `mod` (weights bound) for `target`, `trials` in all.
+
+    Resuming: schedules the database already holds are not measured again, and the trial
+    budget counts only new measurements.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from .conv import _dedup_search_class, _make_runner, _progress_callback, build_candidate, open_database
+    from .rules import space_for
+
+    tasks = tunable_tasks(mod, target)
+    report = ModelTuneReport(work_dir, [t.task_name for t in tasks])
+    if not tasks or trials <= 0:
+        return report
+    database = open_database(work_dir, target, create=True)
+    contexts, weights = [], []
+    for task in tasks:
+        dtype = "int8" if _task_is_int8(task) else "float32"
+        space = space_for(dtype, target, "uint8" if dtype == "int8" and target.kind.name == "llvm" else None) \
+            if dtype == "int8" else space_for("float32", target)
+        contexts.append(ms.TuneContext(
+            mod=task.dispatched[0], target=target, space_generator=space.space_generator(),
+            search_strategy=_dedup_search_class()(ms.search_strategy.EvolutionarySearch()),
+            task_name=task.task_name, rand_state=-1 if seed is None else int(seed), num_threads=1))
+        weights.append(float(task.weight))
+    builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout_sec, f_build=build_candidate)
+    run = _make_runner(runner, target, timeout_sec=timeout_sec, number=3, repeat=1, min_repeat_ms=50)
+    callbacks = list(ms.MeasureCallback.create("default"))
+    if progress is not None:
+        callbacks.append(_progress_callback(progress, trials))
+    ms.tune_tasks(
+        tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=trials,
+        num_trials_per_iter=max(1, min(trials_per_iter, trials)), builder=builder, runner=run,
+        database=database, cost_model=ms.cost_model.XGBModel(num_tuning_cores=1),
+        measure_callbacks=callbacks, task_scheduler="gradient",
+    )
+    report.trials = trials
+    return report
+
+
+def compile_with_database(mod: tvm.IRModule, target, work_dir: Optional[str], *, opt_level: int = 3):
+    """Compile `mod` with the tuning database in `work_dir` applied (if there is one).
+
+    Returns (executable, BuildDatabaseReport). A database made for another target is refused.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    if not work_dir or not os.path.exists(os.path.join(work_dir, "database_workload.json")):
+        return None, BuildDatabaseReport(None)
+    from .conv import open_database
+
+    database = open_database(work_dir, target)
+    report = BuildDatabaseReport(work_dir)
+    for task in extracted_tasks(mod, target):
+        hit = database.query_tuning_record(task.dispatched[0], target, task.task_name) is not None
+        (report.from_database if hit else report.fallback).append(task.task_name)
+    with target, tvm.transform.PassContext(opt_level=opt_level):
+        ex = ms.relax_integration.compile_relax(database, mod, target, params=None)
+    return ex, report
