@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Tuned int8 vs tuned fp32 conv2d latency and GOPS, side by side in one run, with the fraction
+of this machine's int8 and fp32 peak.
+
+For each conv2d shape (default: the distinct ones of ResNet-50 v1 at batch 1, or `--shapes`),
+both dtypes are tuned to `--trials` measured schedules into tuning_logs/<target>/conv/ (records
+already there count, so with the shipped logs nothing is re-tuned); then both best kernels are
+built from the databases and re-timed back to back with time_evaluator (the table's numbers).
+Prints a Markdown table.
+
+Peak (x86, stated assumptions, `--clock-ghz` overrides the clock read from /proc/cpuinfo):
+  fp32: cores x clock x (2 FMA pipes x 16 fp32 lanes x 2 flops)    = 64 flop/cycle/core (AVX-512)
+  int8: cores x clock x (2 pipes x 64 u8*s8 products x 2 ops)      = 256 op/cycle/core (VPDPBUSD)
+Zen 5 cores with the full 512-bit datapath issue two 512-bit FMAs and two VNNI dot products per
+cycle; other CPUs differ (pass --fma-pipes).
+"""
+import argparse
+import datetime
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+RESNET50_SHAPES = [  # N,C,H,W,K,R,S,stride,pad of resnet50_v1's distinct convs (224x224, batch 1)
+    "1,3,224,224,64,7,7,2,3", "1,64,56,56,64,1,1,1,0", "1,64,56,56,64,3,3,1,1", "1,64,56,56,256,1,1,1,0",
+    "1,256,56,56,64,1,1,1,0", "1,256,56,56,128,1,1,2,0", "1,128,28,28,128,3,3,1,1", "1,128,28,28,512,1,1,1,0",
+    "1,256,56,56,512,1,1,2,0", "1,512,28,28,128,1,1,1,0", "1,512,28,28,256,1,1,2,0", "1,256,14,14,256,3,3,1,1",
+    "1,256,14,14,1024,1,1,1,0", "1,512,28,28,1024,1,1,2,0", "1,1024,14,14,256,1,1,1,0",
+    "1,1024,14,14,512,1,1,2,0", "1,512,7,7,512,3,3,1,1", "1,512,7,7,2048,1,1,1,0", "1,1024,14,14,2048,1,1,2,0",
+    "1,2048,7,7,512,1,1,1,0",
+]
+
+
+def clock_ghz() -> float:
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+        return max(mhz) / 1e3
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", help="semicolon-separated conv shapes (default: resnet50_v1's)")
+    ap.add_argument("--trials", type=int, default=64, help="measured schedules per shape and dtype")
+    ap.add_argument("--logs", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                                 "tuning_logs"))
+    ap.add_argument("--clock-ghz", type=float, default=None)
+    ap.add_argument("--fma-pipes", type=int, default=2)
+    args = ap.parse_args()
+
+    import tvm
+
+    from harness.build import resolve_target, target_key
+    from harness.config import TargetConfig
+    from harness.record import cpu_name
+    from harness.tune import ConvShape, apply_database, conv_workload, tune_conv
+
+    def retime(shape, dtype, work_dir):
+        """Best tuned kernel of the database, timed now: ms (median of 15 x min 50 ms)."""
+        wl = conv_workload(shape, dtype=dtype, target=target)
+        ex, report = apply_database(wl.func, target, work_dir)
+        assert report.num_from_database == 1, report
+        dev = tvm.cpu()
+        rng = np.random.RandomState(0)
+        args = []
+        for p in wl.func.params:  # data, kernel, output buffers
+            shp, dt = [int(d) for d in p.shape], str(p.dtype)
+            if dt == "float32":
+                arr = rng.normal(size=shp).astype(dt)
+            else:
+                arr = rng.randint(0 if dt == "uint8" else -8, 8, shp).astype(dt)
+            args.append(tvm.runtime.tensor(arr, dev))
+        timer = ex.jit().time_evaluator(wl.name, dev, number=1, repeat=15, min_repeat_ms=50)
+        return float(np.median(timer(*args).results)) * 1e3
+
+    target = resolve_target(TargetConfig(kind="llvm"))
+    cores = int(target.attrs.get("num-cores", os.cpu_count() or 1))
+    ghz = args.clock_ghz or clock_ghz()
+    peak_fp32 = cores * ghz * args.fma_pipes * 16 * 2  # GFLOPS
+    peak_int8 = cores * ghz * args.fma_pipes * 64 * 2  # GOPS
+    shapes = args.shapes.split(";") if args.shapes else RESNET50_SHAPES
+    rows = []
+    for text in shapes:
+        shape = ConvShape.parse(text)
+        res = {}
+        for dtype in ("int8", "float32"):
+            work_dir = os.path.join(args.logs, target_key(target), "conv", f"{str(shape).replace(',', '_')}-{dtype}")
+            res[dtype] = tune_conv(shape, dtype=dtype, target=target, trials=args.trials, work_dir=work_dir)
+        q = res["int8"]
+        ms_q = retime(shape, "int8", q.work_dir)
+        ms_f = retime(shape, "float32", res["float32"].work_dir)
+        gops_q, gops_f = shape.flops / ms_q / 1e6, shape.flops / ms_f / 1e6
+        rows.append([text, f"{ms_f:.3f}", f"{ms_q:.3f}", f"{ms_f / ms_q:.2f}x", f"{gops_f:.0f}", f"{gops_q:.0f}",
+                     f"{100 * gops_f / peak_fp32:.0f}%", f"{100 * gops_q / peak_int8:.0f}%",
+                     q.intrinsic or "none"])
+        print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+    print(f"\n{datetime.date.today()}, {cpu_name()} ({target.attrs['mcpu']}, {cores} cores, {ghz:.2f} GHz), "
+          f"TVM {tvm.__version__}, {args.trials} trials per kernel; peak fp32 {peak_fp32:.0f} GFLOPS, "
+          f"int8 {peak_int8:.0f} GOPS\n")
+    print("| conv N,C,H,W,K,R,S,stride,pad | fp32 ms | int8 ms | int8 speed-up | fp32 GFLOPS | int8 GOPS "
+          "| fp32 % peak | int8 % peak | int8 intrinsic |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    ratios = np.array([float(r[3][:-1]) for r in rows])
+    print(f"\nint8/fp32 speed-up: geometric mean {np.exp(np.log(ratios).mean()):.2f}x over {len(rows)} shapes")
+
+
+if __name__ == "__main__":
+    main()
