@@ -83,8 +83,7 @@ def cmd_quantize(args) -> int:
         print(format_table(["tensor", "op", "weight", "as", "why"], plan_table(ops), aligns="lllll"))
         if not (args.table or args.sensitivity):
             return 0
-    cfg._recalibrate = True  # `harness quantize` always calibrates
-    table = calibration_table(cfg, model, status=status, progress=not args.quiet)
+    table = calibration_table(cfg, model, status=status, progress=not args.quiet, recalibrate=True)
     out = args.table or cfg.quantize.table
     if out:
         save_table(table, out)

@@ -72,13 +72,14 @@ def qconfig_of(qcfg):
     return QConfig(**{k: v for k, v in dataclasses.asdict(qcfg).items() if k in names})
 
 
-def calibration_table(cfg, model: LoadedModel, *, status: Status, progress: bool = False) -> dict:
-    """Calibrate on the configured data, or load `quantize.table` when given."""
+def calibration_table(cfg, model: LoadedModel, *, status: Status, progress: bool = False,
+                      recalibrate: bool = False) -> dict:
+    """Calibrate on the configured data, or load `quantize.table` when it exists (unless `recalibrate`)."""
     from . import data as hdata
     from .quantize import calibrate, load_table
 
     qcfg = cfg.quantize
-    if qcfg.table and os.path.isfile(qcfg.table) and not getattr(cfg, "_recalibrate", False):
+    if qcfg.table and os.path.isfile(qcfg.table) and not recalibrate:
         status(f"using calibration table {qcfg.table}")
         return load_table(qcfg.table)
     spec = _spec(model)
