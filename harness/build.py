@@ -42,10 +42,10 @@ def resolve_target(cfg) -> tvm.target.Target:
 
 
 def target_key(target: tvm.target.Target) -> str:
-    """Short name of a target for folder names: `llvm-znver5`, `cuda-sm_90`."""
-    if target.kind.name == "cuda":
-        return f"cuda-{target.attrs.get('arch', 'unknown')}"
-    return f"{target.kind.name}-{target.attrs.get('mcpu', 'generic')}"
+    """Short name of a target for folder names: `llvm-znver5`, `cuda-sm_90` (one rule, in harness.tune)."""
+    from .tune.conv import target_key as _target_key
+
+    return _target_key(target)
 
 
 def device_for(target: tvm.target.Target):
