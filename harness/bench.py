@@ -1,8 +1,9 @@
-"""Latency measurement with the VM's `time_evaluator`, after a warm-up run."""
+"""Latency measurement with the VM's `time_evaluator` (and the same rule for Python callables), after a warm-up run."""
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import tvm
@@ -58,6 +59,50 @@ def _to_numpy(out):
     if hasattr(out, "numpy"):
         return out.numpy()
     return [_to_numpy(o) for o in out]
+
+
+#: TVM's `limit_zero_time_iterations`: give up growing `number` after this many 0-ns measurements.
+_ZERO_TIME_LIMIT = 100
+
+
+def time_callable(fn: Callable[[], object], *, number: int = 10, repeat: int = 5, min_repeat_ms: int = 200,
+                  warmup: int = 1, batch: int = 1, sync: Optional[Callable[[], object]] = None,
+                  clock: Callable[[], float] = time.perf_counter) -> LatencyStats:
+    """Time a Python callable the way TVM's `time_evaluator` times a packed function.
+
+    `warmup` plain calls; then `repeat` measurements, each of `number` back-to-back calls. While a
+    measurement takes under `min_repeat_ms`, `number` grows (TVM's rule: to what the last measurement
+    predicts reaches `min_repeat_ms`, at least x1.618) and the measurement is redone; the grown
+    `number` carries over to the following repeats. A sample is elapsed / number seconds.
+    `sync` (e.g. `torch.cuda.synchronize`) is called before each reading of the clock, so that
+    asynchronous work is inside the measurement. `number` in the result is the one finally used.
+    """
+    for _ in range(warmup):
+        fn()
+    number = max(1, int(number))
+    samples: List[float] = []
+    for _ in range(repeat):
+        duration_ms = 0.0
+        zero_times = 0
+        while True:
+            if duration_ms > 0.0:
+                number = int(max(min_repeat_ms / (duration_ms / number) + 1, number * 1.618))
+            if sync is not None:
+                sync()
+            start = clock()
+            for _ in range(number):
+                fn()
+            if sync is not None:
+                sync()
+            elapsed = clock() - start
+            duration_ms = elapsed * 1e3
+            if elapsed <= 0.0:
+                zero_times += 1
+            if duration_ms >= min_repeat_ms or zero_times >= _ZERO_TIME_LIMIT:
+                break
+        samples.append(elapsed / number)
+    return LatencyStats.from_samples(samples, batch=batch, number=number, repeat=repeat,
+                                     min_repeat_ms=min_repeat_ms)
 
 
 def time_vm(vm, dev, inputs: Sequence[np.ndarray], *, number: int = 10, repeat: int = 5,
