@@ -194,6 +194,65 @@ def cmd_tune_conv(args) -> int:
     return 0
 
 
+def _csv(text: Optional[str], cast=str):
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        return [cast(t) for t in items]
+    except ValueError:
+        raise HarnessError(f"expected a comma-separated list of {cast.__name__}s, got {text!r}") from None
+
+
+def cmd_suite(args) -> int:
+    from . import build
+    from .report import suite_table
+    from .suite import cells, default_out_dir, load_suite, run_suite
+
+    peers = None if args.peers is None else ([] if args.peers == "none" else _csv(args.peers))
+    scfg = load_suite(args.config, models=_csv(args.models), batches=_csv(args.batches, int), peers=peers,
+                      target=args.target)
+    first = cells(scfg)[0].config
+    out = args.out or default_out_dir(first.bench.results_dir, build.target_key(build.resolve_target(first.target)))
+    records = run_suite(scfg, out, status=_status_printer(args.quiet), progress=not args.quiet)
+    print(suite_table(records, "text"))
+    print(f"results: {out} ({len(records)} records, table.md, table.csv, figure.png)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import (FORMATS, compare_cells, compare_summary, load_records, parse_fraction, plot_suite,
+                         suite_table)
+
+    fail_over = parse_fraction(args.fail_over if args.fail_over is not None else "5%")
+    if args.fail_over is not None and not args.compare:
+        raise HarnessError("--fail-over needs --compare BASELINE...")
+    fmt = args.format
+    if fmt is None:  # from --output's extension, else text
+        ext = os.path.splitext(args.output or "")[1].lstrip(".").lower()
+        fmt = {"md": "md", "markdown": "md", "csv": "csv", "json": "json"}.get(ext, "text")
+    assert fmt in FORMATS
+    records = load_records(args.results)
+    baseline = load_records(args.compare) if args.compare else None
+    table = suite_table(records, fmt)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8", newline="") as f:
+            f.write(table if table.endswith("\n") else table + "\n")
+        print(f"table: {args.output} ({fmt}, {len(records)} records)")
+    else:
+        print(table.rstrip("\n"))
+    if args.plot:
+        plot_suite(records, args.plot)
+        print(f"figure: {args.plot}")
+    if baseline is None:
+        return 0
+    cells = compare_cells(records, baseline, fail_over)
+    print()
+    print(f"compared with {len(baseline)} baseline record(s), fail over +{fail_over * 100:g}%:")
+    print(compare_summary(cells, fail_over))
+    return 1 if any(c.status == "regression" for c in cells) else 0
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -242,6 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=cmd_tune)
 
+    s = sub.add_parser("suite", help="run a benchmark suite: models x batches x variants, with peers",
+                       description="Run every model x batch of a suite file (configs/suites/) as TVM int8 and "
+                                   "fp32 plus peer systems, each checked against TVM fp32's output before it is "
+                                   "timed; writes the records, table.md, table.csv and figure.png into one folder.")
+    s.add_argument("config", help="suite YAML (e.g. configs/suites/tvm_cuda_int8.yaml)")
+    s.add_argument("--target", choices=["auto", "llvm", "cuda"], help="override run.target.kind")
+    s.add_argument("--models", help="comma-separated subset of models (default: the suite's)")
+    s.add_argument("--batches", help="comma-separated batch sizes, e.g. 1,16 (default: the suite's)")
+    s.add_argument("--peers", help="comma-separated peers for this run, or 'none' (default: the suite's, "
+                                   "per device kind)")
+    s.add_argument("--out", help="results folder (default: <bench.results_dir>/<date>-<target key>)")
+    s.add_argument("--quiet", action="store_true", help="no progress messages")
+    s.set_defaults(func=cmd_suite)
+
     c = sub.add_parser("tune-conv", help="tune one conv2d shape; print latency and GOPS; emit its source",
                        description="Tune one conv2d (int8 with the target's int8 intrinsics, or float32) and "
                                    "append the records to tuning_logs/<target key>/conv/<shape>-<dtype>/.")
@@ -254,6 +327,28 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--logs", default="tuning_logs", help="tuning log root (default: tuning_logs)")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_tune_conv)
+
+    rp = sub.add_parser("report", help="merge result records into the suite table (text/md/csv/json), "
+                                       "a figure, and a regression check",
+                        description="Merge result records into the 2019 tvm-cuda-int8 table: one row per model "
+                                    "and batch, one column per system (ms/image; the newest record wins where "
+                                    "records overlap) and a Relative column (fastest = 1.00). n/a cells are "
+                                    "explained under the text/md table. With --compare, every cell is matched "
+                                    "to the baseline by model, batch, system and target; exit status 1 if one "
+                                    "is slower than the baseline by more than --fail-over, else 0.")
+    rp.add_argument("results", nargs="+", metavar="RESULTS",
+                    help="record .json files or directories (every *.json below them)")
+    rp.add_argument("--format", choices=["text", "md", "csv", "json"],
+                    help="table format (default: from --output's extension, else text); csv: ms/image "
+                         "unrounded, n/a cells empty, reasons in a 'notes' column")
+    rp.add_argument("--output", metavar="FILE", help="write the table here instead of printing it")
+    rp.add_argument("--plot", metavar="PNG", help="also draw grouped bars (ms/image, one panel per batch)")
+    rp.add_argument("--compare", nargs="+", metavar="BASELINE",
+                    help="baseline record files or directories to check the results against "
+                         "(give RESULTS first: `report RESULTS... --compare BASELINE...`)")
+    rp.add_argument("--fail-over", metavar="AMOUNT",
+                    help="with --compare: allowed slow-down, as 5%% or 0.05 (default: 5%%)")
+    rp.set_defaults(func=cmd_report)
     return p
 
 

@@ -202,8 +202,9 @@ def _build(cls, data: Any, path: str):
 
 def config_from_dict(data: dict, *, base_dir: str = ".", cls=RunConfig):
     cfg = _build(cls, data, "")
-    _resolve_paths(cfg, base_dir)
-    _validate(cfg)
+    if isinstance(cfg, RunConfig):
+        _resolve_paths(cfg, base_dir)
+        _validate(cfg)
     return cfg
 
 

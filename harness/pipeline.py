@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -72,23 +72,30 @@ def qconfig_of(qcfg):
     return QConfig(**{k: v for k, v in dataclasses.asdict(qcfg).items() if k in names})
 
 
+def calibration_inputs(calib_cfg, model: LoadedModel) -> List[Dict[str, np.ndarray]]:
+    """The calibration batches a `quantize.calib` section names, as input dicts (model's preprocessing)."""
+    from . import data as hdata
+
+    spec = _spec(model)
+    c = calib_cfg
+    calib = hdata.CalibSpec(source=c.source, path=c.path, num_samples=c.num_samples, batch_size=c.batch_size,
+                            seed=c.seed)
+    return list(hdata.calibration_batches(
+        calib, input_name=_input_name(model), input_shape=model.input_shape, mean=spec.mean, std=spec.std,
+        image_size=model.input_shape[2]))
+
+
 def calibration_table(cfg, model: LoadedModel, *, status: Status, progress: bool = False,
                       recalibrate: bool = False) -> dict:
     """Calibrate on the configured data, or load `quantize.table` when it exists (unless `recalibrate`)."""
-    from . import data as hdata
     from .quantize import calibrate, load_table
 
     qcfg = cfg.quantize
     if qcfg.table and os.path.isfile(qcfg.table) and not recalibrate:
         status(f"using calibration table {qcfg.table}")
         return load_table(qcfg.table)
-    spec = _spec(model)
     c = qcfg.calib
-    calib = hdata.CalibSpec(source=c.source, path=c.path, num_samples=c.num_samples, batch_size=c.batch_size,
-                            seed=c.seed)
-    batches = list(hdata.calibration_batches(
-        calib, input_name=_input_name(model), input_shape=model.input_shape, mean=spec.mean, std=spec.std,
-        image_size=model.input_shape[2]))
+    batches = calibration_inputs(c, model)
     status(f"calibrating ({qcfg.calibrate_mode}, {sum(len(next(iter(b.values()))) for b in batches)} "
            f"samples from {c.source})")
     bar = None
@@ -123,10 +130,15 @@ def _vm_runner(vm, dev):
 
 
 def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status = lambda msg: None,
-        progress: bool = False) -> Dict:
-    """Run the configured model; returns the result record (also written under bench.results_dir)."""
-    status(f"loading {cfg.model.name} ({cfg.model.frontend})")
-    model = load_model(cfg.model)
+        progress: bool = False, peers: Sequence[str] = (), model: Optional[LoadedModel] = None) -> Dict:
+    """Run the configured model; returns the result record (also written under bench.results_dir).
+
+    `peers` (harness.peers.PEERS names) are checked against TVM fp32's output on the same input, then
+    timed with the same settings, and added to the record's variants. `model` skips loading it again.
+    """
+    if model is None:
+        status(f"loading {cfg.model.name} ({cfg.model.frontend})")
+        model = load_model(cfg.model)
     target = build.resolve_target(cfg.target)
     tkey = build.target_key(target)
     batch = model.input_shape[0]
@@ -173,6 +185,10 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
             variant["latency"] = stats.to_dict()
         variants.append(variant)
 
+    if peers:
+        variants += peer_variants(cfg, model, peers, x, runners, compile_only=compile_only, target=target,
+                                  status=status)
+
     if len(variants) > 1 and variants[0].get("latency") and variants[1].get("latency"):
         variants[1]["speedup_vs_fp32"] = variants[0]["latency"]["mean_ms"] / variants[1]["latency"]["mean_ms"]
 
@@ -202,6 +218,22 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
     if write:
         record["path"] = write_record(record, cfg.bench.results_dir, record["run_key"])
     return record
+
+
+def peer_variants(cfg, model: LoadedModel, peers: Sequence[str], x: np.ndarray, runners: Dict, *,
+                  compile_only: bool, target, status: Status) -> List[Dict]:
+    """Peer systems on the same weights and input, as result variants (n/a ones carry the reason)."""
+    from .config import CalibConfig
+    from .peers import run_peers
+
+    if compile_only:
+        return [{"variant": p, "latency": None, "note": "compile only"} for p in peers]
+    reference = runners["tvm-fp32"](x)
+    calib_cfg = cfg.quantize.calib if cfg.quantize is not None else CalibConfig()
+    calib = [b[_input_name(model)] for b in calibration_inputs(calib_cfg, model)]
+    device = "cuda" if target.kind.name == "cuda" else "cpu"
+    return run_peers(list(peers), model, x, reference, bench=cfg.bench, calib_batches=calib, device=device,
+                     status=status)
 
 
 # ----------------------------------------------------------------------------- sensitivity
