@@ -80,15 +80,12 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, *, opt_level: i
     With `database` (a tuning database folder that exists), its tuned kernels are applied
     (MetaSchedule) and the rest keep default schedules; `BuildResult.database` says which.
     """
-    from .tune.model import BuildDatabaseReport, compile_with_database
+    from .tune.model import BuildDatabaseReport
 
     start = time.perf_counter()
     report = BuildDatabaseReport(None)
     try:
-        ex, report = compile_with_database(mod, target, database, opt_level=opt_level)
-        if ex is None:
-            with target, tvm.transform.PassContext(opt_level=opt_level):
-                ex = tvm.compile(mod, target=target)
+        ex, report = _compile(mod, target, database, opt_level)
     except HarnessError:
         raise
     except Exception as e:  # nvcc failures, unsupported schedules: keep the last informative line
@@ -101,6 +98,38 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, *, opt_level: i
         ex.export_library(export)
         path = os.path.abspath(export)
     return BuildResult(ex, target, seconds, path, report)
+
+
+def _compile(mod: tvm.IRModule, target: tvm.target.Target, database: Optional[str], opt_level: int):
+    """(executable, BuildDatabaseReport). llvm builds get default CPU schedules for the kernels the
+    database does not cover (harness.tune.cpu_default; HARNESS_CPU_DEFAULT_SCHEDULES=0 turns them
+    off); should such a build fail, it is built again without them."""
+    from .tune import cpu_default
+    from .tune.model import compile_with_database
+
+    def plain():
+        ex, report = compile_with_database(mod, target, database, opt_level=opt_level)
+        if ex is None:
+            with target, tvm.transform.PassContext(opt_level=opt_level):
+                ex = tvm.compile(mod, target=target)
+        return ex, report
+
+    if not cpu_default.applies_to(target):
+        return plain()
+    try:
+        ex, report = compile_with_database(mod, target, database, opt_level=opt_level)
+        if ex is None:
+            with target, tvm.transform.PassContext(opt_level=opt_level):
+                ex = tvm.compile(mod, target=target, relax_pipeline=cpu_default.relax_pipeline(target))
+        return ex, report
+    except HarnessError:
+        raise
+    except Exception as e:  # pylint: disable=broad-except
+        lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+        cpu_default.logger.warning("build with default CPU schedules failed (%s); building without them",
+                                   lines[-1] if lines else type(e).__name__)
+        with cpu_default.disabled():
+            return plain()
 
 
 def cuda_source(ex) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..build import compile_module
 from ..errors import HarnessError
 from .annotate import QuantOp, find_call
 from .calib import HistogramCollector, get_calibrator
@@ -91,8 +92,7 @@ def collect_stats(mod: tvm.IRModule, ops: Sequence[QuantOp], calib_data: Iterabl
     dev = tvm.cpu(0)
     for start in range(0, len(ops), chunk):
         part = ops[start:start + chunk]
-        with target, tvm.transform.PassContext(opt_level=3):
-            ex = tvm.compile(probe_module(mod, part), target=target)
+        ex = compile_module(probe_module(mod, part), target).executable  # (default CPU schedules)
         vm = relax.VirtualMachine(ex, dev)
         for i, batch in enumerate(batches):
             arrays = _check_batch(batch, func, i)

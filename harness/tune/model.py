@@ -6,9 +6,10 @@ anchored on conv2d / matmul into one JSON database per run key
 
     tuning_logs/<target key>/<run key>/   (run key like resnet50_v1-B1-int8)
 
-and `harness run` applies a matching database when it builds (kernels not in
-it keep TVM's default schedules). Records are appended after every batch, and a
-re-run resumes: schedules already in the database are not measured again.
+and `harness run` applies a matching database when it builds (on llvm the kernels
+not in it get the default CPU schedules of :mod:`harness.tune.cpu_default`). Records
+are appended after every batch, and a re-run resumes: schedules already in the
+database are not measured again.
 """
 from __future__ import annotations
 
@@ -46,12 +47,12 @@ def tuning_dir(root: str, target, run_key: str) -> str:
     return os.path.join(root, target_key(target), run_key)
 
 
-def fused(mod: tvm.IRModule, target) -> tvm.IRModule:
-    """Legalize and fuse `mod` the way `compile_relax` does before it applies a database,
-    so that the extracted kernels are exactly the ones looked up at build time."""
+def fuse_passes(target) -> list:
+    """Dispatch, legalize and fuse: what `compile_relax` runs before it applies a database
+    (and what the llvm build pipeline of :mod:`harness.tune.cpu_default` runs)."""
     from tvm import relax
 
-    seq = [
+    return [
         *relax.pipeline.library_dispatch_passes(target),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
@@ -59,8 +60,13 @@ def fused(mod: tvm.IRModule, target) -> tvm.IRModule:
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
     ]
+
+
+def fused(mod: tvm.IRModule, target) -> tvm.IRModule:
+    """Legalize and fuse `mod` the way `compile_relax` does before it applies a database,
+    so that the extracted kernels are exactly the ones looked up at build time."""
     with target, tvm.transform.PassContext(opt_level=3):
-        return tvm.transform.Sequential(seq)(mod)
+        return tvm.transform.Sequential(fuse_passes(target))(mod)
 
 
 def extracted_tasks(mod: tvm.IRModule, target) -> list:
@@ -138,6 +144,13 @@ def compile_with_database(mod: tvm.IRModule, target, work_dir: Optional[str], *,
     for task in extracted_tasks(mod, target):
         hit = database.query_tuning_record(task.dispatched[0], target, task.task_name) is not None
         (report.from_database if hit else report.fallback).append(task.task_name)
+    from . import cpu_default
+
+    if cpu_default.applies_to(target):
+        # compile_relax's steps (fuse, apply the database), then default schedules for the rest
+        with target, database, tvm.transform.PassContext(opt_level=opt_level):
+            ex = tvm.compile(mod, target=target, relax_pipeline=cpu_default.relax_pipeline(target, database))
+        return ex, report
     with target, tvm.transform.PassContext(opt_level=opt_level):
         ex = ms.relax_integration.compile_relax(database, mod, target, params=None)
     return ex, report

@@ -1,0 +1,520 @@
+"""Default CPU schedules for the kernels nobody tuned (what TOPI's x86 templates used to give).
+
+TVM 0.27's Relax CPU pipeline leaves every legalized kernel as naive, single-threaded scalar
+loops; only kernels found in a MetaSchedule database get real schedules. This module gives
+every other PrimFunc of a fused Relax module a plain, deterministic schedule:
+
+* one reduction block (conv2d, grouped / depthwise / dilated conv2d, matmul / dense, pooling,
+  sums), fp32 or 8-bit x 8-bit -> int32, with its fused epilogue (bias add, ReLU, the int8
+  dequantize multiply / cast / round / clip / requantize of :mod:`harness.quantize.realize`):
+  the elementwise epilogue is inlined into one output block, the padding stage stays a stage of
+  its own (parallel, vectorized), and the reduction is tiled as a register block
+
+      parallel for (outer spatial tiles):          # n, oc / reg, oh, ow / vec, fused
+          acc[reg, vec] = 0                         # local accumulator (decomposed init)
+          for (reduction loops: ic, kh, kw):
+              unroll for r in reg:                  # e.g. output channels
+                  vectorize for v in vec:           # output width / columns (contiguous)
+                      acc[r, v] += data * weight
+          epilogue(acc) -> output                   # reverse_compute_at, vectorized
+
+  Per output element the reduction order is the unscheduled one, so integer kernels are
+  bit-exact and float ones differ only by FMA contraction.
+* no reduction block (elementwise / injective, quantize, reshape, padding): producers inlined;
+  the innermost loops (joined until two vectors long) split by a divisor of at most the vector
+  width, that part vectorized, the outer loops fused and made parallel.
+* anything else: only the outer data-parallel loops of each block are made parallel.
+
+A function the rule cannot handle is left as it was (never an error: it is logged at debug
+level); functions already scheduled (``tirx.is_scheduled``, e.g. from a tuning database) are
+not touched. :func:`relax_pipeline` is the Relax pipeline the harness compiles llvm targets
+with: the same dispatch / legalize / fuse steps as :func:`harness.tune.model.fused` (and
+MetaSchedule's ``compile_relax``), the database when there is one, then these schedules.
+
+``HARNESS_CPU_DEFAULT_SCHEDULES=0`` in the environment switches all of it off (then builds are
+exactly what they were before: ``tvm.compile``'s default pipeline, or ``compile_relax``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+import tvm
+from tvm import s_tir, tirx
+
+logger = logging.getLogger(__name__)
+
+ENV_SWITCH = "HARNESS_CPU_DEFAULT_SCHEDULES"
+SCHEDULED_ATTR = "tirx.is_scheduled"  # the key TVM 0.27 uses ("tir.is_scheduled" in older TVMs)
+_SCHEDULED_KEYS = (SCHEDULED_ATTR, "tir.is_scheduled")
+
+# below this many output elements an elementwise kernel stays on one thread
+_PARALLEL_MIN_ELEMENTS = 4096
+_TRACE = bool(os.environ.get("HARNESS_CPU_DEFAULT_TRACE"))  # debug log with tracebacks
+
+
+class NotApplicable(Exception):
+    """The rule does not handle this function (it is left unscheduled)."""
+
+
+_override: Optional[bool] = None  # set by `disabled()`; None: the environment decides
+
+
+def enabled() -> bool:
+    """False when HARNESS_CPU_DEFAULT_SCHEDULES is 0 / false / off / no (or inside `disabled()`)."""
+    if _override is not None:
+        return _override
+    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+@contextlib.contextmanager
+def disabled():
+    """Builds inside this block get no default CPU schedules (like HARNESS_CPU_DEFAULT_SCHEDULES=0)."""
+    global _override  # pylint: disable=global-statement
+    old, _override = _override, False
+    try:
+        yield
+    finally:
+        _override = old
+
+
+def applies_to(target) -> bool:
+    """Whether builds for `target` get default CPU schedules (llvm targets, switch on)."""
+    return target is not None and target.kind.name == "llvm" and enabled()
+
+
+# ----------------------------------------------------------------------------- target facts
+
+
+def vector_bits(target) -> int:
+    """SIMD register width in bits of an llvm target, from its CPU features.
+
+    (`llvm_get_vector_width` of the 0.27 wheel answers 512 for every x86 CPU, so it is only
+    the last resort.)
+    """
+    from tvm.target import codegen
+
+    try:
+        with target:
+            feats = {str(k) for k in codegen.llvm_get_cpu_features(target)}
+    except Exception:  # pylint: disable=broad-except
+        feats = set()
+    if "avx512f" in feats:
+        return 512
+    if "avx" in feats:
+        return 256
+    if feats & {"sse2", "sse4.1", "sse4.2", "neon", "simd128", "altivec", "v"}:
+        return 128
+    try:
+        width = int(codegen.llvm_get_vector_width(target))
+    except Exception:  # pylint: disable=broad-except
+        width = -1
+    return width if width >= 128 else 128
+
+
+def _vector_registers(bits: int) -> int:
+    return 32 if bits >= 512 else 16
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _is_scheduled(func) -> bool:
+    attrs = func.attrs
+    if attrs is None:
+        return False
+    return any(key in attrs and bool(attrs[key]) for key in _SCHEDULED_KEYS)
+
+
+def _int(expr) -> int:
+    if isinstance(expr, int):
+        return expr
+    if isinstance(expr, tirx.IntImm):
+        return int(expr.value)
+    raise NotApplicable(f"non-constant extent {expr}")
+
+
+def _dtype_bits(dtype) -> int:
+    return tvm.runtime.DataType(str(dtype)).bits
+
+
+def _divisors(n: int) -> List[int]:
+    small = [d for d in range(1, int(math.isqrt(n)) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def pick_vector_factor(extent: int, lanes: int) -> int:
+    """A divisor of `extent` (at most one vector long) that fills vector lanes best.
+
+    (One vector per accumulator row and more rows beat two-vector rows: measured on AVX2,
+    7-wide rows x 8 beat 14 x 4 by 2x.)"""
+    best, best_key = 1, (0.0, 0)
+    for d in _divisors(extent):
+        if d > lanes:
+            break
+        fill = d / (math.ceil(d / lanes) * lanes)
+        key = (fill, d)
+        if key > best_key:
+            best, best_key = d, key
+    return best
+
+
+def _largest_divisor_at_most(n: int, cap: int) -> int:
+    return max(d for d in _divisors(n) if d <= max(1, cap))
+
+
+def _vars_of(expr) -> list:
+    return list(tirx.analysis.undefined_vars(expr))
+
+
+def _region_vars(region) -> list:
+    return [v for rng in region.region for v in _vars_of(rng.min) + _vars_of(rng.extent)]
+
+
+def _uses(variables: Sequence, var) -> bool:
+    return any(v.same_as(var) for v in variables)
+
+
+class _Block:
+    """A block of the root scope with its loops (one loop per block iter, in order)."""
+
+    def __init__(self, rv, loops, iters, is_reduction):
+        self.rv = rv
+        self.loops = list(loops)
+        self.iters = list(iters)
+        self.is_reduction = bool(is_reduction)
+
+
+def _root_blocks(sch: s_tir.Schedule) -> List[_Block]:
+    norm = tvm.get_global_func("s_tir.schedule.NormalizePrimFunc")
+    result = norm(sch)
+    if result is None:
+        raise NotApplicable("not in normal form (a block iter is not one loop)")
+    return [_Block(b, loops, iters, red) for b, loops, iters, red in zip(*result)]
+
+
+def _is_reduction_iter(iv) -> bool:
+    return iv.iter_type == tirx.IterVar.CommReduce
+
+
+def _param_buffers(sch: s_tir.Schedule) -> list:
+    # TVM 0.27: a PrimFunc's parameters are its buffers; block regions name them as `source`
+    return list(sch.mod["main"].params)
+
+
+def _writes_param(sch: s_tir.Schedule, block_rv, params) -> bool:
+    return any(w.source.same_as(p) for w in sch.get(block_rv).writes for p in params)
+
+
+def _block_bits(sch: s_tir.Schedule, block_rv) -> int:
+    block = sch.get(block_rv)
+    bits = [_dtype_bits(r.source.dtype) for r in list(block.reads) + list(block.writes)]
+    bits = [b for b in bits if b >= 8]
+    return max(bits) if bits else 32
+
+
+def _inline_all(sch: s_tir.Schedule, blocks: Sequence, params) -> list:
+    """compute_inline every spatial block that writes no parameter; the ones that stay."""
+    kept = []
+    for blk in blocks:
+        if _writes_param(sch, blk.rv, params):
+            kept.append(blk)
+            continue
+        try:
+            sch.compute_inline(blk.rv)
+        except Exception:  # pylint: disable=broad-except
+            kept.append(blk)
+    return kept
+
+
+def _is_padding(sch: s_tir.Schedule, block_rv) -> bool:
+    block = sch.get(block_rv)
+    return block.name_hint.startswith("pad") or "if_then_else" in str(block.body)
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def schedule_injective(sch: s_tir.Schedule, block_rv, bits: int) -> None:
+    """Parallel outer loops, a vectorized (or plain, for LLVM to vectorize) inner row."""
+    loops = sch.get_loops(block_rv)
+    if not loops:
+        return
+    extents = [_int(sch.get(lp).extent) for lp in loops]
+    lanes = max(1, bits // _block_bits(sch, block_rv))
+    total = math.prod(extents)
+    # the inner row: the innermost loop, joined with the next ones while it is short
+    n_inner, inner_ext = 1, extents[-1]
+    while n_inner < len(loops) and inner_ext < 2 * lanes:
+        n_inner += 1
+        inner_ext *= extents[-n_inner]
+    inner = sch.fuse(*loops[-n_inner:]) if n_inner > 1 else loops[-1]
+    outer = loops[:-n_inner]
+    vec = pick_vector_factor(inner_ext, lanes)
+    if vec >= max(2, lanes // 2):
+        _, vi = sch.split(inner, factors=[None, vec])
+        sch.vectorize(vi)
+    if outer and total >= _PARALLEL_MIN_ELEMENTS:
+        fo = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        if _int(sch.get(fo).extent) > 1:
+            sch.parallel(fo)
+
+
+def _choose_axes(sch: s_tir.Schedule, anchor: _Block):
+    """(vector axis, register axis or None) as indices into the anchor's iters."""
+    block = sch.get(anchor.rv)
+    spatial = [i for i, iv in enumerate(anchor.iters) if not _is_reduction_iter(iv) and _int(iv.dom.extent) > 1]
+    if not spatial:
+        raise NotApplicable("no spatial iteration to vectorize")
+
+    def index_of(var) -> Optional[int]:
+        return next((i for i, iv in enumerate(anchor.iters) if iv.var.same_as(var)), None)
+
+    vec = None
+    out_region = block.writes[0].region
+    for rng in reversed(out_region):  # the output's innermost dimension that varies
+        used = [index_of(v) for v in _vars_of(rng.min)]
+        used = [i for i in used if i in spatial]
+        if used:
+            vec = max(used)
+            break
+    if vec is None:
+        vec = spatial[-1]
+    vec_var = anchor.iters[vec].var
+    reg, reg_ext = None, 0
+    for i in spatial:
+        if i == vec:
+            continue
+        var = anchor.iters[i].var
+        # an axis some operand does not depend on while it streams along the vector axis:
+        # that operand's vector is loaded once for all `reg` accumulators
+        if any(_uses(_region_vars(r), vec_var) and not _uses(_region_vars(r), var) for r in block.reads):
+            ext = _int(anchor.iters[i].dom.extent)
+            if ext > reg_ext:
+                reg, reg_ext = i, ext
+    return vec, reg
+
+
+def schedule_reduction(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block, target) -> None:
+    """Register-tiled, parallel, vectorized schedule of the one reduction block and its epilogue."""
+    params = _param_buffers(sch)
+    bits = vector_bits(target)
+    idx = next(i for i, b in enumerate(blocks) if b is anchor)
+    before, after = blocks[:idx], blocks[idx + 1:]
+    # prologue: keep padding as a stage of its own; inline the rest where legal
+    prologue = []
+    for blk in before:
+        if _is_padding(sch, blk.rv) or _writes_param(sch, blk.rv, params):
+            prologue.append(blk)
+            continue
+        try:
+            sch.compute_inline(blk.rv)
+        except Exception:  # pylint: disable=broad-except
+            prologue.append(blk)
+    # epilogue: inline the elementwise chain into the block that writes the output
+    rest = _inline_all(sch, after, params)
+    acc_dtype = sch.get(anchor.rv).writes[0].source.dtype
+    if _writes_param(sch, anchor.rv, params):
+        if sch.get_consumers(anchor.rv):
+            raise NotApplicable("reduction output is both a result and read again")
+        epilogue = sch.cache_write(anchor.rv, 0, "local")
+    else:
+        consumers = sch.get_consumers(anchor.rv)
+        if len(consumers) != 1:
+            raise NotApplicable(f"{len(consumers)} consumers of the reduction")
+        epilogue = consumers[0]
+        sch.set_scope(anchor.rv, 0, "local")
+    rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
+
+    lanes = max(1, bits // _dtype_bits(acc_dtype))
+    vec, reg = _choose_axes(sch, anchor)
+    extents = [_int(iv.dom.extent) for iv in anchor.iters]
+    vec_factor = pick_vector_factor(extents[vec], lanes)
+    n_vec = math.ceil(vec_factor / lanes)
+    acc_budget = min(16, max(1, (_vector_registers(bits) - 4) // n_vec))
+    reg_factor = _largest_divisor_at_most(extents[reg], acc_budget) if reg is not None else 1
+
+    outer, reduce_loops, reg_inner, vec_inner = [], [], None, None
+    for i, (loop, iv) in enumerate(zip(anchor.loops, anchor.iters)):
+        if _is_reduction_iter(iv):
+            reduce_loops.append(loop)
+        elif i == vec:
+            lo, li = sch.split(loop, factors=[None, vec_factor])
+            outer.append(lo)
+            vec_inner = li
+        elif i == reg and reg_factor > 1:
+            lo, li = sch.split(loop, factors=[None, reg_factor])
+            outer.append(lo)
+            reg_inner = li
+        else:
+            outer.append(loop)
+    inner = [lp for lp in (reg_inner, vec_inner) if lp is not None]
+    sch.reorder(*outer, *reduce_loops, *inner)
+    sch.reverse_compute_at(epilogue, outer[-1], preserve_unit_loops=False)
+    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    if _int(sch.get(fused).extent) > 1:
+        sch.parallel(fused)
+    if vec_factor > 1:
+        sch.vectorize(vec_inner)
+    if reg_inner is not None:
+        sch.unroll(reg_inner)
+    if reduce_loops:  # (unit reduction loops are gone after normalization: 1x1 windows)
+        sch.decompose_reduction(anchor.rv, reduce_loops[0])  # the init loops keep these loop kinds
+    epi_loops = sch.get_loops(epilogue)
+    if len(epi_loops) > 1 and _int(sch.get(epi_loops[-1]).extent) > 1:
+        sch.vectorize(epi_loops[-1])
+    for blk in prologue + rest:
+        schedule_injective(sch, blk.rv, bits)
+
+
+def schedule_parallel_only(sch: s_tir.Schedule, target) -> None:  # pylint: disable=unused-argument
+    """Fallback: the leading data-parallel loops of every root block made parallel."""
+    changed = False
+    for blk in _root_blocks(sch):
+        lead = []
+        for loop, iv in zip(blk.loops, blk.iters):
+            if _is_reduction_iter(iv):
+                break
+            lead.append(loop)
+        if not lead:
+            continue
+        if math.prod(_int(sch.get(lp).extent) for lp in lead) < 2:
+            continue
+        fused = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+        sch.parallel(fused)
+        changed = True
+    if not changed:
+        raise NotApplicable("no data-parallel loop")
+
+
+def _schedule_main(sch: s_tir.Schedule, target) -> str:
+    blocks = _root_blocks(sch)
+    if not blocks:
+        raise NotApplicable("no blocks")
+    reductions = [b for b in blocks if b.is_reduction]
+    if len(reductions) == 1:
+        schedule_reduction(sch, blocks, reductions[0], target)
+        return "reduction"
+    if not reductions:
+        params = _param_buffers(sch)
+        bits = vector_bits(target)
+        for blk in _inline_all(sch, blocks, params):
+            schedule_injective(sch, blk.rv, bits)
+        return "injective"
+    raise NotApplicable(f"{len(reductions)} reduction blocks")
+
+
+def schedule_func(func: tirx.PrimFunc, target, name: str = "func") -> Optional[tirx.PrimFunc]:
+    """The default-scheduled `func` (with `tirx.is_scheduled`), or None where no rule applies."""
+    if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+        return None
+    render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
+    for rule in (_schedule_main, schedule_parallel_only):
+        try:
+            sch = s_tir.Schedule(func, debug_mask="none", error_render_level=render)
+            kind = rule(sch, target) or rule.__name__
+        except Exception as err:  # pylint: disable=broad-except
+            logger.debug("cpu default schedule: %s: %s not applied: %s: %s", name, rule.__name__,
+                         type(err).__name__, str(err).strip()[-2000:], exc_info=_TRACE)
+            continue
+        logger.debug("cpu default schedule: %s: %s", name, kind)
+        return sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
+    return None
+
+
+# ----------------------------------------------------------------------------- dlight / passes
+
+
+def dlight_rule():
+    """The same schedules as a `tvm.s_tir.dlight` ScheduleRule (for ApplyDefaultSchedule)."""
+    from tvm.s_tir.dlight.base import ScheduleRule
+
+    class CPUDefault(ScheduleRule):  # pylint: disable=too-few-public-methods
+        def apply(self, func, target, tunable):  # pylint: disable=unused-argument
+            scheduled = schedule_func(func, target)
+            if scheduled is None:
+                return None
+            return s_tir.Schedule(scheduled.without_attr(SCHEDULED_ATTR))
+
+        def is_target_available(self, target) -> bool:
+            return target.kind.name == "llvm"
+
+    return CPUDefault()
+
+
+def default_schedule_pass(target=None) -> tvm.transform.Pass:
+    """Module pass: default CPU schedules for the unscheduled PrimFuncs of a (fused) module."""
+
+    @tvm.transform.module_pass(opt_level=0, name="HarnessCPUDefaultSchedule")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        tgt = target or tvm.target.Target.current(allow_none=False)
+        updates: Dict[tvm.ir.GlobalVar, tirx.PrimFunc] = {}
+        skipped = 0
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+                continue
+            scheduled = schedule_func(func, func.attrs.get("target", tgt) if func.attrs else tgt,
+                                      gvar.name_hint)
+            if scheduled is None:
+                skipped += 1
+            else:
+                updates[gvar] = scheduled
+        if updates:
+            mod = mod.clone()  # the pass must not change the module it was given
+            for gvar, func in updates.items():
+                mod[gvar] = func
+        logger.debug("cpu default schedules: %d function(s) scheduled, %d left as they were",
+                     len(updates), skipped)
+        return mod
+
+    return _pass
+
+
+def _lower_passes() -> list:
+    """What `compile_relax` (and `tvm.compile`'s default pipeline, on CPU) run after legalizing."""
+    from tvm import relax
+
+    return [
+        relax.transform.RewriteDataflowReshape(),
+        relax.transform.ToNonDataflow(),
+        relax.transform.RemovePurityChecking(),
+        relax.transform.CallTIRRewrite(),
+        relax.transform.StaticPlanBlockMemory(),
+        relax.transform.LowerAllocTensor(),
+        relax.transform.KillAfterLastUse(),
+        relax.transform.LowerRuntimeBuiltin(),
+        relax.transform.ComputePrimValue(),
+        relax.transform.VMShapeLower(),
+        relax.transform.AttachGlobalSymbol(),
+    ]
+
+
+def fuse_and_schedule(mod: tvm.IRModule, target, database=None) -> tvm.IRModule:
+    """`mod` legalized and fused like :func:`harness.tune.model.fused`, with the tuned kernels of
+    `database` (a MetaSchedule Database) applied and default CPU schedules for all the others."""
+    from tvm import relax
+
+    from .model import fuse_passes
+
+    with target:
+        mod = tvm.transform.Sequential(fuse_passes(target))(mod)
+        if database is not None:
+            with database:
+                mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        return default_schedule_pass(target)(mod)
+
+
+def relax_pipeline(target, database=None) -> tvm.transform.Pass:
+    """Relax pipeline for llvm (`tvm.compile(..., relax_pipeline=)`): :func:`fuse_and_schedule`,
+    then the lowering passes `compile_relax` runs."""
+
+    @tvm.transform.module_pass(opt_level=0, name="HarnessCPUPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod = fuse_and_schedule(mod, target, database)
+        with target:
+            return tvm.transform.Sequential(_lower_passes())(mod)
+
+    return _pipeline

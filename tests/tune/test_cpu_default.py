@@ -1,0 +1,241 @@
+"""Default CPU schedules (harness.tune.cpu_default): the same numbers as the unscheduled build,
+schedules that are really there (parallel + vectorized loops, `tirx.is_scheduled`), functions the
+rule cannot handle left alone, the env switch, and a whole ResNet-18 at a small input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from harness.build import bind_params, compile_module
+from harness.tune import cpu_default
+from harness.tune.model import fused
+from tests.helpers import rel_err
+
+RNG = np.random.RandomState(0)
+
+
+@pytest.fixture(scope="module")
+def target():
+    import os
+
+    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+                              "num-cores": os.cpu_count() or 1})
+
+
+def _module(shape, dtype, body):
+    """Relax module main(x) = body(x) (constants bound inside)."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(body(bb, x))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _const(a):
+    return relax.const(np.ascontiguousarray(a))
+
+
+def conv_bias_relu(ci=8, co=16, hw=14, k=3, stride=1, groups=1, dilation=1):
+    w = RNG.normal(size=(co, ci // groups, k, k)).astype("float32")
+    b = RNG.normal(size=(1, co, 1, 1)).astype("float32")
+
+    def body(bb, x):
+        y = bb.emit(relax.op.nn.conv2d(x, _const(w), strides=stride, padding=dilation * (k // 2),
+                                       dilation=dilation, groups=groups))
+        return relax.op.nn.relu(bb.emit(relax.op.add(y, _const(b))))
+
+    return _module((1, ci, hw, hw), "float32", body)
+
+
+def dense_bias(m=2, k=48, n=40):
+    w = RNG.normal(size=(k, n)).astype("float32")  # (in, out): what the frontends fold W^T into
+    b = RNG.normal(size=(n,)).astype("float32")
+    return _module((m, k), "float32", lambda bb, x: relax.op.add(bb.emit(relax.op.matmul(x, _const(w))), _const(b)))
+
+
+def pools(c=16, hw=15):
+    def body(bb, x):
+        mp = bb.emit(relax.op.nn.max_pool2d(x, pool_size=3, strides=2, padding=1))
+        ap = bb.emit(relax.op.nn.avg_pool2d(mp, pool_size=2, strides=1))
+        return relax.op.nn.adaptive_avg_pool2d(ap, output_size=1)
+
+    return _module((1, c, hw, hw), "float32", body)
+
+
+def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True):
+    """uint8 x int8 -> int32 conv; with `epilogue`, realize.py's dequantize / bias / ReLU /
+    requantize chain after it (cast, per-channel multiply, add, relu, multiply, floor(+0.5), clip, cast)."""
+    w = RNG.randint(-127, 128, size=(co, ci, k, k)).astype("int8")
+    scale = RNG.uniform(1e-3, 1e-2, size=(1, co, 1, 1)).astype("float32")
+    bias = RNG.normal(size=(1, co, 1, 1)).astype("float32")
+
+    def body(bb, x):
+        acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=k // 2, out_dtype="int32"))
+        if not epilogue:
+            return acc
+        y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), _const(scale)))
+        y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(y, _const(bias)))))
+        codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(bb.emit(relax.op.multiply(y, relax.const(20.0, "float32"))),
+                                                            relax.const(0.5, "float32")))))
+        return relax.op.astype(bb.emit(relax.op.clip(codes, 0, 255)), "uint8")
+
+    return _module((1, ci, hw, hw), "uint8", body)
+
+
+def _run(mod, x, target, on: bool):
+    if on:
+        built = compile_module(mod, target)
+    else:
+        with cpu_default.disabled():
+            built = compile_module(mod, target)
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _scheduled_funcs(mod, target):
+    """{name: PrimFunc} of `mod` fused and given default schedules (fails if one was not)."""
+    fmod = fused(mod, target)
+    names = [gv.name_hint for gv, f in fmod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    with target:
+        smod = cpu_default.default_schedule_pass(target)(fmod)
+    out = {}
+    for name in names:
+        func = smod[name]
+        assert func.attrs is not None and bool(func.attrs.get(cpu_default.SCHEDULED_ATTR, False)), name
+        out[name] = func
+    return out
+
+
+CASES = {
+    "conv_bias_relu": (conv_bias_relu(), (1, 8, 14, 14), "float32"),
+    "conv_stride2": (conv_bias_relu(ci=6, co=12, hw=13, k=3, stride=2), (1, 6, 13, 13), "float32"),
+    "grouped_conv": (conv_bias_relu(ci=8, co=16, groups=4), (1, 8, 14, 14), "float32"),
+    "depthwise_dilated": (conv_bias_relu(ci=16, co=16, groups=16, dilation=2), (1, 16, 14, 14), "float32"),
+    "dense": (dense_bias(), (2, 48), "float32"),
+    "pools": (pools(), (1, 16, 15, 15), "float32"),
+    "int8_conv_int32": (int8_conv(epilogue=False), (1, 16, 12, 12), "uint8"),
+    "int8_conv_dequantize": (int8_conv(), (1, 16, 12, 12), "uint8"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_same_numbers_as_unscheduled(case, target):
+    mod, shape, dtype = CASES[case]
+    x = RNG.randint(0, 256, size=shape).astype(dtype) if dtype == "uint8" else RNG.normal(size=shape).astype(dtype)
+    funcs = _scheduled_funcs(mod, target)  # every kernel got a default schedule
+    assert any("T.parallel" in f.script() or "T.vectorized" in f.script() for f in funcs.values())
+    ref = _run(mod, x, target, on=False)
+    got = _run(mod, x, target, on=True)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    if ref.dtype == np.float32:
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    elif case == "int8_conv_dequantize":  # uint8 codes: fp32 epilogue, at most a rounding step apart
+        assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+        assert (got == ref).mean() > 0.99
+    else:  # int32 accumulators: exact
+        np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("case", ["conv_bias_relu", "int8_conv_dequantize"])
+def test_conv_is_parallel_vectorized_register_tiled(case, target):
+    funcs = _scheduled_funcs(CASES[case][0], target)
+    [conv] = [f for name, f in funcs.items() if "conv2d" in name]
+    text = conv.script()
+    assert "T.parallel(" in text and "T.vectorized(" in text and "T.unroll(" in text
+    assert '"tirx.is_scheduled": True' in text
+    assert '_init"' in text  # the accumulator is initialized apart (decompose_reduction)
+    assert 'scope="local"' in text  # ... in a local buffer, the epilogue computed from it
+
+
+def test_vector_factor_and_target_width():
+    assert cpu_default.pick_vector_factor(56, 8) == 8
+    assert cpu_default.pick_vector_factor(28, 8) == 7
+    assert cpu_default.pick_vector_factor(7, 16) == 7
+    assert cpu_default.pick_vector_factor(1000, 16) == 10
+    assert cpu_default.vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})) == 512
+    assert cpu_default.vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "znver2"})) == 256
+    assert cpu_default.vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})) == 128
+
+
+def test_unhandled_and_scheduled_functions_are_left_alone(target):
+    from tvm.script import tirx as T
+
+    @T.prim_func(private=True, s_tir=True)
+    def dynamic(a: T.handle, b: T.handle):
+        n = T.int64()
+        A = T.match_buffer(a, (n,), "float32")
+        B = T.match_buffer(b, (n,), "float32")
+        for i in range(n):
+            with T.sblock("B"):
+                vi = T.axis.spatial(n, i)
+                B[vi] = A[vi] * T.float32(2)
+
+    assert cpu_default.schedule_func(dynamic, target) is None  # symbolic extent: not handled
+    done = cpu_default.schedule_func(fused(conv_bias_relu(), target)["fused_conv2d_add_relu"], target)
+    assert done is not None and cpu_default.schedule_func(done, target) is None  # already scheduled
+    mod = tvm.IRModule({"dynamic": dynamic, "done": done})
+    with target:
+        out = cpu_default.default_schedule_pass(target)(mod)
+    assert out["dynamic"].same_as(dynamic) and out["done"].same_as(done)
+
+
+def test_database_kernels_are_kept(target):
+    """A kernel a tuning database schedules keeps that schedule; the others get the defaults."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    mod = _module((1, 8, 14, 14), "float32", lambda bb, x: relax.op.nn.relu(bb.emit(relax.op.nn.max_pool2d(
+        bb.emit(relax.op.nn.conv2d(x, _const(RNG.normal(size=(16, 8, 3, 3)).astype("float32")), padding=1)),
+        pool_size=2, strides=2))))
+    [task] = [t for t in ms.relax_integration.extract_tasks(fused(mod, target), target) if "conv2d" in t.task_name]
+    db = ms.database.MemoryDatabase()
+    sch = s_tir.Schedule(task.dispatched[0])
+    sch.parallel(sch.get_loops(sch.get_sblock("conv2d_nchw"))[1])  # "tuned": output channels in parallel
+    db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(task.dispatched[0]), [1e-3], target))
+
+    out = cpu_default.fuse_and_schedule(mod, target, db)
+    funcs = {gv.name_hint: f for gv, f in out.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
+    conv = funcs.pop(task.task_name).script()
+    assert "T.parallel(T.int64(16))" in conv and "T.vectorized(" not in conv  # the database's schedule
+    assert funcs and all("T.vectorized(" in f.script() for f in funcs.values())  # defaults elsewhere
+    x = RNG.normal(size=(1, 8, 14, 14)).astype("float32")
+    with target, db, tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(mod, target=target, relax_pipeline=cpu_default.relax_pipeline(target, db))
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, _run(mod, x, target, on=False), rtol=1e-5, atol=1e-5)
+
+
+def test_dlight_rule(target):
+    from tvm.s_tir import dlight as dl
+
+    fmod = fused(dense_bias(), target)
+    with target:
+        out = dl.ApplyDefaultSchedule(cpu_default.dlight_rule())(fmod)
+    text = out["fused_matmul_add"].script()
+    assert "T.vectorized(" in text and '"tirx.is_scheduled": True' in text
+
+
+def test_switch(target, monkeypatch):
+    assert cpu_default.applies_to(target)
+    assert not cpu_default.applies_to(tvm.target.Target({"kind": "cuda", "arch": "sm_90"}))
+    with cpu_default.disabled():
+        assert not cpu_default.applies_to(target)
+    monkeypatch.setenv(cpu_default.ENV_SWITCH, "0")
+    assert not cpu_default.applies_to(target)
+
+
+def test_resnet18_logits_unchanged(target):
+    from harness.config import ModelConfig
+    from harness.frontends import load_model
+
+    model = load_model(ModelConfig(name="resnet18_v1", input_shape=[1, 3, 64, 64]))
+    mod = bind_params(model.mod, model.params)
+    x = np.random.RandomState(3).normal(size=(1, 3, 64, 64)).astype("float32")
+    ref = _run(mod, x, target, on=False)
+    got = _run(mod, x, target, on=True)
+    assert rel_err(got, ref) <= 1e-4
+    assert got.argmax() == ref.argmax()
