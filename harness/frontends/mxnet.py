@@ -572,15 +572,10 @@ def _clip(cv, idx, node, attrs):
 
 
 @_register("Reshape", "reshape")
-def _reshape(cv, idx, node, attrs):
-    x = cv.arg(node, 0)
-    in_shape = [int(d) for d in x.ty.shape]
-    spec = _attr_tuple(attrs, "shape", ())
-    if _attr_bool(attrs, "reverse", False):
-        raise UnsupportedOpError("Reshape(reverse=True)", node["name"])
+def mxnet_reshape_shape(in_shape: Sequence[int], spec: Sequence[int]) -> List[int]:
+    """MXNet Reshape's special codes (0 copy, -1 infer, -2 rest, -3 merge two, -4 split one)."""
     out: List[int] = []
-    i = 0
-    j = 0
+    i = j = 0
     while j < len(spec):
         s = spec[j]
         if s == 0:
@@ -601,6 +596,16 @@ def _reshape(cv, idx, node, attrs):
         else:
             out.append(s); i += 1
         j += 1
+    return out
+
+
+def _reshape(cv, idx, node, attrs):
+    x = cv.arg(node, 0)
+    in_shape = [int(d) for d in x.ty.shape]
+    spec = _attr_tuple(attrs, "shape", ())
+    if _attr_bool(attrs, "reverse", False):
+        raise UnsupportedOpError("Reshape(reverse=True)", node["name"])
+    out = mxnet_reshape_shape(in_shape, spec)
     return cv.emit(relax.op.reshape(x, out), node)
 
 

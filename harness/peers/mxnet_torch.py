@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConversionError, UnsupportedOpError
-from ..frontends.mxnet import _attr_bool, _attr_float, _attr_int, _attr_str, _attr_tuple, load_params
+from ..frontends.mxnet import (_attr_bool, _attr_float, _attr_int, _attr_str, _attr_tuple, load_params,
+                              mxnet_reshape_shape)
 
 Step = Callable[..., Any]
 
@@ -276,31 +277,6 @@ def _reshape(attrs, node):
     return run
 
 
-def mxnet_reshape_shape(in_shape: Sequence[int], spec: Sequence[int]) -> List[int]:
-    """MXNet Reshape's special codes (0 copy, -1 infer, -2 rest, -3 merge two, -4 split one)."""
-    out: List[int] = []
-    i = j = 0
-    while j < len(spec):
-        s = spec[j]
-        if s == 0:
-            out.append(in_shape[i]); i += 1
-        elif s == -1:
-            out.append(-1); i += 1
-        elif s == -2:
-            out.extend(in_shape[i:]); i = len(in_shape)
-        elif s == -3:
-            out.append(in_shape[i] * in_shape[i + 1]); i += 2
-        elif s == -4:
-            a, b = spec[j + 1], spec[j + 2]
-            if a == -1:
-                a = in_shape[i] // b
-            if b == -1:
-                b = in_shape[i] // a
-            out.extend([a, b]); i += 1; j += 2
-        else:
-            out.append(s); i += 1
-        j += 1
-    return out
 
 
 # ----------------------------------------------------------------------------- the module
