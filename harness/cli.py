@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from typing import List, Optional
 
 from .errors import HarnessError
@@ -213,7 +214,8 @@ def cmd_suite(args) -> int:
     scfg = load_suite(args.config, models=_csv(args.models), batches=_csv(args.batches, int), peers=peers,
                       target=args.target)
     first = cells(scfg)[0].config
-    out = args.out or default_out_dir(first.bench.results_dir, build.target_key(build.resolve_target(first.target)))
+    out = args.out or default_out_dir(first.bench.results_dir, build.target_key(build.resolve_target(first.target)),
+                                      scfg.name)
     records = run_suite(scfg, out, status=_status_printer(args.quiet), progress=not args.quiet)
     print(suite_table(records, "text"))
     print(f"results: {out} ({len(records)} records, table.md, table.csv, figure.png)")
@@ -311,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batches", help="comma-separated batch sizes, e.g. 1,16 (default: the suite's)")
     s.add_argument("--peers", help="comma-separated peers for this run, or 'none' (default: the suite's, "
                                    "per device kind)")
-    s.add_argument("--out", help="results folder (default: <bench.results_dir>/<date>-<target key>)")
+    s.add_argument("--out", help="results folder (default: <bench.results_dir>/<date>-<target key>-<suite name>)")
     s.add_argument("--quiet", action="store_true", help="no progress messages")
     s.set_defaults(func=cmd_suite)
 
@@ -356,6 +358,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    # Gluon warns once per graph it binds that it "Cannot decide type" of `data` (it is float32)
+    warnings.filterwarnings("ignore", message="Cannot decide type", category=UserWarning)
     try:
         return args.func(args)
     except HarnessError as e:

@@ -189,7 +189,9 @@ def _mxnet_symbol_block(block):
 
     data = mx.sym.var("data")
     sym = block(data)
-    net = mx.gluon.SymbolBlock(sym, data, params=block.collect_params())
+    with warnings.catch_warnings():  # "Cannot decide type for the following arguments": data is float32
+        warnings.simplefilter("ignore", UserWarning)
+        net = mx.gluon.SymbolBlock(sym, data, params=block.collect_params())
     net.hybridize()
     return net, sym
 
