@@ -123,8 +123,9 @@ def cells(scfg: SuiteConfig, base_dir: Optional[str] = None) -> List[Cell]:
     return out
 
 
-def default_out_dir(results_root: str, target_key: str) -> str:
-    return os.path.join(results_root, f"{_dt.date.today().isoformat()}-{target_key}")
+def default_out_dir(results_root: str, target_key: str, suite_name: str) -> str:
+    """<results>/<date>-<target key>-<suite name>: one folder per suite, machine kind and day."""
+    return os.path.join(results_root, f"{_dt.date.today().isoformat()}-{target_key}-{suite_name}")
 
 
 def run_suite(scfg: SuiteConfig, out_dir: str, *, status: Callable[[str], None] = lambda m: None,
