@@ -571,7 +571,6 @@ def _clip(cv, idx, node, attrs):
     return cv.emit(relax.op.clip(x, lo, hi), node)
 
 
-@_register("Reshape", "reshape")
 def mxnet_reshape_shape(in_shape: Sequence[int], spec: Sequence[int]) -> List[int]:
     """MXNet Reshape's special codes (0 copy, -1 infer, -2 rest, -3 merge two, -4 split one)."""
     out: List[int] = []
@@ -599,6 +598,7 @@ def mxnet_reshape_shape(in_shape: Sequence[int], spec: Sequence[int]) -> List[in
     return out
 
 
+@_register("Reshape", "reshape")
 def _reshape(cv, idx, node, attrs):
     x = cv.arg(node, 0)
     in_shape = [int(d) for d in x.ty.shape]
