@@ -107,21 +107,19 @@ def _compile(mod: tvm.IRModule, target: tvm.target.Target, database: Optional[st
     from .tune import cpu_default
     from .tune.model import compile_with_database
 
-    def plain():
+    def build():
+        # compile_with_database and the pipeline below ask cpu_default.applies_to() themselves
         ex, report = compile_with_database(mod, target, database, opt_level=opt_level)
         if ex is None:
+            pipeline = cpu_default.relax_pipeline(target) if cpu_default.applies_to(target) else "default"
             with target, tvm.transform.PassContext(opt_level=opt_level):
-                ex = tvm.compile(mod, target=target)
+                ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
         return ex, report
 
     if not cpu_default.applies_to(target):
-        return plain()
+        return build()
     try:
-        ex, report = compile_with_database(mod, target, database, opt_level=opt_level)
-        if ex is None:
-            with target, tvm.transform.PassContext(opt_level=opt_level):
-                ex = tvm.compile(mod, target=target, relax_pipeline=cpu_default.relax_pipeline(target))
-        return ex, report
+        return build()
     except HarnessError:
         raise
     except Exception as e:  # pylint: disable=broad-except
@@ -129,7 +127,7 @@ def _compile(mod: tvm.IRModule, target: tvm.target.Target, database: Optional[st
         cpu_default.logger.warning("build with default CPU schedules failed (%s); building without them",
                                    lines[-1] if lines else type(e).__name__)
         with cpu_default.disabled():
-            return plain()
+            return build()
 
 
 def cuda_source(ex) -> str:

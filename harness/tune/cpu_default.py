@@ -216,11 +216,12 @@ def _block_bits(sch: s_tir.Schedule, block_rv) -> int:
     return max(bits) if bits else 32
 
 
-def _inline_all(sch: s_tir.Schedule, blocks: Sequence, params) -> list:
-    """compute_inline every spatial block that writes no parameter; the ones that stay."""
+def _inline_all(sch: s_tir.Schedule, blocks: Sequence, params, keep=lambda sch, block_rv: False) -> list:
+    """compute_inline every spatial block that writes no parameter (and that `keep` does not
+    hold back); the ones that stay."""
     kept = []
     for blk in blocks:
-        if _writes_param(sch, blk.rv, params):
+        if keep(sch, blk.rv) or _writes_param(sch, blk.rv, params):
             kept.append(blk)
             continue
         try:
@@ -305,15 +306,7 @@ def schedule_reduction(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block
     idx = next(i for i, b in enumerate(blocks) if b is anchor)
     before, after = blocks[:idx], blocks[idx + 1:]
     # prologue: keep padding as a stage of its own; inline the rest where legal
-    prologue = []
-    for blk in before:
-        if _is_padding(sch, blk.rv) or _writes_param(sch, blk.rv, params):
-            prologue.append(blk)
-            continue
-        try:
-            sch.compute_inline(blk.rv)
-        except Exception:  # pylint: disable=broad-except
-            prologue.append(blk)
+    prologue = _inline_all(sch, before, params, keep=_is_padding)
     # epilogue: inline the elementwise chain into the block that writes the output
     rest = _inline_all(sch, after, params)
     acc_dtype = sch.get(anchor.rv).writes[0].source.dtype
@@ -473,23 +466,12 @@ def default_schedule_pass(target=None) -> tvm.transform.Pass:
     return _pass
 
 
-def _lower_passes() -> list:
-    """What `compile_relax` (and `tvm.compile`'s default pipeline, on CPU) run after legalizing."""
-    from tvm import relax
+def _lower_passes(target) -> list:
+    """What `compile_relax` (and `tvm.compile`'s default pipeline, on CPU) run after legalizing:
+    TVM's own CPU lists, so that the two pipelines cannot drift apart."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    return [
-        relax.transform.RewriteDataflowReshape(),
-        relax.transform.ToNonDataflow(),
-        relax.transform.RemovePurityChecking(),
-        relax.transform.CallTIRRewrite(),
-        relax.transform.StaticPlanBlockMemory(),
-        relax.transform.LowerAllocTensor(),
-        relax.transform.KillAfterLastUse(),
-        relax.transform.LowerRuntimeBuiltin(),
-        relax.transform.ComputePrimValue(),
-        relax.transform.VMShapeLower(),
-        relax.transform.AttachGlobalSymbol(),
-    ]
+    return cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
 
 
 def fuse_and_schedule(mod: tvm.IRModule, target, database=None) -> tvm.IRModule:
@@ -515,6 +497,6 @@ def relax_pipeline(target, database=None) -> tvm.transform.Pass:
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         mod = fuse_and_schedule(mod, target, database)
         with target:
-            return tvm.transform.Sequential(_lower_passes())(mod)
+            return tvm.transform.Sequential(_lower_passes(target))(mod)
 
     return _pipeline
