@@ -11,6 +11,7 @@ import tvm
 from tvm import relax
 
 from .errors import ConfigError, HarnessError
+from .targets import llvm_target
 
 
 def gpu_visible() -> bool:
@@ -29,7 +30,7 @@ def resolve_target(cfg) -> tvm.target.Target:
         mcpu = cfg.mcpu or tvm.target.codegen.llvm_get_system_cpu()
         if not tvm.target.codegen.llvm_is_valid_cpu(mcpu, tvm.target.codegen.llvm_get_system_triple()):
             raise ConfigError(f"target.mcpu: LLVM does not know CPU '{mcpu}' (e.g. znver4, skylake-avx512, x86-64)")
-        return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": cfg.num_cores or os.cpu_count() or 1})
+        return tvm.target.Target(llvm_target(mcpu, cfg.num_cores))
     if kind == "cuda":
         arch = cfg.arch
         if arch is None:

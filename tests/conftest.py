@@ -10,8 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def llvm_target():
     import tvm
 
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
-                              "num-cores": os.cpu_count() or 1})
+    from harness.targets import llvm_target as host_target
+
+    return tvm.target.Target(host_target())
 
 
 def run_cli(*args, cwd=None, timeout=900):

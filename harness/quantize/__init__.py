@@ -31,10 +31,9 @@ def _bound(mod: tvm.IRModule, params: Optional[Dict[str, np.ndarray]]) -> tvm.IR
 
 
 def _cpu_target() -> tvm.target.Target:
-    import os
+    from ..targets import llvm_target
 
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
-                              "num-cores": os.cpu_count() or 1})
+    return tvm.target.Target(llvm_target())
 
 
 def plan(mod: tvm.IRModule, params=None, config: Optional[QConfig] = None):

@@ -835,9 +835,9 @@ def tuning_result(shape: ConvShape | str, *, dtype: str = "int8", target: Any, w
 
 
 def _host_target() -> dict:
-    from tvm.target import codegen  # pylint: disable=import-outside-toplevel
+    from ..targets import llvm_target  # pylint: disable=import-outside-toplevel
 
-    return {"kind": "llvm", "mcpu": str(codegen.llvm_get_system_cpu()), "num-cores": os.cpu_count() or 1}
+    return llvm_target()
 
 
 # ----------------------------------------------------------------------- default schedules

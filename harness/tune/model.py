@@ -52,8 +52,12 @@ def fuse_passes(target) -> list:
     (and what the llvm build pipeline of :mod:`harness.tune.cpu_default` runs)."""
     from tvm import relax
 
+    from . import cpu_default
+
+    widen = [cpu_default.pad_conv_width_pass(target)] if cpu_default.applies_to(target) else []
     return [
         *relax.pipeline.library_dispatch_passes(target),
+        *widen,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

@@ -9,6 +9,7 @@ import tvm
 from tvm import relax
 
 from harness.build import bind_params, compile_module
+from harness.targets import llvm_target
 from harness.tune import cpu_default
 from harness.tune.model import fused
 from tests.helpers import rel_err
@@ -18,10 +19,7 @@ RNG = np.random.RandomState(0)
 
 @pytest.fixture(scope="module")
 def target():
-    import os
-
-    return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
-                              "num-cores": os.cpu_count() or 1})
+    return tvm.target.Target(llvm_target())
 
 
 def _module(shape, dtype, body):
@@ -119,6 +117,10 @@ CASES = {
     "pools": (pools(), (1, 16, 15, 15), "float32"),
     "int8_conv_int32": (int8_conv(epilogue=False), (1, 16, 12, 12), "uint8"),
     "int8_conv_dequantize": (int8_conv(), (1, 16, 12, 12), "uint8"),
+    # output widths with no divisor near the vector length: computed wider, sliced back
+    "conv_odd_width": (conv_bias_relu(ci=8, co=16, hw=17), (1, 8, 17, 17), "float32"),
+    "conv_odd_width_stride2": (conv_bias_relu(ci=6, co=12, hw=35, stride=2), (1, 6, 35, 35), "float32"),
+    "int8_conv_odd_width": (int8_conv(ci=16, co=24, hw=17, epilogue=False), (1, 16, 17, 17), "uint8"),
 }
 
 
@@ -159,6 +161,19 @@ def test_vector_factor_and_target_width():
     assert cpu_default.vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})) == 512
     assert cpu_default.vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "znver2"})) == 256
     assert cpu_default.vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})) == 128
+
+
+def test_odd_output_widths_are_padded_to_vectorize(target):
+    # padded only where it at least halves the vector instructions of a row
+    assert [cpu_default.padded_width(w, 8) for w in (17, 71, 73, 149, 147, 35, 56, 28, 14, 7, 1)] == \
+        [18, 72, 80, 152, 147, 35, 56, 28, 14, 7, 1]
+    assert [cpu_default.padded_width(w, 16) for w in (56, 35, 7, 147)] == [56, 35, 7, 150]
+    funcs = _scheduled_funcs(CASES["conv_odd_width"][0], target)
+    [(name, conv)] = [(n, f) for n, f in funcs.items() if "conv2d" in n]
+    assert "strided_slice" in name  # the slice back to 17 columns is fused into the conv's kernel
+    text = conv.script()
+    assert "T.vectorized(T.int64(6))" in text  # 18 = 3 vectors of 6 (a 17-wide row is scalar)
+    assert [int(v) for v in conv.params[-1].shape] == [1, 16, 17, 17]  # output as it was
 
 
 def test_unhandled_and_scheduled_functions_are_left_alone(target):
@@ -239,3 +254,23 @@ def test_resnet18_logits_unchanged(target):
     got = _run(mod, x, target, on=True)
     assert rel_err(got, ref) <= 1e-4
     assert got.argmax() == ref.argmax()
+
+
+def test_amd_cpus_build_without_sse4a(monkeypatch):
+    """LLVM assembles gathered int8 vectors with SSE4a's INSERTQ on Zen CPUs; beside 256-bit AVX code
+    each one stalls (inception_v3's int8 convs with 17- and 71-wide outputs ran 43x slower). The
+    harness's llvm targets switch SSE4a off on CPUs with AVX; the same kernel built for a plain
+    `znver2` target still carries INSERTQ, so the check below can fail."""
+    assert llvm_target("znver2")["mattr"] == ["-sse4a"]
+    assert "mattr" not in llvm_target("skylake-avx512") and "mattr" not in llvm_target("x86-64")
+    # 17 wide and not padded: no vector-sized divisor, so LLVM gathers the weights
+    monkeypatch.setattr(cpu_default, "padded_width", lambda width, lanes: width)
+    mod = int8_conv(ci=96, co=24, hw=17, k=3)
+
+    def asm(tgt):
+        tgt = tvm.target.Target(tgt)
+        ex = tvm.compile(mod, tgt, relax_pipeline=cpu_default.relax_pipeline(tgt))
+        return next(m.inspect_source("s") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+
+    assert "insertq" in asm({"kind": "llvm", "mcpu": "znver2", "num-cores": 2})
+    assert "insertq" not in asm(llvm_target("znver2", 2))

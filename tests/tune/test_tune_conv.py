@@ -42,10 +42,9 @@ SMALL = "1,16,10,10,32,3,3,1,1"  # the conv tuned by these tests (int8: 4 input 
 
 @pytest.fixture(scope="module")
 def host():
-    import tvm
+    from harness.targets import llvm_target
 
-    cpu = str(tvm.target.codegen.llvm_get_system_cpu())
-    return {"kind": "llvm", "mcpu": cpu, "num-cores": os.cpu_count() or 1}
+    return llvm_target()
 
 
 @pytest.fixture(scope="module")
