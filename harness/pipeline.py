@@ -102,7 +102,8 @@ def calibration_table(cfg, model: LoadedModel, *, status: Status, progress: bool
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(batches), desc="calibrate", unit="batch", leave=False)
+        passes = 2 if qcfg.bias_correction else 1  # the second pass measures the quantized means
+        bar = tqdm(total=len(batches) * passes, desc="calibrate", unit="batch", leave=False)
     try:
         return calibrate(model.mod, model.params, batches, model_name=model.name, config=qconfig_of(qcfg),
                          progress=bar.update if bar else None)

@@ -37,6 +37,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(CONFIGS))
     ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--bias-correction", default="on,off",
+                    help="on, off or on,off (both, side by side): quantize.bias_correction")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     rows = []
@@ -57,8 +59,12 @@ def main():
 
         run_fp32, fp32_stats = build_and_time(build.bind_params(model.mod, model.params))
         fp32_logits = predict(run_fp32, data.inputs, batch)
-        for mode in args.modes.split(","):
-            cfg.quantize = dataclasses.replace(cfg.quantize, calibrate_mode=mode)
+        for mode, bc in [(m, b) for m in args.modes.split(",") for b in args.bias_correction.split(",")]:
+            if bc not in ("on", "off"):
+                ap.error(f"--bias-correction: '{bc}' is not on or off")
+            if mode == "global_scale" and bc == "on" and "off" in args.bias_correction:
+                continue  # no calibration data, no channel means: the same module as "off"
+            cfg.quantize = dataclasses.replace(cfg.quantize, calibrate_mode=mode, bias_correction=bc == "on")
             table = calibration_table(cfg, model, status=lambda m: None)
             run_q, q_stats = build_and_time(int8_module(cfg, model, table))
             acc = compare(fp32_logits, predict(run_q, data.inputs, batch), data.labels)
@@ -68,13 +74,14 @@ def main():
                 conf = acc["top1_agreement_confident"]
                 quality = (f"agree {acc['top1_agreement']:.3f}, decisive {conf:.3f} of {acc['confident_samples']}, "
                            f"top-5 {acc['top5_overlap']:.3f}")
-            rows.append([name, mode, quality, f"{acc['cosine_mean']:.5f}", f"{fp32_stats.mean_ms:.2f}",
+            rows.append([name, mode, bc, quality, f"{acc['cosine_mean']:.5f}", f"{fp32_stats.mean_ms:.2f}",
                          f"{q_stats.mean_ms:.2f}", f"{fp32_stats.mean_ms / q_stats.mean_ms:.2f}x"])
             print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({os.cpu_count()} cores), TVM {tvm.__version__}, "
           "untuned (default schedules), batch 1, weight_scale channel_max\n")
-    print("| model | calibrate_mode | int8 accuracy vs fp32 | cosine | fp32 ms | int8 ms | int8 speed-up |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | calibrate_mode | bias correction | int8 accuracy vs fp32 | cosine | fp32 ms | int8 ms "
+          "| int8 speed-up |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print("| " + " | ".join(r) + " |")
 

@@ -38,6 +38,7 @@ class QConfig:
     calibrate_chunk_by: int = -1  # probe this many tensors per pass over the data (-1: all at once)
     debug_enabled_ops: Optional[List[str]] = None  # e.g. ["nn.conv2d"]: only these ops are quantized
     activation_dtype: Literal["int8", "uint8", "auto"] = "auto"  # auto: uint8 where the tensor is >= 0
+    bias_correction: bool = True  # subtract each quantized op's expected output shift (see realize.py)
 
     def __post_init__(self):
         self.validate()

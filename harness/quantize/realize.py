@@ -37,6 +37,39 @@ class TensorQuant:
     threshold: float
     scale: float
     dtype: str  # "int8" | "uint8"
+    mean: Optional[np.ndarray] = None  # per channel: E[x] over the calibration data
+    mean_quantized: Optional[np.ndarray] = None  # per channel: E[Q(x)], x quantized as above
+
+
+def fake_quantize(x: np.ndarray, tq: TensorQuant, cfg: QConfig) -> np.ndarray:
+    """x quantized and dequantized as the realized module does it (float32, numpy)."""
+    if tq.dtype == "uint8":
+        lo, hi = 0, 2 ** cfg.nbit_input - 1
+    else:
+        hi = 2 ** (cfg.nbit_input - 1) - 1
+        lo = -hi
+    v = np.asarray(x, dtype=np.float32) * np.float32(1.0 / tq.scale)
+    codes = np.rint(v) if cfg.rounding == "TONEAREST" else np.floor(v + np.float32(0.5))
+    return np.clip(codes, lo, hi) * np.float32(tq.scale)
+
+
+def output_shift(w_oi: np.ndarray, w_hat: np.ndarray, tq: TensorQuant, groups: int = 1) -> np.ndarray:
+    """Expected per output channel change of a conv2d (OIHW weights) / dense ((out, in) weights)
+    when its input x becomes Q(x) and its weights W become W_hat:
+
+        E[conv(Q(x), W_hat)] - E[conv(x, W)] = sum_(c,r,s) W_hat[k,c,r,s] E[Q(x)_c] - W[k,c,r,s] E[x_c]
+
+    from the per-channel means the calibration measured (border taps are counted as if they read
+    the channel mean, not padding zeros). Subtracting it is bias correction (Nagel et al. 2019,
+    "Data-Free Quantization", and Banner et al. 2019): the mean error of weight rounding and of
+    activation clipping, which per-channel scales alone leave in place (depthwise convs most)."""
+    k, cg = w_oi.shape[0], w_oi.shape[1]
+    sum_hat = w_hat.reshape(k, cg, -1).sum(axis=2, dtype=np.float64)
+    sum_w = w_oi.reshape(k, cg, -1).sum(axis=2, dtype=np.float64)
+    channel = (np.arange(k) // (k // groups))[:, None] * cg + np.arange(cg)[None, :]  # (k, cg) input channel
+    mean = np.asarray(tq.mean, dtype=np.float64)[channel]
+    mean_q = np.asarray(tq.mean_quantized, dtype=np.float64)[channel]
+    return (sum_hat * mean_q).sum(axis=1) - (sum_w * mean).sum(axis=1)
 
 
 def data_quant(name: str, threshold: float, min_value: float, cfg: QConfig) -> TensorQuant:
@@ -131,19 +164,24 @@ class _Realizer(relax.PyExprMutator):
         wq = quantize_weight(w_oi, s_w, cfg)
         codes = emit(_quantize_expr(data, tq, cfg))
         combined = (tq.scale * s_w).astype("float32")
+        scale_shape = (1, -1, 1, 1) if op.kind == "nn.conv2d" else (1, -1)
+        w_shape = (-1,) + (1,) * (w_oi.ndim - 1)
         if cfg.do_simulation:
             # fake quantization in fp32: same rounding and clipping, no integer kernels
             xq = emit(relax.op.multiply(codes, relax.const(tq.scale, "float32")))
-            shape = (-1,) + (1,) * (w_oi.ndim - 1)
-            w_fake = (wq.astype("float64") * s_w.reshape(shape)).astype("float32")
+            w_fake = (wq.astype("float64") * s_w.reshape(w_shape)).astype("float32")
             weight = relax.const(w_fake if op.kind == "nn.conv2d" else np.ascontiguousarray(w_fake.T))
-            return self._op(op, call, xq, weight, out_dtype="float32")
-        xq = emit(relax.op.astype(codes, tq.dtype))
-        weight = relax.const(wq if op.kind == "nn.conv2d" else np.ascontiguousarray(wq.T))
-        acc = emit(self._op(op, call, xq, weight, out_dtype="int32"))
-        scale_shape = (1, -1, 1, 1) if op.kind == "nn.conv2d" else (1, -1)
-        return relax.op.multiply(relax.op.astype(acc, "float32"),
-                                 relax.const(combined.reshape(scale_shape)))
+            out = self._op(op, call, xq, weight, out_dtype="float32")
+        else:
+            xq = emit(relax.op.astype(codes, tq.dtype))
+            weight = relax.const(wq if op.kind == "nn.conv2d" else np.ascontiguousarray(wq.T))
+            acc = emit(self._op(op, call, xq, weight, out_dtype="int32"))
+            out = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(combined.reshape(scale_shape)))
+        if cfg.bias_correction and tq.mean is not None:
+            groups = int(call.attrs.groups) if op.kind == "nn.conv2d" else 1
+            shift = output_shift(w_oi, wq.astype("float64") * s_w.reshape(w_shape), tq, groups)
+            out = relax.op.subtract(emit(out), relax.const(shift.astype("float32").reshape(scale_shape)))
+        return out
 
     @staticmethod
     def _op(op: QuantOp, call: relax.Call, data: relax.Expr, weight: relax.Expr, out_dtype: str) -> relax.Expr:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
+
+import numpy as np
 
 from ..errors import HarnessError
 from .annotate import QuantOp
@@ -29,6 +31,9 @@ def make_table(model: str, ops: List[QuantOp], quants: Dict[str, TensorQuant], c
             "tensor": op.tensor, "op": op.kind, "weight_shape": list(op.weight_shape),
             "enabled": op.enabled,
             **({"threshold": tq.threshold, "scale": tq.scale, "dtype": tq.dtype} if tq else {}),
+            **({"channel_mean": [float(v) for v in tq.mean],
+                "channel_mean_quantized": [float(v) for v in tq.mean_quantized]}
+               if tq is not None and tq.mean is not None else {}),
         })
     return {"version": TABLE_VERSION, "model": model, "qconfig": cfg.to_dict(), "tensors": rows}
 
@@ -56,8 +61,10 @@ def load_table(path: str) -> dict:
     return table
 
 
-def quants_from_table(table: dict, model: str, ops: List[QuantOp], path: str = "table") -> Dict[str, TensorQuant]:
-    """Check that `table` was made for this model and plan, and return its per-tensor quantization."""
+def quants_from_table(table: dict, model: str, ops: List[QuantOp], path: str = "table",
+                      cfg: Optional[QConfig] = None) -> Dict[str, TensorQuant]:
+    """Check that `table` was made for this model and plan, and return its per-tensor quantization
+    (with the channel means bias correction needs, when `cfg` asks for it)."""
     if table.get("model") != model:
         raise TableError(f"{path}: calibration table is for model '{table.get('model')}', not '{model}'")
     rows = {r["tensor"]: r for r in table["tensors"]}
@@ -73,5 +80,14 @@ def quants_from_table(table: dict, model: str, ops: List[QuantOp], path: str = "
                 f"{path}: tensor '{op.tensor}' has weight shape {tuple(row['weight_shape'])} in the table "
                 f"but {tuple(op.weight_shape)} in the model: the table is from another model"
             )
-        quants[op.tensor] = TensorQuant(op.tensor, float(row["threshold"]), float(row["scale"]), row["dtype"])
+        means = {}
+        if cfg is not None and cfg.bias_correction:
+            if "channel_mean" not in row:
+                raise TableError(
+                    f"{path}: tensor '{op.tensor}' has no channel means (the table was made with "
+                    "bias_correction off): recalibrate, or set quantize.bias_correction: false")
+            means = {"mean": np.asarray(row["channel_mean"], dtype=np.float64),
+                     "mean_quantized": np.asarray(row["channel_mean_quantized"], dtype=np.float64)}
+        quants[op.tensor] = TensorQuant(op.tensor, float(row["threshold"]), float(row["scale"]), row["dtype"],
+                                        **means)
     return quants
