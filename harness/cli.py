@@ -149,11 +149,13 @@ def cmd_tune(args) -> int:
         status(f"{name}: {len(tasks)} conv2d/dense tasks, {trials} trials -> {work_dir}")
         report, bar = _progress_bar(trials, f"tune {name}", args.quiet)
         try:
-            tune_model(mod, target, work_dir, trials=trials, runner=_runner(cfg.tuning, target), progress=report)
+            done = tune_model(mod, target, work_dir, trials=trials, runner=_runner(cfg.tuning, target),
+                              progress=report)
         finally:
             if bar is not None:
                 bar.close()
-        print(f"{name}: database {work_dir}")
+        seeded = f" (+ {done.defaults_measured} default schedules measured)" if done.defaults_measured else ""
+        print(f"{name}: database {work_dir}{seeded}")
     return 0
 
 

@@ -406,10 +406,9 @@ def _schedule_main(sch: s_tir.Schedule, target) -> str:
     raise NotApplicable(f"{len(reductions)} reduction blocks")
 
 
-def schedule_func(func: tirx.PrimFunc, target, name: str = "func") -> Optional[tirx.PrimFunc]:
-    """The default-scheduled `func` (with `tirx.is_scheduled`), or None where no rule applies."""
-    if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
-        return None
+def default_schedule(func, target, name: str = "func") -> Optional[s_tir.Schedule]:
+    """The default schedule of `func` (a PrimFunc, or an IRModule whose main is one) as a
+    Schedule (its trace replays it, e.g. as a tuning record), or None where no rule applies."""
     render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
     for rule in (_schedule_main, schedule_parallel_only):
         try:
@@ -420,8 +419,16 @@ def schedule_func(func: tirx.PrimFunc, target, name: str = "func") -> Optional[t
                          type(err).__name__, str(err).strip()[-2000:], exc_info=_TRACE)
             continue
         logger.debug("cpu default schedule: %s: %s", name, kind)
-        return sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
+        return sch
     return None
+
+
+def schedule_func(func: tirx.PrimFunc, target, name: str = "func") -> Optional[tirx.PrimFunc]:
+    """The default-scheduled `func` (with `tirx.is_scheduled`), or None where no rule applies."""
+    if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+        return None
+    sch = default_schedule(func, target, name)
+    return None if sch is None else sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
 
 
 # ----------------------------------------------------------------------------- odd output widths

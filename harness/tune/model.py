@@ -13,11 +13,14 @@ database are not measured again.
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
 import tvm
+
+logger = logging.getLogger("harness")
 
 TUNED_OPS = ("conv2d", "matmul", "dense")
 
@@ -27,6 +30,7 @@ class ModelTuneReport:
     work_dir: str
     tasks: List[str] = field(default_factory=list)
     trials: int = 0  # new trials measured by this call
+    defaults_measured: int = 0  # default CPU schedules measured and kept as records (seed_default_schedules)
 
 
 @dataclass
@@ -119,6 +123,7 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
         weights.append(float(task.weight))
     builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout_sec, f_build=build_candidate)
     run = _make_runner(runner, target, timeout_sec=timeout_sec, number=3, repeat=1, min_repeat_ms=50)
+    report.defaults_measured = seed_default_schedules(contexts, target, database, builder, run)
     callbacks = list(ms.MeasureCallback.create("default"))
     if progress is not None:
         callbacks.append(_progress_callback(progress, trials))
@@ -130,6 +135,47 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     )
     report.trials = trials
     return report
+
+
+def seed_default_schedules(contexts, target, database, builder, runner) -> int:
+    """Measure each task's default CPU schedule (:mod:`harness.tune.cpu_default`) like a trial and
+    keep it in the database, so that the best record of a task is never slower than what an
+    untuned build would run (a short tuning run often finds nothing better). A default schedule
+    the database already holds is not measured again. Returns how many were measured."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from . import cpu_default
+    from .conv import workload_records
+
+    if not cpu_default.applies_to(target):
+        return 0
+    todo = []
+    for ctx in contexts:
+        sch = cpu_default.default_schedule(ctx.mod, target, ctx.task_name)
+        if sch is None:
+            continue
+        steps = list(sch.trace.as_python())
+        if any(list(rec.trace.as_python()) == steps for rec in workload_records(database, ctx.mod)):
+            continue
+        todo.append((ctx, sch))
+    if not todo:
+        return 0
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in todo])
+    measured = 0
+    for (ctx, sch), result in zip(todo, built):
+        if result.error_msg:
+            logger.warning("default schedule of %s did not build: %s", ctx.task_name, result.error_msg[-500:])
+            continue
+        args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+        [future] = runner.run([ms.runner.RunnerInput(result.artifact_path, target.kind.name, args)])
+        outcome = future.result()
+        if outcome.error_msg:
+            logger.warning("default schedule of %s did not run: %s", ctx.task_name, outcome.error_msg[-500:])
+            continue
+        database.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, database.commit_workload(ctx.mod), [float(x) for x in outcome.run_secs], target, args))
+        measured += 1
+    return measured
 
 
 def compile_with_database(mod: tvm.IRModule, target, work_dir: Optional[str], *, opt_level: int = 3):

@@ -91,3 +91,36 @@ def test_tuning_through_rpc_tracker_and_server(tmp_path):
             if p is not None:
                 p.terminate()
                 p.wait(timeout=30)
+
+
+def test_default_schedules_are_kept_as_candidates(tmp_path):
+    """Each task's default CPU schedule is measured once and kept in the database, so tuning can
+    only improve on an untuned build; a second run does not measure it again."""
+    import tvm
+
+    from harness.build import bind_params
+    from harness.config import ModelConfig
+    from harness.frontends import load_model
+    from harness.targets import llvm_target
+    from harness.tune import cpu_default
+    from harness.tune.conv import CannedRunner, open_database, workload_records
+    from harness.tune.model import tunable_tasks, tune_model
+
+    target = tvm.target.Target(llvm_target())
+    model = load_model(ModelConfig(name="digits_cnn"))
+    mod = bind_params(model.mod, model.params)
+    work_dir = str(tmp_path / "db")
+    first = tune_model(mod, target, work_dir, trials=2, runner=CannedRunner(), seed=0)
+    tasks = tunable_tasks(mod, target)
+    assert first.defaults_measured == len(tasks) >= 2
+    database = open_database(work_dir, target)
+    for task in tasks:
+        wanted = cpu_default.default_schedule(task.dispatched[0], target).mod.script()
+        replayed = []
+        for rec in workload_records(database, task.dispatched[0]):
+            sch = tvm.s_tir.Schedule(rec.workload.mod)
+            rec.trace.apply_to_schedule(sch, remove_postproc=False)
+            replayed.append(sch.mod.script())
+        assert wanted in replayed, task.task_name
+    again = tune_model(mod, target, work_dir, trials=2, runner=CannedRunner(), seed=0)
+    assert again.defaults_measured == 0
