@@ -167,7 +167,8 @@ def seed_default_schedules(contexts, target, database, builder, runner) -> int:
             logger.warning("default schedule of %s did not build: %s", ctx.task_name, result.error_msg[-500:])
             continue
         args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
-        [future] = runner.run([ms.runner.RunnerInput(result.artifact_path, target.kind.name, args)])
+        device = "cuda" if target.kind.name == "cuda" else "cpu"
+        [future] = runner.run([ms.runner.RunnerInput(result.artifact_path, device, args)])
         outcome = future.result()
         if outcome.error_msg:
             logger.warning("default schedule of %s did not run: %s", ctx.task_name, outcome.error_msg[-500:])

@@ -103,14 +103,14 @@ def test_default_schedules_are_kept_as_candidates(tmp_path):
     from harness.frontends import load_model
     from harness.targets import llvm_target
     from harness.tune import cpu_default
-    from harness.tune.conv import CannedRunner, open_database, workload_records
+    from harness.tune.conv import open_database, workload_records
     from harness.tune.model import tunable_tasks, tune_model
 
     target = tvm.target.Target(llvm_target())
     model = load_model(ModelConfig(name="digits_cnn"))
     mod = bind_params(model.mod, model.params)
     work_dir = str(tmp_path / "db")
-    first = tune_model(mod, target, work_dir, trials=2, runner=CannedRunner(), seed=0)
+    first = tune_model(mod, target, work_dir, trials=2, seed=0)  # measured here (local runner)
     tasks = tunable_tasks(mod, target)
     assert first.defaults_measured == len(tasks) >= 2
     database = open_database(work_dir, target)
@@ -122,5 +122,6 @@ def test_default_schedules_are_kept_as_candidates(tmp_path):
             rec.trace.apply_to_schedule(sch, remove_postproc=False)
             replayed.append(sch.mod.script())
         assert wanted in replayed, task.task_name
-    again = tune_model(mod, target, work_dir, trials=2, runner=CannedRunner(), seed=0)
+    assert all(rec.run_secs and 0 < float(rec.run_secs[0]) < 1 for rec in database.get_all_tuning_records())
+    again = tune_model(mod, target, work_dir, trials=2, seed=0)
     assert again.defaults_measured == 0
