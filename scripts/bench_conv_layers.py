@@ -8,11 +8,14 @@ already there count, so with the shipped logs nothing is re-tuned); then both be
 built from the databases and re-timed back to back with time_evaluator (the table's numbers).
 Prints a Markdown table.
 
-Peak (x86, stated assumptions, `--clock-ghz` overrides the clock read from /proc/cpuinfo):
-  fp32: cores x clock x (2 FMA pipes x 16 fp32 lanes x 2 flops)    = 64 flop/cycle/core (AVX-512)
-  int8: cores x clock x (2 pipes x 64 u8*s8 products x 2 ops)      = 256 op/cycle/core (VPDPBUSD)
-Zen 5 cores with the full 512-bit datapath issue two 512-bit FMAs and two VNNI dot products per
-cycle; other CPUs differ (pass --fma-pipes).
+Peak (x86, stated assumptions, `--clock-ghz` overrides the clock read from /proc/cpuinfo), with
+W the target's vector width in bits (512 with AVX-512, 256 with AVX2):
+  fp32: cores x clock x (2 FMA pipes x W/32 fp32 lanes x 2 flops)    AVX-512: 64 flop/cycle/core
+  int8: cores x clock x (2 pipes x W/8 u8*s8 products x 2 ops) / k   AVX-512 VNNI: 256 op/cycle/core
+k = 1 with VNNI (VPDPBUSD multiplies and accumulates in one instruction), k = 2 without it (VPMADDUBSW
+then VPMADDWD: two instructions for the same products; AVX2: 64 op/cycle/core). Zen 5 cores with the
+full 512-bit datapath issue two 512-bit FMAs and two VNNI dot products per cycle; other CPUs differ
+(pass --fma-pipes).
 """
 import argparse
 import datetime
@@ -58,6 +61,8 @@ def main():
     from harness.config import TargetConfig
     from harness.record import cpu_name
     from harness.tune import ConvShape, apply_database, conv_workload, tune_conv
+    from harness.tune.cpu_default import vector_bits
+    from harness.tune.rules import target_has_vnni
 
     def retime(shape, dtype, work_dir):
         """Best tuned kernel of the database, timed now: ms (median of 15 x min 50 ms)."""
@@ -80,8 +85,9 @@ def main():
     target = resolve_target(TargetConfig(kind="llvm"))
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1))
     ghz = args.clock_ghz or clock_ghz()
-    peak_fp32 = cores * ghz * args.fma_pipes * 16 * 2  # GFLOPS
-    peak_int8 = cores * ghz * args.fma_pipes * 64 * 2  # GOPS
+    bits = vector_bits(target)
+    peak_fp32 = cores * ghz * args.fma_pipes * (bits // 32) * 2  # GFLOPS
+    peak_int8 = cores * ghz * args.fma_pipes * (bits // 8) * 2 / (1 if target_has_vnni(target) else 2)  # GOPS
     shapes = args.shapes.split(";") if args.shapes else RESNET50_SHAPES
     rows = []
     for text in shapes:
@@ -99,7 +105,8 @@ def main():
                      q.intrinsic or "none"])
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     print(f"\n{datetime.date.today()}, {cpu_name()} ({target.attrs['mcpu']}, {cores} cores, {ghz:.2f} GHz), "
-          f"TVM {tvm.__version__}, {args.trials} trials per kernel; peak fp32 {peak_fp32:.0f} GFLOPS, "
+          f"TVM {tvm.__version__}, {bits}-bit vectors{', VNNI' if target_has_vnni(target) else ', no VNNI'}, "
+          f"{args.trials} trials per kernel; peak fp32 {peak_fp32:.0f} GFLOPS, "
           f"int8 {peak_int8:.0f} GOPS\n")
     print("| conv N,C,H,W,K,R,S,stride,pad | fp32 ms | int8 ms | int8 speed-up | fp32 GFLOPS | int8 GOPS "
           "| fp32 % peak | int8 % peak | int8 intrinsic |")

@@ -41,13 +41,17 @@ class TensorQuant:
     mean_quantized: Optional[np.ndarray] = None  # per channel: E[Q(x)], x quantized as above
 
 
+def code_range(tq: TensorQuant, cfg: QConfig) -> tuple:
+    """(lowest, highest) integer code of a tensor: 0..255 for uint8, symmetric -127..127 for int8."""
+    if tq.dtype == "uint8":
+        return 0, 2 ** cfg.nbit_input - 1
+    hi = 2 ** (cfg.nbit_input - 1) - 1
+    return -hi, hi
+
+
 def fake_quantize(x: np.ndarray, tq: TensorQuant, cfg: QConfig) -> np.ndarray:
     """x quantized and dequantized as the realized module does it (float32, numpy)."""
-    if tq.dtype == "uint8":
-        lo, hi = 0, 2 ** cfg.nbit_input - 1
-    else:
-        hi = 2 ** (cfg.nbit_input - 1) - 1
-        lo = -hi
+    lo, hi = code_range(tq, cfg)
     v = np.asarray(x, dtype=np.float32) * np.float32(1.0 / tq.scale)
     codes = np.rint(v) if cfg.rounding == "TONEAREST" else np.floor(v + np.float32(0.5))
     return np.clip(codes, lo, hi) * np.float32(tq.scale)
@@ -111,11 +115,7 @@ def _round(x: relax.Expr, cfg: QConfig) -> relax.Expr:
 
 def _quantize_expr(x: relax.Expr, tq: TensorQuant, cfg: QConfig) -> relax.Expr:
     """x -> integer codes (as float32): clip(round(x / s), qmin, qmax)."""
-    if tq.dtype == "uint8":
-        lo, hi = 0, 2 ** cfg.nbit_input - 1
-    else:
-        hi = 2 ** (cfg.nbit_input - 1) - 1
-        lo = -hi
+    lo, hi = code_range(tq, cfg)
     codes = _round(relax.op.multiply(x, relax.const(1.0 / tq.scale, "float32")), cfg)
     return relax.op.clip(codes, lo, hi)
 

@@ -68,6 +68,9 @@ def quants_from_table(table: dict, model: str, ops: List[QuantOp], path: str = "
     if table.get("model") != model:
         raise TableError(f"{path}: calibration table is for model '{table.get('model')}', not '{model}'")
     rows = {r["tensor"]: r for r in table["tensors"]}
+    # global_scale calibrates without data: no channel means, nothing to correct
+    needs_means = cfg is not None and cfg.bias_correction and \
+        table.get("qconfig", {}).get("calibrate_mode") != "global_scale"
     quants = {}
     for op in ops:
         if not op.enabled:
@@ -81,7 +84,7 @@ def quants_from_table(table: dict, model: str, ops: List[QuantOp], path: str = "
                 f"but {tuple(op.weight_shape)} in the model: the table is from another model"
             )
         means = {}
-        if cfg is not None and cfg.bias_correction:
+        if needs_means:
             if "channel_mean" not in row:
                 raise TableError(
                     f"{path}: tensor '{op.tensor}' has no channel means (the table was made with "

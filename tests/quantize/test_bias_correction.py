@@ -89,3 +89,6 @@ def test_table_without_channel_means_is_refused_with_bias_correction():
                                          r"made with bias_correction off\): recalibrate, or set "
                                          r"quantize.bias_correction: false"):
         apply_table(mod, {}, table, config=QConfig(skip_conv_layers=[]), table_path="t.json")
+    # global_scale uses no data, so there are no means to ask for
+    table = calibrate(mod, {}, None, config=QConfig(calibrate_mode="global_scale", skip_conv_layers=[]))
+    apply_table(mod, {}, table, config=QConfig(calibrate_mode="global_scale", skip_conv_layers=[]))
