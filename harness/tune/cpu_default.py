@@ -26,10 +26,10 @@ every other PrimFunc of a fused Relax module a plain, deterministic schedule:
 * anything else: only the outer data-parallel loops of each block are made parallel.
 
 Output widths with no divisor near the vector length (inception_v3's 17, 71, 73, 149) would
-leave that schedule scalar: before legalization such NCHW conv2d are computed a few columns wider
-(more right padding) and sliced back (:func:`pad_conv_width_pass`; the slice fuses into the conv's
-kernel). Measured on a 2-core Zen 2: inception_v3 fp32 706 -> 309 ms, its 80->192 3x3 conv at 71
-columns 104 -> 26 ms.
+leave that schedule scalar: before legalization such NCHW conv2d and pools are computed a few
+columns wider (more right padding) and sliced back (:func:`pad_conv_width_pass`; the slice fuses
+into the kernel). Measured on a 2-core Zen 2: inception_v3 fp32 706 -> 309 ms (convs), -> 286 ms
+(pools too), its 80->192 3x3 conv at 71 columns 104 -> 26 ms.
 
 A function the rule cannot handle is left as it was (never an error: it is logged at debug
 level); functions already scheduled (``tirx.is_scheduled``, e.g. from a tuning database) are
@@ -458,40 +458,59 @@ def padded_width(width: int, lanes: int) -> int:
 
 
 def pad_conv_width_pass(target) -> tvm.transform.Pass:
-    """Relax pass (before legalization): NCHW conv2d whose output width :func:`padded_width`
-    pads is computed wider (more right padding of its input) and then sliced back to its width."""
+    """Relax pass (before legalization): NCHW conv2d, avg_pool2d and max_pool2d whose output width
+    :func:`padded_width` pads are computed wider (more right padding of their input) and then
+    sliced back to their width. (Pools in ceil mode are left alone: a wider input could change
+    the window count of their last column.)"""
     from tvm import relax
 
     conv_op = tvm.ir.Op.get("relax.nn.conv2d")
+    pool_ops = {name: tvm.ir.Op.get(f"relax.nn.{name}") for name in ("avg_pool2d", "max_pool2d")}
     bits = vector_bits(target)
+
+    def widened_conv(call, padding):
+        a = call.attrs
+        if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout or a.data_layout)) != ("NCHW", "OIHW", "NCHW"):
+            return None
+        return relax.op.nn.conv2d(call.args[0], call.args[1], strides=a.strides, padding=padding,
+                                  dilation=a.dilation, groups=a.groups, data_layout="NCHW", kernel_layout="OIHW",
+                                  out_dtype=str(call.ty.dtype))
+
+    def widened_pool(make):
+        def rebuild(call, padding):
+            a = call.attrs
+            if str(a.layout) != "NCHW" or str(a.out_layout or a.layout) != "NCHW" or bool(a.ceil_mode):
+                return None
+            return make(call.args[0], pool_size=a.pool_size, strides=a.strides, padding=padding,
+                        dilation=a.dilation, ceil_mode=False, count_include_pad=bool(a.count_include_pad),
+                        layout="NCHW")
+        return rebuild
+
+    rebuilders = [(conv_op, widened_conv),
+                  (pool_ops["avg_pool2d"], widened_pool(relax.op.nn.avg_pool2d)),
+                  (pool_ops["max_pool2d"], widened_pool(relax.op.nn.max_pool2d))]
 
     @relax.expr_functor.mutator
     class _Widen(relax.PyExprMutator):  # pylint: disable=abstract-method
         def visit_call_(self, call):  # pylint: disable=arguments-renamed
             call = self.builder_.normalize(super().visit_call_(call))
-            if not call.op.same_as(conv_op):
-                return call
-            attrs = call.attrs
-            if (str(attrs.data_layout), str(attrs.kernel_layout), str(attrs.out_layout or attrs.data_layout)) \
-                    != ("NCHW", "OIHW", "NCHW"):
+            rebuild = next((fn for op, fn in rebuilders if call.op.same_as(op)), None)
+            if rebuild is None:
                 return call
             try:
                 width = int(call.ty.shape.values[3])
             except (AttributeError, TypeError):
                 return call  # symbolic shape
-            dtype = str(call.ty.dtype)
-            lanes = max(1, bits // _dtype_bits(dtype))
-            wide = padded_width(width, lanes)
+            wide = padded_width(width, max(1, bits // _dtype_bits(str(call.ty.dtype))))
             if wide == width:
                 return call
-            top, left, bottom, right = (int(v) for v in attrs.padding)
-            right += (wide - width) * int(attrs.strides[1])
-            conv = self.builder_.normalize(relax.op.nn.conv2d(
-                call.args[0], call.args[1], strides=attrs.strides, padding=(top, left, bottom, right),
-                dilation=attrs.dilation, groups=attrs.groups, data_layout="NCHW", kernel_layout="OIHW",
-                out_dtype=dtype))
-            logger.debug("cpu default schedule: conv2d output width %d computed as %d", width, wide)
-            return relax.op.strided_slice(conv, axes=[3], begin=[0], end=[width])
+            top, left, bottom, right = (int(v) for v in call.attrs.padding)
+            right += (wide - width) * int(call.attrs.strides[1])
+            widened = rebuild(call, (top, left, bottom, right))
+            if widened is None:
+                return call
+            logger.debug("cpu default schedule: %s output width %d computed as %d", call.op.name, width, wide)
+            return relax.op.strided_slice(self.builder_.normalize(widened), axes=[3], begin=[0], end=[width])
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessPadConvWidth")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:

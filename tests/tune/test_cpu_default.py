@@ -64,6 +64,18 @@ def pools(c=16, hw=15):
     return _module((1, c, hw, hw), "float32", body)
 
 
+def odd_pools(c=8, hw=17):
+    """17-wide outputs (widened and sliced back): 3x3/1 average pools with and without the padding
+    counted, a 3x3/1 max pool, and a ceil-mode max pool (left as it is)."""
+    def body(bb, x):
+        a = bb.emit(relax.op.nn.avg_pool2d(x, pool_size=3, strides=1, padding=1, count_include_pad=True))
+        b = bb.emit(relax.op.nn.avg_pool2d(a, pool_size=3, strides=1, padding=1, count_include_pad=False))
+        m = bb.emit(relax.op.nn.max_pool2d(b, pool_size=3, strides=1, padding=1))
+        return relax.op.nn.max_pool2d(m, pool_size=3, strides=2, padding=1, ceil_mode=True)
+
+    return _module((1, c, hw, hw), "float32", body)
+
+
 def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True):
     """uint8 x int8 -> int32 conv; with `epilogue`, realize.py's dequantize / bias / ReLU /
     requantize chain after it (cast, per-channel multiply, add, relu, multiply, floor(+0.5), clip, cast)."""
@@ -121,6 +133,7 @@ CASES = {
     "conv_odd_width": (conv_bias_relu(ci=8, co=16, hw=17), (1, 8, 17, 17), "float32"),
     "conv_odd_width_stride2": (conv_bias_relu(ci=6, co=12, hw=35, stride=2), (1, 6, 35, 35), "float32"),
     "int8_conv_odd_width": (int8_conv(ci=16, co=24, hw=17, epilogue=False), (1, 16, 17, 17), "uint8"),
+    "pools_odd_width": (odd_pools(), (1, 8, 17, 17), "float32"),
 }
 
 
@@ -174,6 +187,9 @@ def test_odd_output_widths_are_padded_to_vectorize(target):
     text = conv.script()
     assert "T.vectorized(T.int64(6))" in text  # 18 = 3 vectors of 6 (a 17-wide row is scalar)
     assert [int(v) for v in conv.params[-1].shape] == [1, 16, 17, 17]  # output as it was
+    pools = sorted(_scheduled_funcs(CASES["pools_odd_width"][0], target))  # the ceil-mode pool stays
+    assert pools == ["fused_avg_pool2d1_strided_slice", "fused_avg_pool2d_strided_slice",
+                     "fused_max_pool2d_strided_slice", "max_pool2d1"]
 
 
 def test_unhandled_and_scheduled_functions_are_left_alone(target):
