@@ -18,7 +18,7 @@ import tvm
 from .annotate import QuantOp, find_ops, plan_table, prepare
 from .calib import (CALIBRATORS, HistogramCollector, get_calibrator, kl_divergence_threshold,
                     percentile_threshold, threshold_to_scale)
-from .collect import collect_stats, threshold_of, thresholds_from_stats
+from .collect import collect_stats, threshold_of
 from .qconfig import QConfig, current_qconfig, qconfig
 from .realize import TensorQuant, data_quant, realize
 from .table import TableError, load_table, make_table, quants_from_table, save_table
@@ -55,19 +55,17 @@ def calibrate(mod: tvm.IRModule, params, calib_data: Iterable[Dict[str, np.ndarr
     else:
         if calib_data is None:
             raise TableError(f"calibrate_mode {cfg.calibrate_mode} needs calibration data")
-        quantizer = None
-        if cfg.bias_correction:
-            def quantizer(name, st):
-                return data_quant(name, threshold_of(st, cfg), st.min_value, cfg)
-        stats = collect_stats(bound, enabled, calib_data, cfg, _cpu_target(), progress, quantizer)
-        if cfg.bias_correction:
-            quants = {}
-            for name, st in stats.items():
-                quants[name] = st.quant
+        def quantizer(name, st):
+            return data_quant(name, threshold_of(st, cfg), st.min_value, cfg)
+
+        # with bias correction a second pass measures E[Q(x)]; it quantizes (st.quant) on the way
+        stats = collect_stats(bound, enabled, calib_data, cfg, _cpu_target(), progress,
+                              quantizer if cfg.bias_correction else None)
+        quants = {}
+        for name, st in stats.items():
+            quants[name] = st.quant or quantizer(name, st)
+            if cfg.bias_correction:
                 quants[name].mean, quants[name].mean_quantized = st.channel_means()
-        else:
-            thresholds = thresholds_from_stats(stats, cfg)
-            quants = {name: data_quant(name, t, stats[name].min_value, cfg) for name, t in thresholds.items()}
     return make_table(model_name, ops, quants, cfg)
 
 

@@ -159,7 +159,3 @@ def threshold_of(st: TensorStats, cfg: QConfig) -> float:
     # a tensor stored as uint8 has 255 positive levels, not 127: search with the uint8 rule
     unsigned = cfg.activation_dtype == "uint8" or (cfg.activation_dtype == "auto" and st.min_value >= 0)
     return float(calibrator(st.collector, signed=not unsigned))
-
-
-def thresholds_from_stats(stats: Dict[str, TensorStats], cfg: QConfig) -> Dict[str, float]:
-    return {name: threshold_of(st, cfg) for name, st in stats.items()}

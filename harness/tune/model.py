@@ -161,14 +161,15 @@ def seed_default_schedules(contexts, target, database, builder, runner) -> int:
     if not todo:
         return 0
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in todo])
-    measured = 0
+    ready = []
     for (ctx, sch), result in zip(todo, built):
         if result.error_msg:
             logger.warning("default schedule of %s did not build: %s", ctx.task_name, result.error_msg[-500:])
-            continue
-        args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
-        device = "cuda" if target.kind.name == "cuda" else "cpu"
-        [future] = runner.run([ms.runner.RunnerInput(result.artifact_path, device, args)])
+        else:
+            ready.append((ctx, sch, result.artifact_path, ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])))
+    futures = runner.run([ms.runner.RunnerInput(path, "cpu", args) for _, _, path, args in ready])  # llvm only
+    measured = 0
+    for (ctx, sch, _, args), future in zip(ready, futures):
         outcome = future.result()
         if outcome.error_msg:
             logger.warning("default schedule of %s did not run: %s", ctx.task_name, outcome.error_msg[-500:])
