@@ -47,6 +47,7 @@ from ..errors import HarnessError
 from .rules import (
     load_tensor_intrinsics,
     normalize_target,
+    register_cpu_int8_intrinsics,
     space_for,
     target_summary,
     trace_uses_intrinsic,
@@ -294,7 +295,8 @@ def sanitize_database(work_dir: str) -> list[str]:
     if not wl_lines and not rec_lines:
         return []
     load_tensor_intrinsics()
-    vnni_intrinsic()  # records of VNNI kernels name our intrinsic: it must be registered
+    vnni_intrinsic()  # records of VNNI kernels name our intrinsics: they must be registered
+    register_cpu_int8_intrinsics()
     messages: list[str] = []
     bad: dict[str, list[dict]] = {wl_path: [], rec_path: []}
 
@@ -373,6 +375,7 @@ def open_database(work_dir: str, target: Any, *, create: bool = False):
 
     load_tensor_intrinsics()
     vnni_intrinsic()
+    register_cpu_int8_intrinsics()
     has_db = os.path.exists(os.path.join(work_dir, WORKLOAD_FILE))
     if not has_db and not create:
         raise FileNotFoundError(f"no tuning database in {work_dir} (expected {WORKLOAD_FILE})")

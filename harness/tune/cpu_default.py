@@ -54,6 +54,7 @@ from tvm import s_tir, tirx
 logger = logging.getLogger(__name__)
 
 ENV_SWITCH = "HARNESS_CPU_DEFAULT_SCHEDULES"
+INT8_DOT_SWITCH = "HARNESS_CPU_INT8_DOT"  # 0: 8-bit convs get the plain schedule (no dot-product instructions)
 SCHEDULED_ATTR = "tirx.is_scheduled"  # the key TVM 0.27 uses ("tir.is_scheduled" in older TVMs)
 _SCHEDULED_KEYS = (SCHEDULED_ATTR, "tir.is_scheduled")
 
@@ -369,6 +370,135 @@ def schedule_reduction(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block
         schedule_injective(sch, blk.rv, bits)
 
 
+def _int8_dot_enabled() -> bool:
+    return os.environ.get(INT8_DOT_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def _var_index(expr, iters) -> Optional[int]:
+    """Index into `iters` of the block iter `expr` is (None for a constant, error otherwise)."""
+    if isinstance(expr, tirx.IntImm):
+        return None
+    for i, iv in enumerate(iters):
+        if iv.var.same_as(expr):
+            return i
+    raise NotApplicable(f"index {expr} is not a plain block iter")
+
+
+def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block, target) -> None:
+    """The 8-bit NCHW conv2d (``conv2d_nchw``: 8-bit data, int8 weights, int32 accumulation) on
+    the CPU's exact 8-bit dot product (:func:`harness.tune.rules.cpu_int8_dots`: the best one
+    whose vector of output channels and group of input channels divide the conv's).
+
+    Inside the kernel, channels are packed so that one instruction multiplies ``red`` adjacent
+    input channels of one pixel by ``lanes`` output channels' weights:
+
+        data   [n, c, y, x]   -> [n, c / red, y, x, red]          (the padding stage writes it)
+        weight [k, c, r, s]   -> [k / lanes, c / red, r, s, lanes, red]   (a layout-rewrite block:
+                                 split out of the kernel and folded into the constant at build)
+        acc    [n, k, y, x]   -> [n, k / lanes, y, x, lanes]      (a register tile, int32)
+
+        parallel for (n, k-blocks / kb, y, x / xi):
+            for (c / red, r, s):
+                unroll xi pixels x kb k-blocks:  acc[lanes] += dot(data[red], weight[lanes, red])
+            epilogue (dequantize, bias, ReLU, requantize) -> output NCHW
+
+    Integer sums in another order: bit-identical to the plain schedule.  Not applicable (the
+    plain register-tiled schedule is used) to grouped convs, to channel counts no dot product
+    divides, or with ``HARNESS_CPU_INT8_DOT=0``.
+    """
+    from .rules import cpu_int8_dots  # pylint: disable=import-outside-toplevel
+
+    if not _int8_dot_enabled():
+        raise NotApplicable(f"{INT8_DOT_SWITCH}=0")
+    block = sch.get(anchor.rv)
+    if block.name_hint != "conv2d_nchw" or len(block.reads) != 2 or len(block.writes) != 1:
+        raise NotApplicable("not a plain conv2d_nchw")
+    data_region, weight_region = block.reads
+    out_region = block.writes[0]
+    data_dtype = str(data_region.source.dtype)
+    if str(weight_region.source.dtype) != "int8" or str(out_region.source.dtype) != "int32":
+        raise NotApplicable("not an 8-bit x int8 -> int32 conv")
+    params = _param_buffers(sch)
+    if not any(weight_region.source.same_as(p) for p in params):
+        raise NotApplicable("weights are computed in the kernel")
+    iters = anchor.iters
+    w_idx = [_var_index(rng.min, iters) if _int(rng.extent) == 1 else None for rng in weight_region.region]
+    o_idx = [_var_index(rng.min, iters) if _int(rng.extent) == 1 else None for rng in out_region.region]
+    k_i, c_i = w_idx[0], w_idx[1]
+    x_i = o_idx[3]
+    if k_i is None or c_i is None or x_i is None or k_i != o_idx[1]:
+        raise NotApplicable("unexpected conv2d_nchw indexing")
+    k_ext, c_ext, x_ext = (_int(iters[i].dom.extent) for i in (k_i, c_i, x_i))
+    fitting = [d for d in cpu_int8_dots(target, data_dtype) if k_ext % d[1] == 0 and c_ext % d[2] == 0]
+    if not fitting:
+        raise NotApplicable(f"no 8-bit dot product for {data_dtype} data, {k_ext} output and {c_ext} "
+                            "input channels on this target")
+    intrin, lanes, red = fitting[0]
+
+    idx = next(i for i, b in enumerate(blocks) if b is anchor)
+    prologue = _inline_all(sch, blocks[:idx], params, keep=_is_padding)
+    rest = _inline_all(sch, blocks[idx + 1:], params)
+    consumers = sch.get_consumers(anchor.rv)
+    if _writes_param(sch, anchor.rv, params) or len(consumers) != 1:
+        raise NotApplicable("the accumulator is not read by exactly one epilogue")
+    epilogue = consumers[0]
+    rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
+
+    # packed data: written by the padding stage, or by a packing stage of its own (no padding)
+    producers = [p for p in sch.get_producers(anchor.rv)
+                 if any(w.source.same_as(data_region.source) for w in sch.get(p).writes)]
+    if producers:
+        pack = producers[0]
+    else:
+        pack = sch.cache_read(anchor.rv, 0, "global")
+        prologue.append(_Block(pack, [], [], False))
+    sch.transform_layout(pack, ("write", 0), lambda n, c, y, x: (n, c // red, y, x, c % red))
+    weights = sch.cache_read(anchor.rv, 1, "global")
+    sch.transform_layout(weights, ("write", 0),
+                         lambda k, c, r, s: (k // lanes, c // red, r, s, k % lanes, c % red))
+    sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", True)
+    sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, k // lanes, y, x, k % lanes))
+
+    budget = _vector_registers(vector_bits(target)) - 4  # accumulators; the rest: operands
+    xi = _largest_divisor_at_most(x_ext, 4)
+    kb = _largest_divisor_at_most(k_ext // lanes, max(1, budget // xi))
+    loops = sch.get_loops(anchor.rv)
+    spatial, reduce = [], []
+    k_in = x_in = c_in = None
+    for i, loop in enumerate(loops):
+        if i == k_i:
+            k_out, k_in = sch.split(loop, [None, lanes])
+            k_out, kb_in = sch.split(k_out, [None, kb])
+            spatial.append(k_out)
+        elif i == x_i:
+            x_out, x_in = sch.split(loop, [None, xi])
+            spatial.append(x_out)
+        elif i == c_i:
+            c_out, c_in = sch.split(loop, [None, red])
+            reduce.append(c_out)
+        elif _is_reduction_iter(iters[i]):
+            reduce.append(loop)
+        else:
+            spatial.append(loop)
+    sch.reorder(*spatial, *reduce, x_in, kb_in, k_in, c_in)
+    sch.reverse_compute_at(epilogue, spatial[-1], preserve_unit_loops=False)
+    outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    if _int(sch.get(outer).extent) > 1:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(anchor.rv, reduce[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(k_in, intrin)
+    sch.unroll(x_in)
+    sch.unroll(kb_in)
+    epi_loops = sch.get_loops(epilogue)
+    if len(epi_loops) > 1 and _int(sch.get(epi_loops[-1]).extent) > 1:
+        sch.vectorize(epi_loops[-1])
+    bits = vector_bits(target)
+    for blk in prologue + rest:
+        schedule_injective(sch, blk.rv, bits)
+    schedule_injective(sch, weights, bits)
+
+
 def schedule_parallel_only(sch: s_tir.Schedule, target) -> None:  # pylint: disable=unused-argument
     """Fallback: the leading data-parallel loops of every root block made parallel."""
     changed = False
@@ -387,6 +517,15 @@ def schedule_parallel_only(sch: s_tir.Schedule, target) -> None:  # pylint: disa
         changed = True
     if not changed:
         raise NotApplicable("no data-parallel loop")
+
+
+def _schedule_int8_dot(sch: s_tir.Schedule, target) -> str:
+    blocks = _root_blocks(sch)
+    reductions = [b for b in blocks if b.is_reduction]
+    if len(reductions) != 1:
+        raise NotApplicable(f"{len(reductions)} reduction blocks")
+    schedule_int8_dot_conv(sch, blocks, reductions[0], target)
+    return "int8 dot-product conv"
 
 
 def _schedule_main(sch: s_tir.Schedule, target) -> str:
@@ -410,7 +549,7 @@ def default_schedule(func, target, name: str = "func") -> Optional[s_tir.Schedul
     """The default schedule of `func` (a PrimFunc, or an IRModule whose main is one) as a
     Schedule (its trace replays it, e.g. as a tuning record), or None where no rule applies."""
     render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
-    for rule in (_schedule_main, schedule_parallel_only):
+    for rule in (_schedule_int8_dot, _schedule_main, schedule_parallel_only):
         try:
             sch = s_tir.Schedule(func, debug_mask="none", error_render_level=render)
             kind = rule(sch, target) or rule.__name__
@@ -591,7 +730,12 @@ def fuse_and_schedule(mod: tvm.IRModule, target, database=None) -> tvm.IRModule:
         if database is not None:
             with database:
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
-        return default_schedule_pass(target)(mod)
+        mod = default_schedule_pass(target)(mod)
+        # weight layouts the schedules asked for (8-bit dot-product convs): the packing is split
+        # out of the kernels and applied to the constant weights once, here
+        return tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
+                                         relax.transform.FoldConstant(),
+                                         relax.transform.DeadCodeElimination()])(mod)
 
 
 def relax_pipeline(target, database=None) -> tvm.transform.Pass:

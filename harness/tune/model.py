@@ -166,7 +166,7 @@ def seed_default_schedules(contexts, target, database, builder, runner) -> int:
         if result.error_msg:
             logger.warning("default schedule of %s did not build: %s", ctx.task_name, result.error_msg[-500:])
         else:
-            ready.append((ctx, sch, result.artifact_path, ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])))
+            ready.append((ctx, sch, result.artifact_path, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
     futures = runner.run([ms.runner.RunnerInput(path, "cpu", args) for _, _, path, args in ready])  # llvm only
     measured = 0
     for (ctx, sch, _, args), future in zip(ready, futures):

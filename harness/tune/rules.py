@@ -42,6 +42,9 @@ __all__ = [
     "target_has_vnni",
     "cuda_sm",
     "int8_intrinsics_for",
+    "cpu_int8_dots",
+    "pmaddwd_intrinsic",
+    "register_cpu_int8_intrinsics",
     "space_for",
     "int8_space",
     "default_space",
@@ -147,6 +150,95 @@ def vnni_intrinsic() -> str:
         return "dot_16x4_vnni"  # TVM's own registration matches the old <16 x i32> signature
     _register_vnni_intrinsic()
     return VNNI_INTRIN
+
+
+_PMADDWD_LLVM = {8: ("llvm.x86.avx2.pmadd.wd", "avx2"), 16: ("llvm.x86.avx512.pmaddw.d.512", "avx512bw")}
+
+
+def pmaddwd_intrinsic(lanes: int, data_dtype: str) -> str:
+    """Register (once) and name ``C[0:lanes] += sum_(k<2) A[k] * B[0:lanes, k]`` with one vpmaddwd.
+
+    A: two 8-bit activations (``uint8`` or ``int8``), B: ``lanes`` x 2 int8 weights, C: int32.
+    Both operands are widened to int16 first, so the pairwise sums (at most 2 * 255 * 128) never
+    saturate: the result is exact, unlike ``vpmaddubsw``'s.  ``lanes`` 8 is AVX2 (ymm), 16 is
+    AVX-512BW (zmm).  This is the 8-bit dot product of x86 CPUs without VNNI.
+    """
+    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    llvm_name = _PMADDWD_LLVM[lanes][0]
+    name = f"harness_dot_{lanes}x2_{'u8' if data_dtype == 'uint8' else 's8'}_pmaddwd"
+    if TensorIntrin.get(name, allow_missing=True) is not None:
+        return name
+    a_pair, halves, wide = f"{data_dtype}x2", f"int16x{2 * lanes}", f"int32x{lanes}"
+    weights = f"int8x{2 * lanes}"
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        a: T.Buffer((2,), data_dtype, offset_factor=1),
+        b: T.Buffer((lanes, 2), "int8", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
+            T.writes(c[0:lanes])
+            for lane, red in T.grid(lanes, 2):
+                with T.sblock("update"):
+                    vl, vr = T.axis.remap("SR", [lane, red])
+                    c[vl] = c[vl] + T.cast(a[vr], "int32") * T.cast(b[vl, vr], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        a: T.Buffer((2,), data_dtype, offset_factor=1),
+        b: T.Buffer((lanes, 2), "int8", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
+            T.writes(c[0:lanes])
+            # the two activations widened to int16, seen as one int32, repeated in every lane
+            a_word = T.reinterpret(T.Cast("int16x2", a.vload([0], a_pair)), dtype="int32")
+            a_halves = T.reinterpret(T.broadcast(a_word, lanes), dtype=halves)
+            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=wide) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_name), a_halves,
+                T.Cast(halves, b.vload([0, 0], dtype=weights)), dtype=wide,
+            )
+
+    TensorIntrin.register(name, desc, impl)
+    return name
+
+
+def register_cpu_int8_intrinsics() -> None:
+    """Register every :func:`pmaddwd_intrinsic` variant: database records of kernels that use one
+    name it, and replaying such a record needs it registered."""
+    for lanes in _PMADDWD_LLVM:
+        for data_dtype in ("uint8", "int8"):
+            pmaddwd_intrinsic(lanes, data_dtype)
+
+
+def cpu_int8_dots(target: Any, data_dtype: str) -> list:
+    """The exact 8-bit dot products of an llvm target, best first, as ``(intrinsic, lanes,
+    reduction)``: VNNI ``vpdpbusd`` (16 x 4, unsigned activations only), then ``vpmaddwd`` on
+    AVX-512BW (16 x 2) and on AVX2 (8 x 2).  Empty for other CPUs."""
+    from tvm.target import codegen  # pylint: disable=import-outside-toplevel
+
+    tgt = normalize_target(target)
+    if tgt.kind.name != "llvm" or data_dtype not in ("uint8", "int8"):
+        return []
+
+    def has(feature: str) -> bool:
+        try:
+            return bool(codegen.target_has_features(feature, tgt))
+        except Exception:  # pylint: disable=broad-except
+            return False
+
+    found = []
+    if data_dtype == "uint8" and has("avx512vnni"):
+        found.append((vnni_intrinsic(), 16, 4))
+    for lanes in (16, 8):
+        if has(_PMADDWD_LLVM[lanes][1]):
+            found.append((pmaddwd_intrinsic(lanes, data_dtype), lanes, 2))
+    return found
 
 
 def normalize_target(target: Any):

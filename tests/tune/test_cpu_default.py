@@ -76,24 +76,27 @@ def odd_pools(c=8, hw=17):
     return _module((1, c, hw, hw), "float32", body)
 
 
-def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True):
-    """uint8 x int8 -> int32 conv; with `epilogue`, realize.py's dequantize / bias / ReLU /
-    requantize chain after it (cast, per-channel multiply, add, relu, multiply, floor(+0.5), clip, cast)."""
+def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True, stride=1, data="uint8"):
+    """uint8 (or int8) x int8 -> int32 conv; with `epilogue`, realize.py's dequantize / bias / ReLU /
+    requantize chain after it (cast, per-channel multiply, add, relu, multiply, floor(+0.5), clip,
+    cast); with epilogue "int_bias", an int32 bias add (integers all through: exact)."""
     w = RNG.randint(-127, 128, size=(co, ci, k, k)).astype("int8")
     scale = RNG.uniform(1e-3, 1e-2, size=(1, co, 1, 1)).astype("float32")
     bias = RNG.normal(size=(1, co, 1, 1)).astype("float32")
 
     def body(bb, x):
-        acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=k // 2, out_dtype="int32"))
+        acc = bb.emit(relax.op.nn.conv2d(x, _const(w), strides=stride, padding=k // 2, out_dtype="int32"))
         if not epilogue:
             return acc
+        if epilogue == "int_bias":
+            return relax.op.add(acc, _const(np.rint(bias * 1000).astype("int32")))
         y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), _const(scale)))
         y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(y, _const(bias)))))
         codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(bb.emit(relax.op.multiply(y, relax.const(20.0, "float32"))),
                                                             relax.const(0.5, "float32")))))
         return relax.op.astype(bb.emit(relax.op.clip(codes, 0, 255)), "uint8")
 
-    return _module((1, ci, hw, hw), "uint8", body)
+    return _module((1, ci, hw, hw), data, body)
 
 
 def _run(mod, x, target, on: bool):
@@ -134,6 +137,8 @@ CASES = {
     "conv_odd_width_stride2": (conv_bias_relu(ci=6, co=12, hw=35, stride=2), (1, 6, 35, 35), "float32"),
     "int8_conv_odd_width": (int8_conv(ci=16, co=24, hw=17, epilogue=False), (1, 16, 17, 17), "uint8"),
     "pools_odd_width": (odd_pools(), (1, 8, 17, 17), "float32"),
+    # 12 output channels: no whole vector of them for the dot-product schedule (the plain one runs)
+    "int8_conv_12_channels": (int8_conv(ci=6, co=12, hw=12, epilogue="int_bias"), (1, 6, 12, 12), "uint8"),
 }
 
 
@@ -156,7 +161,8 @@ def test_same_numbers_as_unscheduled(case, target):
 
 
 @pytest.mark.parametrize("case", ["conv_bias_relu", "int8_conv_dequantize"])
-def test_conv_is_parallel_vectorized_register_tiled(case, target):
+def test_conv_is_parallel_vectorized_register_tiled(case, target, monkeypatch):
+    monkeypatch.setenv(cpu_default.INT8_DOT_SWITCH, "0")  # int8: the plain schedule
     funcs = _scheduled_funcs(CASES[case][0], target)
     [conv] = [f for name, f in funcs.items() if "conv2d" in name]
     text = conv.script()
@@ -281,6 +287,7 @@ def test_amd_cpus_build_without_sse4a(monkeypatch):
     assert "mattr" not in llvm_target("skylake-avx512") and "mattr" not in llvm_target("x86-64")
     # 17 wide and not padded: no vector-sized divisor, so LLVM gathers the weights
     monkeypatch.setattr(cpu_default, "padded_width", lambda width, lanes: width)
+    monkeypatch.setenv(cpu_default.INT8_DOT_SWITCH, "0")  # the plain schedule's gathers
     mod = int8_conv(ci=96, co=24, hw=17, k=3)
 
     def asm(tgt):
@@ -290,3 +297,88 @@ def test_amd_cpus_build_without_sse4a(monkeypatch):
 
     assert "insertq" in asm({"kind": "llvm", "mcpu": "znver2", "num-cores": 2})
     assert "insertq" not in asm(llvm_target("znver2", 2))
+
+
+# ----------------------------------------------------------------------------- 8-bit dot products
+
+DOT_LLVM = {"vpdpbusd": "llvm.x86.avx512.vpdpbusd.512", 16: "llvm.x86.avx512.pmaddw.d.512",
+            8: "llvm.x86.avx2.pmadd.wd"}
+DOT_CASES = {  # (module, input shape, data dtype)
+    "3x3_requantize": (int8_conv(ci=16, co=32, hw=12), (1, 16, 12, 12), "uint8"),
+    "3x3_int_bias": (int8_conv(ci=16, co=32, hw=10, epilogue="int_bias"), (1, 16, 10, 10), "uint8"),
+    "1x1_stride2_int8_data": (int8_conv(ci=8, co=16, hw=13, k=1, stride=2, epilogue="int_bias", data="int8"),
+                              (1, 8, 13, 13), "int8"),
+    "3x3_stride2_int8_data": (int8_conv(ci=4, co=16, hw=15, stride=2, data="int8"), (1, 4, 15, 15), "int8"),
+}
+
+
+def _codes(shape, dtype, seed=1):
+    lo, hi = (0, 256) if dtype == "uint8" else (-128, 128)
+    return np.random.RandomState(seed).randint(lo, hi, size=shape).astype(dtype)
+
+
+def _run_switch(mod, x, target, monkeypatch, dot: bool):
+    monkeypatch.setenv(cpu_default.INT8_DOT_SWITCH, "1" if dot else "0")
+    return _run(mod, x, target, on=True)
+
+
+@pytest.mark.parametrize("case", sorted(DOT_CASES))
+def test_int8_conv_on_the_cpu_dot_product(case, target, monkeypatch):
+    """8-bit convs run on the CPU's exact dot-product instruction (vpmaddwd here: AVX2), with packed
+    channels and weights packed once at build time; the numbers are the plain schedule's."""
+    from harness.tune.rules import cpu_int8_dots
+
+    mod, shape, dtype = DOT_CASES[case]
+    dots = cpu_int8_dots(target, dtype)
+    if not dots:
+        pytest.skip(f"no 8-bit dot product on {target}")  # x86 CPUs without AVX2 (none seen in CI)
+    dot = dots[0]  # every case has a multiple of 16 output and of 4 input channels: the best fits
+    funcs = _scheduled_funcs(mod, target)
+    [conv] = [f for name, f in funcs.items() if "conv2d" in name]
+    text = conv.script()
+    assert DOT_LLVM["vpdpbusd" if dot[2] == 4 else dot[1]] in text
+    assert "meta_schedule.layout_rewrite_preproc" in text  # the weight packing block ...
+    built = cpu_default.fuse_and_schedule(mod, target)
+    names = [gv.name_hint for gv in built.functions.keys()]
+    assert not [n for n in names if n.endswith("_weight_prepack")]  # ... was split out and folded
+    [packed] = [n for n in names if n.endswith("_prepacked")]
+    assert "layout_rewrite_preproc" not in built[packed].script()
+    ref = _run_switch(mod, _codes(shape, dtype), target, monkeypatch, dot=False)
+    got = _run_switch(mod, _codes(shape, dtype), target, monkeypatch, dot=True)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    if got.dtype == np.int32:  # integers all through: exact
+        np.testing.assert_array_equal(got, ref)
+    else:  # the same fp32 epilogue on the same int32 sums
+        assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1 and (got == ref).mean() > 0.99
+
+
+def test_int8_dot_product_per_cpu():
+    """Which instruction each x86 CPU kind gets: VNNI for unsigned data where there is VNNI; the
+    exact int16 vpmaddwd otherwise (AVX-512BW: 16 lanes, AVX2: 8); nothing without AVX2."""
+    from harness.tune.rules import cpu_int8_dots
+
+    def dots(mcpu, dtype="uint8"):
+        return [d[1:] for d in cpu_int8_dots({"kind": "llvm", "mcpu": mcpu}, dtype)]
+
+    assert dots("cascadelake") == [(16, 4), (16, 2), (8, 2)] and dots("znver4")[0] == (16, 4)
+    assert dots("cascadelake", "int8") == [(16, 2), (8, 2)]  # vpdpbusd multiplies unsigned data only
+    assert dots("skylake-avx512") == [(16, 2), (8, 2)]
+    assert dots("haswell") == [(8, 2)] and dots("znver2", "int8") == [(8, 2)]
+    assert dots("x86-64") == [] and dots("znver2", "float32") == []
+
+
+@pytest.mark.parametrize("mcpu,channels,instruction", [
+    ("cascadelake", 32, r"vpdpbusd\s"),
+    ("cascadelake", 24, r"vpmaddwd\s+%ymm"),  # 24 output channels: no whole zmm of them
+    ("skylake-avx512", 32, r"vpmaddwd\s+%zmm"),
+    ("haswell", 32, r"vpmaddwd\s+%ymm"),
+])
+def test_int8_dot_compiles_for_other_cpus(mcpu, channels, instruction):
+    """Built for CPUs this machine may not be (no run): the instruction is in the kernel's assembly."""
+    import re
+
+    tgt = tvm.target.Target(llvm_target(mcpu, 4))
+    mod = int8_conv(ci=16, co=channels, hw=12)
+    ex = tvm.compile(mod, tgt, relax_pipeline=cpu_default.relax_pipeline(tgt))
+    asm = next(m.inspect_source("s") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    assert re.search(instruction, asm), instruction

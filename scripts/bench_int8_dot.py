@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Whole-model int8 on this CPU with and without its 8-bit dot-product instructions, beside fp32.
+
+For each model: one calibration, then three builds timed in alternating rounds (this machine is
+shared; the ratios are what to read): fp32, int8 with the plain register-tiled conv schedule
+(HARNESS_CPU_INT8_DOT=0), int8 with the dot-product conv schedule (vpdpbusd / vpmaddwd, see
+harness.tune.cpu_default.schedule_int8_dot_conv). The two int8 builds must give the same logits.
+Prints a Markdown table.
+
+    .venv/bin/python scripts/bench_int8_dot.py [--models resnet18_v1,resnet50_v1] [--rounds 3]
+"""
+import argparse
+import datetime
+import os
+import statistics
+import sys
+
+import numpy as np
+import tvm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness import bench, build  # noqa: E402
+from harness.config import load_config  # noqa: E402
+from harness.frontends import load_model  # noqa: E402
+from harness.models import input_data  # noqa: E402
+from harness.pipeline import calibration_table, int8_module  # noqa: E402
+from harness.record import cpu_name  # noqa: E402
+from harness.tune.cpu_default import INT8_DOT_SWITCH  # noqa: E402
+from harness.tune.rules import cpu_int8_dots  # noqa: E402
+
+CONFIGS = {
+    "resnet18_v1": "configs/resnet18_v1_int8.yaml",
+    "resnet50_v1": "configs/resnet50_v1_int8.yaml",
+    "efficientnet_lite0": "configs/efficientnet_lite0_int8.yaml",
+}
+
+
+def _build(mod, target, dot: bool):
+    old = os.environ.get(INT8_DOT_SWITCH)
+    os.environ[INT8_DOT_SWITCH] = "1" if dot else "0"
+    try:
+        return build.compile_module(mod, target).executable
+    finally:
+        if old is None:
+            os.environ.pop(INT8_DOT_SWITCH, None)
+        else:
+            os.environ[INT8_DOT_SWITCH] = old
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="resnet18_v1,resnet50_v1,efficientnet_lite0")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per build")
+    ap.add_argument("--repeat", type=int, default=5, help="time_evaluator repeats per round")
+    args = ap.parse_args()
+    rows, dev = [], tvm.cpu()
+    dot = None
+    for name in args.models.split(","):
+        cfg = load_config(CONFIGS[name])
+        model = load_model(cfg.model)
+        target = build.resolve_target(cfg.target)
+        dot = (cpu_int8_dots(target, "uint8") or [None])[0]
+        x = input_data(model.input_shape, 0)
+        table = calibration_table(cfg, model, status=lambda m: None)
+        qmod = int8_module(cfg, model, table)
+        vms = {
+            "fp32": bench.make_vm(_build(build.bind_params(model.mod, model.params), target, True), dev),
+            "int8 plain": bench.make_vm(_build(qmod, target, False), dev),
+            "int8 dot": bench.make_vm(_build(qmod, target, True), dev),
+        }
+        outs = {k: np.asarray(bench.run_once(vm, dev, [x])) for k, vm in vms.items()}
+        diff = float(np.abs(outs["int8 plain"] - outs["int8 dot"]).max())
+        times = {k: [] for k in vms}
+        for _ in range(args.rounds):
+            for k, vm in vms.items():
+                times[k].append(bench.time_vm(vm, dev, [x], number=1, repeat=args.repeat, min_repeat_ms=0).mean_ms)
+        ms = {k: statistics.median(v) for k, v in times.items()}
+        rows.append([name, f"{ms['fp32']:.1f}", f"{ms['int8 plain']:.1f}", f"{ms['int8 dot']:.1f}",
+                     f"{ms['int8 plain'] / ms['int8 dot']:.2f}x", f"{ms['fp32'] / ms['int8 dot']:.2f}x", f"{diff:g}"])
+        print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+    instr = f"{dot[0]} ({dot[1]} lanes x {dot[2]})" if dot else "none (plain schedule only)"
+    print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({os.cpu_count()} cores), TVM {tvm.__version__}, "
+          f"untuned, batch 1, median of {args.rounds} alternating rounds; dot product: {instr}\n")
+    print("| model | fp32 ms | int8 plain ms | int8 dot ms | dot vs plain | int8 dot vs fp32 | max logit diff |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+if __name__ == "__main__":
+    main()
