@@ -51,7 +51,6 @@ from .rules import (
     space_for,
     target_summary,
     trace_uses_intrinsic,
-    vnni_intrinsic,
 )
 from .workloads import ConvShape, ConvWorkload, conv_workload
 
@@ -295,8 +294,7 @@ def sanitize_database(work_dir: str) -> list[str]:
     if not wl_lines and not rec_lines:
         return []
     load_tensor_intrinsics()
-    vnni_intrinsic()  # records of VNNI kernels name our intrinsics: they must be registered
-    register_cpu_int8_intrinsics()
+    register_cpu_int8_intrinsics()  # records of x86 int8 kernels name our intrinsics: they must be registered
     messages: list[str] = []
     bad: dict[str, list[dict]] = {wl_path: [], rec_path: []}
 
@@ -374,7 +372,6 @@ def open_database(work_dir: str, target: Any, *, create: bool = False):
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
     load_tensor_intrinsics()
-    vnni_intrinsic()
     register_cpu_int8_intrinsics()
     has_db = os.path.exists(os.path.join(work_dir, WORKLOAD_FILE))
     if not has_db and not create:

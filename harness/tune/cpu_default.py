@@ -74,7 +74,12 @@ def enabled() -> bool:
     """False when HARNESS_CPU_DEFAULT_SCHEDULES is 0 / false / off / no (or inside `disabled()`)."""
     if _override is not None:
         return _override
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
+    return _switched_on(ENV_SWITCH)
+
+
+def _switched_on(variable: str) -> bool:
+    """An on/off environment switch, on unless set to 0 / false / off / no."""
+    return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 @contextlib.contextmanager
@@ -370,10 +375,6 @@ def schedule_reduction(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block
         schedule_injective(sch, blk.rv, bits)
 
 
-def _int8_dot_enabled() -> bool:
-    return os.environ.get(INT8_DOT_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
-
-
 def _var_index(expr, iters) -> Optional[int]:
     """Index into `iters` of the block iter `expr` is (None for a constant, error otherwise)."""
     if isinstance(expr, tirx.IntImm):
@@ -408,7 +409,7 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
     """
     from .rules import cpu_int8_dots  # pylint: disable=import-outside-toplevel
 
-    if not _int8_dot_enabled():
+    if not _switched_on(INT8_DOT_SWITCH):
         raise NotApplicable(f"{INT8_DOT_SWITCH}=0")
     block = sch.get(anchor.rv)
     if block.name_hint != "conv2d_nchw" or len(block.reads) != 2 or len(block.writes) != 1:
@@ -459,7 +460,8 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
     sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", True)
     sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, k // lanes, y, x, k % lanes))
 
-    budget = _vector_registers(vector_bits(target)) - 4  # accumulators; the rest: operands
+    bits = vector_bits(target)
+    budget = _vector_registers(bits) - 4  # accumulators; the rest: operands
     xi = _largest_divisor_at_most(x_ext, 4)
     kb = _largest_divisor_at_most(k_ext // lanes, max(1, budget // xi))
     loops = sch.get_loops(anchor.rv)
@@ -493,7 +495,6 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
     epi_loops = sch.get_loops(epilogue)
     if len(epi_loops) > 1 and _int(sch.get(epi_loops[-1]).extent) > 1:
         sch.vectorize(epi_loops[-1])
-    bits = vector_bits(target)
     for blk in prologue + rest:
         schedule_injective(sch, blk.rv, bits)
     schedule_injective(sch, weights, bits)

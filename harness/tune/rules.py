@@ -39,6 +39,7 @@ __all__ = [
     "UnionRule",
     "normalize_target",
     "target_summary",
+    "target_has_feature",
     "target_has_vnni",
     "cuda_sm",
     "int8_intrinsics_for",
@@ -141,12 +142,12 @@ def vnni_intrinsic() -> str:
     """Name of a VNNI 16x4 intrinsic that compiles with the LLVM TVM was built with."""
     from tvm.target import codegen  # pylint: disable=import-outside-toplevel
 
-    load_tensor_intrinsics()
     try:
         major = int(codegen.llvm_version_major())
     except Exception:  # pylint: disable=broad-except
         major = 0
     if major and major < 21:
+        load_tensor_intrinsics()
         return "dot_16x4_vnni"  # TVM's own registration matches the old <16 x i32> signature
     _register_vnni_intrinsic()
     return VNNI_INTRIN
@@ -209,8 +210,10 @@ def pmaddwd_intrinsic(lanes: int, data_dtype: str) -> str:
 
 
 def register_cpu_int8_intrinsics() -> None:
-    """Register every :func:`pmaddwd_intrinsic` variant: database records of kernels that use one
-    name it, and replaying such a record needs it registered."""
+    """Register the harness's x86 8-bit dot products (:func:`vnni_intrinsic`, every
+    :func:`pmaddwd_intrinsic` variant): database records of kernels that use one name it, and
+    replaying such a record needs it registered."""
+    vnni_intrinsic()
     for lanes in _PMADDWD_LLVM:
         for data_dtype in ("uint8", "int8"):
             pmaddwd_intrinsic(lanes, data_dtype)
@@ -220,23 +223,14 @@ def cpu_int8_dots(target: Any, data_dtype: str) -> list:
     """The exact 8-bit dot products of an llvm target, best first, as ``(intrinsic, lanes,
     reduction)``: VNNI ``vpdpbusd`` (16 x 4, unsigned activations only), then ``vpmaddwd`` on
     AVX-512BW (16 x 2) and on AVX2 (8 x 2).  Empty for other CPUs."""
-    from tvm.target import codegen  # pylint: disable=import-outside-toplevel
-
     tgt = normalize_target(target)
     if tgt.kind.name != "llvm" or data_dtype not in ("uint8", "int8"):
         return []
-
-    def has(feature: str) -> bool:
-        try:
-            return bool(codegen.target_has_features(feature, tgt))
-        except Exception:  # pylint: disable=broad-except
-            return False
-
     found = []
-    if data_dtype == "uint8" and has("avx512vnni"):
+    if data_dtype == "uint8" and target_has_feature(tgt, "avx512vnni"):
         found.append((vnni_intrinsic(), 16, 4))
     for lanes in (16, 8):
-        if has(_PMADDWD_LLVM[lanes][1]):
+        if target_has_feature(tgt, _PMADDWD_LLVM[lanes][1]):
             found.append((pmaddwd_intrinsic(lanes, data_dtype), lanes, 2))
     return found
 
@@ -281,17 +275,22 @@ def target_summary(target: Any) -> dict[str, str]:
     return summary
 
 
-def target_has_vnni(target: Any) -> bool:
-    """True when LLVM reports AVX512-VNNI for the target's ``mcpu``."""
+def target_has_feature(target: Any, feature: str) -> bool:
+    """True when LLVM reports CPU `feature` (e.g. ``avx512vnni``) for an llvm target's ``mcpu``."""
     from tvm.target import codegen  # pylint: disable=import-outside-toplevel
 
     tgt = normalize_target(target)
     if tgt.kind.name != "llvm":
         return False
     try:
-        return bool(codegen.target_has_features("avx512vnni", tgt))
+        return bool(codegen.target_has_features(feature, tgt))
     except Exception:  # pylint: disable=broad-except
         return False
+
+
+def target_has_vnni(target: Any) -> bool:
+    """True when LLVM reports AVX512-VNNI for the target's ``mcpu``."""
+    return target_has_feature(target, "avx512vnni")
 
 
 def cuda_sm(target: Any) -> int:
