@@ -154,8 +154,13 @@ def cmd_tune(args) -> int:
         finally:
             if bar is not None:
                 bar.close()
-        seeded = f" (+ {done.defaults_measured} default schedules measured)" if done.defaults_measured else ""
-        print(f"{name}: database {work_dir}{seeded}")
+        seeded = f", + {done.defaults_measured} default schedules measured" if done.defaults_measured else ""
+        if done.tasks and not done.trials and done.earlier_trials >= trials > 0:
+            print(f"{name}: database {work_dir} already holds {done.earlier_trials} search trials "
+                  f"(--trials {trials}); nothing new to measure{seeded}. Pass a larger --trials to search on.")
+        else:
+            print(f"{name}: database {work_dir}: {done.trials} new search trials, {done.earlier_trials} "
+                  f"from before{seeded}")
     return 0
 
 
@@ -299,7 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the int8) module and tune them with MetaSchedule into "
                                    "tuning_logs/<target key>/<run key>/. Re-running resumes.")
     t.add_argument("config")
-    t.add_argument("--trials", type=int, help="trials over all tasks (default: tuning.trials)")
+    t.add_argument("--trials", type=int, help="search trials over all tasks wanted in the database, those "
+                   "already there included (default: tuning.trials)")
     t.add_argument("--target", choices=["auto", "llvm", "cuda"], help="override target.kind")
     t.add_argument("--only", choices=["float32", "int8"], help="tune only this variant")
     t.add_argument("--quiet", action="store_true")

@@ -45,6 +45,7 @@ from typing import Any, Callable
 
 from ..errors import HarnessError
 from .rules import (
+    int8_intrinsics_for,
     load_tensor_intrinsics,
     normalize_target,
     register_cpu_int8_intrinsics,
@@ -90,6 +91,8 @@ _FAILED_SECS = 1e9
 _INTRIN_MARKERS = {
     "vpdpbusd": "vnni",
     "pmaddubs": "avx512",
+    "x86.avx2.pmadd.wd": "pmaddwd",
+    "x86.avx512.pmaddw.d": "pmaddwd",
     "__dp4a": "dp4a",
     "tvm_mma_sync": "wmma",
     "ptx_mma": "mma",
@@ -708,7 +711,8 @@ def tune_conv(
     target : target dict / Target; default: this machine's CPU (``llvm``, host ``mcpu``).
     trials : with ``resume=True`` the number of measured schedules wanted for this conv in
         ``work_dir`` (records already there count; 0 new trials when they suffice); with
-        ``resume=False`` the number of new trials to measure.
+        ``resume=False`` the number of new trials to measure.  On llvm the conv's default
+        schedule (:func:`cpu_default_schedule`) is measured first, once, and counts as one.
     work_dir : database directory (created).  Records are appended after every batch of
         ``trials_per_iter`` trials, so an interruption loses at most one batch.
     runner : ``"local"`` (time on this machine) or any MetaSchedule ``Runner`` (e.g. an RPC
@@ -738,7 +742,17 @@ def tune_conv(
     before = len(workload_records(database, mod))
     todo = max(0, trials - before) if resume else trials
 
-    skipped = 0
+    skipped = seeded = 0
+    if trials > 0:  # also on a full database made before the default schedule was measured in it
+        if builder == "local":
+            builder = ms.builder.LocalBuilder(
+                max_workers=int(builder_workers), timeout_sec=timeout_sec, f_build=build_candidate
+            )
+        run = _make_runner(
+            runner, tgt, timeout_sec=timeout_sec, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms
+        )
+        seeded = _seed_default_schedule(workload, tgt, mod, database, builder, run)
+        todo = max(0, todo - seeded)
     if todo > 0:
         space_opts = {"tensor_cores": tensor_cores} if dtype == "int8" else {}
         space = space_for(dtype, tgt, workload.data_dtype, **space_opts)
@@ -757,21 +771,14 @@ def tune_conv(
             rand_state=-1 if seed is None else int(seed),
             num_threads=int(num_threads),
         )
-        if builder == "local":
-            builder = ms.builder.LocalBuilder(
-                max_workers=int(builder_workers), timeout_sec=timeout_sec, f_build=build_candidate
-            )
-        run = _make_runner(
-            runner, tgt, timeout_sec=timeout_sec, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms
-        )
         xgb_opts = {} if cost_model_warmup is None else {"num_warmup_samples": int(cost_model_warmup)}
         callbacks = list(ms.MeasureCallback.create("default"))
         bar = None
         if progress is True:
-            report, bar = _tqdm_reporter(todo, f"tune {workload.name}")
-            callbacks.append(_progress_callback(report, todo))
-        elif callable(progress):
-            callbacks.append(_progress_callback(progress, todo))
+            progress, bar = _tqdm_reporter(todo + seeded, f"tune {workload.name}")
+        if callable(progress):  # the seeded default schedule counts as the first trial
+            callbacks.append(_progress_callback(
+                lambda done, _total, best, fn=progress: fn(done + seeded, todo + seeded, best), todo))
         try:
             ms.tune_tasks(
                 tasks=[context],
@@ -902,11 +909,41 @@ def _cuda_dp4a_schedule(workload: ConvWorkload, target):
     return sch
 
 
-def _x86_vnni_schedule(workload: ConvWorkload, target, intrin: str):
-    """Fixed VNNI schedule of the packed int8 conv: 16 output channels x 4 inputs per vpdpbusd."""
+def _seed_default_schedule(workload: ConvWorkload, tgt, mod, database, builder, runner) -> int:
+    """On llvm, measure the conv's default schedule (the fixed dot-product one for packed int8,
+    :mod:`harness.tune.cpu_default`'s otherwise) like a trial and keep it in the database, as
+    ``harness tune`` does for whole models: the best record is never slower than the default.
+    Returns 1 when it was measured now, else 0 (no default, or already in the database)."""
+    import types  # pylint: disable=import-outside-toplevel
+
+    from . import cpu_default  # pylint: disable=import-outside-toplevel
+    from .model import seed_default_schedules  # pylint: disable=import-outside-toplevel
+
+    if not cpu_default.applies_to(tgt):
+        return 0
+    task = types.SimpleNamespace(mod=mod, task_name=workload.name)
+    return seed_default_schedules([task], tgt, database, builder, runner, [cpu_default_schedule(workload, tgt, mod)])
+
+
+def cpu_default_schedule(workload: ConvWorkload, tgt, mod=None):
+    """The default llvm schedule of ``workload`` as a Schedule of ``mod`` (default: its
+    :func:`canonical_module`), or None: the fixed dot-product one for packed int8 where the
+    CPU has an exact 8-bit dot product, :mod:`harness.tune.cpu_default`'s otherwise."""
+    from . import cpu_default  # pylint: disable=import-outside-toplevel
+
+    mod = canonical_module(workload.func) if mod is None else mod
+    if workload.dtype == "int8" and workload.packed:
+        names = int8_intrinsics_for(tgt, workload.data_dtype)
+        return _x86_dot_schedule(workload, tgt, names[0], func=mod["main"]) if names else None
+    return cpu_default.default_schedule(mod, tgt, workload.name)
+
+
+def _x86_dot_schedule(workload: ConvWorkload, target, intrin: str, func=None):
+    """Fixed x86 schedule of the packed int8 conv: one dot-product instruction (``vpdpbusd`` or
+    ``vpmaddwd``) per ``ob`` output channels x ``ib`` input channels, ``x_in`` pixels unrolled."""
     from tvm import s_tir  # pylint: disable=import-outside-toplevel
 
-    sch = s_tir.Schedule(workload.func)
+    sch = s_tir.Schedule(workload.func if func is None else func)
     conv = sch.get_sblock("conv2d_NCHWc_int8")
     n, kb, y, x, ko, icb, kh, kw, ici = sch.get_loops(conv)
     x_in = _largest_divisor(workload.shape.out_w, 8)
@@ -927,8 +964,8 @@ def _x86_vnni_schedule(workload: ConvWorkload, target, intrin: str):
 def default_schedule(workload: ConvWorkload, target: Any):
     """The schedule used when nothing was tuned: a scheduled ``IRModule`` ``{name: func}``.
 
-    int8 packed on CUDA: the fixed dp4a schedule; int8 packed on x86 with VNNI: the fixed VNNI
-    schedule; anything else on CUDA: TVM's dlight fallback GPU schedule; on CPU: unscheduled
+    int8 packed on CUDA: the fixed dp4a schedule; int8 packed on x86 with an exact 8-bit dot
+    product (VNNI, AVX-512BW, AVX2): the fixed dot-product schedule; anything else on CUDA: TVM's dlight fallback GPU schedule; on CPU: unscheduled
     (loops as written).
     """
     import tvm  # pylint: disable=import-outside-toplevel
@@ -940,12 +977,10 @@ def default_schedule(workload: ConvWorkload, target: Any):
         load_tensor_intrinsics()
         if kind == "cuda":
             return tvm.IRModule({workload.name: _cuda_dp4a_schedule(workload, tgt).mod["main"]})
-        if kind == "llvm" and workload.data_dtype == "uint8":
-            from .rules import int8_intrinsics_for  # pylint: disable=import-outside-toplevel
-
-            names = int8_intrinsics_for(tgt, "uint8")
+        if kind == "llvm":
+            names = int8_intrinsics_for(tgt, workload.data_dtype)
             if names:
-                sch = _x86_vnni_schedule(workload, tgt, names[0])
+                sch = _x86_dot_schedule(workload, tgt, names[0])
                 return tvm.IRModule({workload.name: sch.mod["main"]})
     if kind == "cuda":
         return _dlight_fallback(mod, tgt)

@@ -385,7 +385,8 @@ def _var_index(expr, iters) -> Optional[int]:
     raise NotApplicable(f"index {expr} is not a plain block iter")
 
 
-def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block, target) -> None:
+def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block, target, *,
+                           sample: bool = False) -> None:
     """The 8-bit NCHW conv2d (``conv2d_nchw``: 8-bit data, int8 weights, int32 accumulation) on
     the CPU's exact 8-bit dot product (:func:`harness.tune.rules.cpu_int8_dots`: the best one
     whose vector of output channels and group of input channels divide the conv's).
@@ -406,6 +407,10 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
     Integer sums in another order: bit-identical to the plain schedule.  Not applicable (the
     plain register-tiled schedule is used) to grouped convs, to channel counts no dot product
     divides, or with ``HARNESS_CPU_INT8_DOT=0``.
+
+    ``sample=True`` makes it a search space (:func:`harness.tune.rules.cpu_int8_dot_space`): the
+    register tile -- ``xi`` pixels x ``kb`` channel blocks, and ``yi`` rows -- is drawn with
+    ``sample_perfect_tile`` instead of fixed, so that MetaSchedule's search tunes it.
     """
     from .rules import cpu_int8_dots  # pylint: disable=import-outside-toplevel
 
@@ -429,6 +434,7 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
     x_i = o_idx[3]
     if k_i is None or c_i is None or x_i is None or k_i != o_idx[1]:
         raise NotApplicable("unexpected conv2d_nchw indexing")
+    y_i = o_idx[2]
     k_ext, c_ext, x_ext = (_int(iters[i].dom.extent) for i in (k_i, c_i, x_i))
     fitting = [d for d in cpu_int8_dots(target, data_dtype) if k_ext % d[1] == 0 and c_ext % d[2] == 0]
     if not fitting:
@@ -465,16 +471,25 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
     xi = _largest_divisor_at_most(x_ext, 4)
     kb = _largest_divisor_at_most(k_ext // lanes, max(1, budget // xi))
     loops = sch.get_loops(anchor.rv)
-    spatial, reduce = [], []
+    spatial, reduce, rows = [], [], []
+
+    def tile(loop, inner: int, most: int):
+        factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=most) if sample else [None, inner]
+        return sch.split(loop, factors)
+
     k_in = x_in = c_in = None
     for i, loop in enumerate(loops):
         if i == k_i:
             k_out, k_in = sch.split(loop, [None, lanes])
-            k_out, kb_in = sch.split(k_out, [None, kb])
+            k_out, kb_in = tile(k_out, kb, max(1, budget // 2))
             spatial.append(k_out)
         elif i == x_i:
-            x_out, x_in = sch.split(loop, [None, xi])
+            x_out, x_in = tile(loop, xi, 8)
             spatial.append(x_out)
+        elif sample and i == y_i:
+            y_out, y_in = tile(loop, 1, 2)
+            spatial.append(y_out)
+            rows.append(y_in)
         elif i == c_i:
             c_out, c_in = sch.split(loop, [None, red])
             reduce.append(c_out)
@@ -482,7 +497,7 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
             reduce.append(loop)
         else:
             spatial.append(loop)
-    sch.reorder(*spatial, *reduce, x_in, kb_in, k_in, c_in)
+    sch.reorder(*spatial, *reduce, *rows, x_in, kb_in, k_in, c_in)
     sch.reverse_compute_at(epilogue, spatial[-1], preserve_unit_loops=False)
     outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     if _int(sch.get(outer).extent) > 1:
@@ -490,8 +505,8 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
     init = sch.decompose_reduction(anchor.rv, reduce[0])
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(k_in, intrin)
-    sch.unroll(x_in)
-    sch.unroll(kb_in)
+    for loop in (*rows, x_in, kb_in):
+        sch.unroll(loop)
     epi_loops = sch.get_loops(epilogue)
     if len(epi_loops) > 1 and _int(sch.get(epi_loops[-1]).extent) > 1:
         sch.vectorize(epi_loops[-1])
@@ -520,13 +535,19 @@ def schedule_parallel_only(sch: s_tir.Schedule, target) -> None:  # pylint: disa
         raise NotApplicable("no data-parallel loop")
 
 
-def _schedule_int8_dot(sch: s_tir.Schedule, target) -> str:
+def _schedule_int8_dot(sch: s_tir.Schedule, target, sample: bool = False) -> str:
     blocks = _root_blocks(sch)
     reductions = [b for b in blocks if b.is_reduction]
     if len(reductions) != 1:
         raise NotApplicable(f"{len(reductions)} reduction blocks")
-    schedule_int8_dot_conv(sch, blocks, reductions[0], target)
+    schedule_int8_dot_conv(sch, blocks, reductions[0], target, sample=sample)
     return "int8 dot-product conv"
+
+
+def sample_int8_dot(sch: s_tir.Schedule, target) -> None:
+    """The int8 dot-product schedule of a fused conv kernel with its register tile sampled
+    (a MetaSchedule ``ScheduleFn``); raises where the default schedule would not use it."""
+    _schedule_int8_dot(sch, target, sample=True)
 
 
 def _schedule_main(sch: s_tir.Schedule, target) -> str:

@@ -8,8 +8,9 @@ anchored on conv2d / matmul into one JSON database per run key
 
 and `harness run` applies a matching database when it builds (on llvm the kernels
 not in it get the default CPU schedules of :mod:`harness.tune.cpu_default`). Records
-are appended after every batch, and a re-run resumes: schedules already in the
-database are not measured again.
+are appended after every batch, and a re-run resumes: ``trials`` is the number of
+search trials wanted in the database (those already there count), and schedules
+already in the database are not measured again.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ TUNED_OPS = ("conv2d", "matmul", "dense")
 class ModelTuneReport:
     work_dir: str
     tasks: List[str] = field(default_factory=list)
-    trials: int = 0  # new trials measured by this call
+    trials: int = 0  # new search trials measured by this call
+    earlier_trials: int = 0  # search trials the database held before (a resumed run)
     defaults_measured: int = 0  # default CPU schedules measured and kept as records (seed_default_schedules)
 
 
@@ -98,24 +100,32 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
                trials_per_iter: int = 16, timeout_sec: float = 60.0) -> ModelTuneReport:
     """Tune the conv2d/dense tasks of `mod` (weights bound) for `target`, `trials` in all.
 
-    Resuming: schedules the database already holds are not measured again, and the trial
-    budget counts only new measurements.
+    Resuming: `trials` is the total number of search trials wanted in `work_dir`; those the
+    database already holds count (the default schedules measured by
+    :func:`seed_default_schedules` do not), so re-running an interrupted run finishes its
+    budget and re-running a finished one measures nothing new. Schedules the database already
+    holds are never measured again.
     """
     from tvm.s_tir import meta_schedule as ms
 
     from .conv import _dedup_search_class, _make_runner, _progress_callback, build_candidate, open_database
-    from .rules import space_for
+    from .rules import cpu_int8_dot_space, space_for, trace_uses_intrinsic
 
     tasks = tunable_tasks(mod, target)
     report = ModelTuneReport(work_dir, [t.task_name for t in tasks])
     if not tasks or trials <= 0:
         return report
     database = open_database(work_dir, target, create=True)
+    defaults = default_schedules(tasks, target)
     contexts, weights = [], []
-    for task in tasks:
+    for task, default in zip(tasks, defaults):
         dtype = "int8" if _task_is_int8(task) else "float32"
-        space = space_for(dtype, target, "uint8" if dtype == "int8" and target.kind.name == "llvm" else None) \
-            if dtype == "int8" else space_for("float32", target)
+        if dtype == "int8" and default is not None and trace_uses_intrinsic(default.trace):
+            space = cpu_int8_dot_space(target)  # the default dot-product schedule, its tile tuned
+        elif dtype == "int8":
+            space = space_for(dtype, target, "uint8" if target.kind.name == "llvm" else None)
+        else:
+            space = space_for("float32", target)
         contexts.append(ms.TuneContext(
             mod=task.dispatched[0], target=target, space_generator=space.space_generator(),
             search_strategy=_dedup_search_class()(ms.search_strategy.EvolutionarySearch()),
@@ -123,35 +133,65 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
         weights.append(float(task.weight))
     builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout_sec, f_build=build_candidate)
     run = _make_runner(runner, target, timeout_sec=timeout_sec, number=3, repeat=1, min_repeat_ms=50)
-    report.defaults_measured = seed_default_schedules(contexts, target, database, builder, run)
+    report.defaults_measured = seed_default_schedules(contexts, target, database, builder, run, defaults)
+    report.earlier_trials = _search_records(database, contexts, defaults)
+    todo = trials - report.earlier_trials
+    if todo <= 0:
+        if progress is not None:
+            progress(report.earlier_trials, trials, None)
+        return report
     callbacks = list(ms.MeasureCallback.create("default"))
     if progress is not None:
-        callbacks.append(_progress_callback(progress, trials))
+        done_before = report.earlier_trials
+        callbacks.append(_progress_callback(lambda done, _total, best: progress(done_before + done, trials, best),
+                                            todo))
     ms.tune_tasks(
-        tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=trials,
-        num_trials_per_iter=max(1, min(trials_per_iter, trials)), builder=builder, runner=run,
+        tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=todo,
+        num_trials_per_iter=max(1, min(trials_per_iter, todo)), builder=builder, runner=run,
         database=database, cost_model=ms.cost_model.XGBModel(num_tuning_cores=1),
         measure_callbacks=callbacks, task_scheduler="gradient",
     )
-    report.trials = trials
+    report.trials = _search_records(database, contexts, defaults) - report.earlier_trials
     return report
 
 
-def seed_default_schedules(contexts, target, database, builder, runner) -> int:
+def _search_records(database, contexts, defaults) -> int:
+    """Records of the tasks' workloads in `database` other than their default schedules."""
+    from .conv import workload_records
+
+    count = 0
+    for ctx, sch in zip(contexts, defaults):
+        steps = None if sch is None else list(sch.trace.as_python())
+        count += sum(1 for rec in workload_records(database, ctx.mod) if list(rec.trace.as_python()) != steps)
+    return count
+
+
+def default_schedules(tasks, target) -> list:
+    """Per extracted task (or tune context), its default CPU schedule
+    (:mod:`harness.tune.cpu_default`; None where it has none, and for every task of a target the
+    default schedules do not serve)."""
+    from . import cpu_default
+
+    if not cpu_default.applies_to(target):
+        return [None] * len(tasks)
+    return [cpu_default.default_schedule(t.dispatched[0] if hasattr(t, "dispatched") else t.mod, target, t.task_name)
+            for t in tasks]
+
+
+def seed_default_schedules(contexts, target, database, builder, runner, schedules=None) -> int:
     """Measure each task's default CPU schedule (:mod:`harness.tune.cpu_default`) like a trial and
     keep it in the database, so that the best record of a task is never slower than what an
     untuned build would run (a short tuning run often finds nothing better). A default schedule
-    the database already holds is not measured again. Returns how many were measured."""
+    the database already holds is not measured again. `schedules`: :func:`default_schedules`
+    of `contexts`, when already made. Returns how many were measured."""
     from tvm.s_tir import meta_schedule as ms
 
-    from . import cpu_default
     from .conv import workload_records
 
-    if not cpu_default.applies_to(target):
-        return 0
+    if schedules is None:
+        schedules = default_schedules(contexts, target)
     todo = []
-    for ctx in contexts:
-        sch = cpu_default.default_schedule(ctx.mod, target, ctx.task_name)
+    for ctx, sch in zip(contexts, schedules):
         if sch is None:
             continue
         steps = list(sch.trace.as_python())

@@ -45,6 +45,7 @@ __all__ = [
     "int8_intrinsics_for",
     "cpu_int8_dots",
     "pmaddwd_intrinsic",
+    "cpu_int8_dot_space",
     "register_cpu_int8_intrinsics",
     "space_for",
     "int8_space",
@@ -305,14 +306,12 @@ def int8_intrinsics_for(target: Any, data_dtype: str = "int8") -> list[str]:
     tgt = normalize_target(target)
     kind = tgt.kind.name
     if kind == "llvm":
-        if data_dtype != "uint8":
-            return []  # vpdpbusd multiplies unsigned activations by signed weights
-        if target_has_vnni(tgt):
-            return [vnni_intrinsic()]
-        # No VNNI: TVM's "dot_16x4_avx512" (vpmaddubsw + vpmaddwd) would apply, but vpmaddubsw
-        # saturates its pairwise u8*s8 sums to int16 (255*127*2 > 32767), so full-range int8
-        # data gives wrong results.  We leave such CPUs to the generic (vectorized) rules.
-        return []
+        # The best exact dot product (VNNI for u8 data, else vpmaddwd on int16-widened
+        # operands); the packed tune-conv layout is made for it (workloads.packed_blocks).
+        # TVM's "dot_16x4_avx512" (vpmaddubsw + vpmaddwd) is never used: vpmaddubsw saturates
+        # its pairwise u8*s8 sums to int16 (255*127*2 > 32767).
+        dots = cpu_int8_dots(tgt, data_dtype)
+        return [dots[0][0]] if dots else []
     if kind == "cuda":
         names = ["dp4a_u8s8s32" if data_dtype == "uint8" else "dp4a_s8s8s32"]
         if data_dtype == "int8" and cuda_sm(tgt) >= 75:
@@ -330,11 +329,17 @@ class SearchSpace:
     mutator_probs: dict = field(default_factory=dict)
     intrinsics: list[str] = field(default_factory=list)
     description: str = ""
+    schedule_fn: Any = None  # a whole-kernel schedule with sampled decisions, instead of the rules
 
     def space_generator(self):
-        """A ``PostOrderApply`` space generator with these rules."""
+        """A ``PostOrderApply`` space generator with these rules (a ``ScheduleFn`` one for a
+        space given as :attr:`schedule_fn`)."""
         from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
+        if self.schedule_fn is not None:
+            return ms.space_generator.ScheduleFn(
+                self.schedule_fn, sch_rules=[], postprocs=list(self.postprocs),
+                mutator_probs=dict(self.mutator_probs))
         return ms.space_generator.PostOrderApply(
             sch_rules=list(self.sch_rules),
             postprocs=list(self.postprocs),
@@ -592,6 +597,26 @@ def int8_space(target: Any, data_dtype: str = "int8", *, tensor_cores: bool | No
     return default_space(tgt)
 
 
+def cpu_int8_dot_space(target: Any) -> SearchSpace:
+    """Search space of a fused 8-bit conv kernel (model-level tuning) that the default CPU
+    schedule puts on the dot product (:func:`harness.tune.cpu_default.schedule_int8_dot_conv`):
+    that schedule with its register tile sampled, the search mutating the tile sizes.
+
+    MetaSchedule's own intrinsic rule does not apply to these kernels: their data and weights
+    are plain NCHW / OIHW, packed inside the kernel by the schedule.
+    """
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    from .cpu_default import sample_int8_dot  # pylint: disable=import-outside-toplevel
+
+    tgt = normalize_target(target)
+    names = sorted({name for name, _, _ in cpu_int8_dots(tgt, "uint8") + cpu_int8_dots(tgt, "int8")})
+    return SearchSpace(
+        [], [], {ms.mutator.MutateTileSize(): 1.0}, names, "llvm-int8-dot:" + ",".join(names),
+        schedule_fn=lambda sch: sample_int8_dot(sch, tgt),
+    )
+
+
 def default_space(target: Any) -> SearchSpace:
     """MetaSchedule's own rules for the target (used for float32)."""
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
@@ -628,7 +653,7 @@ def trace_uses_intrinsic(trace: Any, intrinsics: list[str] | None = None) -> str
     """
     text = str(trace)
     names = list(intrinsics) if intrinsics else []
-    found = re.findall(r'"((?:harness_dot_16x4|dot_16x4|dp4a|wmma_sync|mma_)[A-Za-z0-9_]*)"', text)
+    found = re.findall(r'"((?:harness_dot_|dot_16x4|dp4a|wmma_sync|mma_)[A-Za-z0-9_]*)"', text)
     for name in found:
         if not names or name in names:
             return name

@@ -9,29 +9,31 @@ reference implementation used by the tests.
 Layouts
 -------
 int8, packed (the default for int8 whenever the intrinsics can apply)
-    data   ``NCHW4c``            ``(N, Cp/4, H, W, 4)``          uint8 on x86 (VNNI), int8 on CUDA
-    kernel ``OIHW{ob}o4i``       ``(Kp/ob, Cgp/4, R, S, ob, 4)`` int8
-    output ``NCHW{ob}c``         ``(N, Kp/ob, OH, OW, ob)``      int32
+    data   ``NCHW{ib}c``         ``(N, Cp/ib, H, W, ib)``           uint8 on x86, int8 on CUDA
+    kernel ``OIHW{ob}o{ib}i``    ``(Kp/ob, Cgp/ib, R, S, ob, ib)``  int8
+    output ``NCHW{ob}c``         ``(N, Kp/ob, OH, OW, ob)``         int32
 
-    ``ob`` (output-channel block) is 16 on x86 -- the 16 int32 lanes of one ``vpdpbusd`` -- and 4
-    on CUDA -- the ``NCHW4c`` / ``OIHW4o4i`` layout of TVM's 2019 ``conv2d_NCHWc_int8`` dp4a
-    template.  The innermost 4 input channels are the 4-wide reduction of both ``dp4a`` and
-    ``vpdpbusd``.
+    ``ob`` (output-channel block) is the number of int32 lanes of one dot-product instruction
+    and ``ib`` (input-channel block) the number of products it sums per lane: on CUDA 4 x 4 --
+    the ``NCHW4c`` / ``OIHW4o4i`` layout of TVM's 2019 ``conv2d_NCHWc_int8`` dp4a template; on
+    x86 the target's best exact 8-bit dot product (:func:`harness.tune.rules.cpu_int8_dots`):
+    16 x 4 with VNNI (``vpdpbusd``), 16 x 2 with AVX-512BW and 8 x 2 with AVX2 (``vpmaddwd``);
+    16 x 4 on other CPUs (tuned without an intrinsic).
 
-    Channel padding: when ``C`` (per group: ``C/groups``) is not a multiple of 4, or ``K`` (per
-    group) is not a multiple of ``ob``, the channel dimension is zero-padded up to the next
+    Channel padding: when ``C`` (per group: ``C/groups``) is not a multiple of ``ib``, or ``K``
+    (per group) is not a multiple of ``ob``, the channel dimension is zero-padded up to the next
     multiple (``Cp``, ``Kp``).  Zero input channels / zero filters do not change the result; the
     extra output channels are zeros and :meth:`ConvWorkload.unpack_output` drops them.  So odd
     channel counts (e.g. the 3-channel first layer) work, at the price of the padded work.
 
     Grouped convolutions use the packed layout only when every group already fills whole blocks
-    (``C/groups % 4 == 0`` and ``K/groups % ob == 0``: a block of ``ob`` outputs must read the
+    (``C/groups % ib == 0`` and ``K/groups % ob == 0``: a block of ``ob`` outputs must read the
     same input channels).  Other grouped convolutions (e.g. depthwise) would waste 4x-64x work
     after padding, so they fall back to the plain layout below and are tuned without intrinsics.
 
     On x86 the padding stage of the packed conv carries ``schedule_rule = "None"`` so that
     MetaSchedule never inlines it into the conv (an inlined ``if_then_else`` load cannot be
-    tensorized with VNNI); on CUDA it is inlined into the shared-memory copy as usual.
+    tensorized); on CUDA it is inlined into the shared-memory copy as usual.
 
 int8, plain / float32
     data ``NCHW``, kernel ``OIHW`` (grouped: ``(K, C/groups, R, S)``), output ``NCHW``.
@@ -57,6 +59,7 @@ __all__ = [
     "conv_relax_module",
     "target_kind",
     "data_dtype_for",
+    "packed_blocks",
     "SUPPORTED_DTYPES",
 ]
 
@@ -197,8 +200,9 @@ class ConvWorkload:
     shape : the user's :class:`ConvShape`.
     dtype : ``"int8"`` or ``"float32"`` (the *kernel* arithmetic).
     data_dtype, weight_dtype, out_dtype : element types of the three buffers.
-    packed : True for the ``NCHW4c`` / ``OIHW{ob}o4i`` int8 layout.
+    packed : True for the ``NCHW{ib}c`` / ``OIHW{ob}o{ib}i`` int8 layout.
     out_block : ``ob`` (output channels per block) when packed, else 0.
+    in_block : ``ib`` (input channels per block) when packed, else 0.
     c_pad, k_pad : channel counts after zero padding (== c, k when nothing was padded).
     func : the TIR ``PrimFunc`` (arguments: data, kernel, output).
     name : function name, also the MetaSchedule task name.
@@ -211,6 +215,7 @@ class ConvWorkload:
     out_dtype: str
     packed: bool
     out_block: int
+    in_block: int
     c_pad: int
     k_pad: int
     func: Any
@@ -219,14 +224,15 @@ class ConvWorkload:
     @property
     def layout(self) -> str:
         if self.packed:
-            return f"NCHW4c-OIHW{self.out_block}o4i-NCHW{self.out_block}c"
+            ob, ib = self.out_block, self.in_block
+            return f"NCHW{ib}c-OIHW{ob}o{ib}i-NCHW{ob}c"
         return "NCHW-OIHW-NCHW"
 
     @property
     def data_shape(self) -> tuple[int, ...]:
         s = self.shape
         if self.packed:
-            return (s.n, self.c_pad // 4, s.h, s.w, 4)
+            return (s.n, self.c_pad // self.in_block, s.h, s.w, self.in_block)
         return (s.n, s.c, s.h, s.w)
 
     @property
@@ -234,7 +240,8 @@ class ConvWorkload:
         s = self.shape
         if self.packed:
             cg_pad = self.c_pad // s.groups
-            return (self.k_pad // self.out_block, cg_pad // 4, s.r, s.s, self.out_block, 4)
+            ob, ib = self.out_block, self.in_block
+            return (self.k_pad // ob, cg_pad // ib, s.r, s.s, ob, ib)
         return (s.k, s.c // s.groups, s.r, s.s)
 
     @property
@@ -275,7 +282,7 @@ class ConvWorkload:
         cg, cg_pad = s.c // s.groups, self.c_pad // s.groups
         buf = np.zeros((s.n, s.groups, cg_pad, s.h, s.w), dtype=data.dtype)
         buf[:, :, :cg] = data.reshape(s.n, s.groups, cg, s.h, s.w)
-        buf = buf.reshape(s.n, self.c_pad // 4, 4, s.h, s.w)
+        buf = buf.reshape(s.n, self.c_pad // self.in_block, self.in_block, s.h, s.w)
         return np.ascontiguousarray(buf.transpose(0, 1, 3, 4, 2))
 
     def pack_kernel(self, weight: np.ndarray) -> np.ndarray:
@@ -283,12 +290,12 @@ class ConvWorkload:
         if not self.packed:
             return np.ascontiguousarray(weight)
         s = self.shape
-        ob = self.out_block
+        ob, ib = self.out_block, self.in_block
         kg, kg_pad = s.k // s.groups, self.k_pad // s.groups
         cg, cg_pad = s.c // s.groups, self.c_pad // s.groups
         buf = np.zeros((s.groups, kg_pad, cg_pad, s.r, s.s), dtype=weight.dtype)
         buf[:, :kg, :cg] = weight.reshape(s.groups, kg, cg, s.r, s.s)
-        buf = buf.reshape(self.k_pad // ob, ob, cg_pad // 4, 4, s.r, s.s)
+        buf = buf.reshape(self.k_pad // ob, ob, cg_pad // ib, ib, s.r, s.s)
         return np.ascontiguousarray(buf.transpose(0, 2, 4, 5, 1, 3))
 
     def unpack_output(self, out: np.ndarray) -> np.ndarray:
@@ -326,18 +333,18 @@ class ConvWorkload:
         return out.astype(self.out_dtype)
 
 
-def _packed_conv_te(shape: ConvShape, data_dtype: str, ob: int, c_pad: int, k_pad: int):
-    """TE description of the packed int8 conv (NCHW4c x OIHW{ob}o4i -> NCHW{ob}c, int32)."""
+def _packed_conv_te(shape: ConvShape, data_dtype: str, ob: int, ib: int, c_pad: int, k_pad: int):
+    """TE description of the packed int8 conv (NCHW{ib}c x OIHW{ob}o{ib}i -> NCHW{ob}c, int32)."""
     from tvm import te, tirx  # pylint: disable=import-outside-toplevel
 
     s = shape
-    cg_blocks = c_pad // s.groups // 4  # input-channel blocks per group
+    cg_blocks = c_pad // s.groups // ib  # input-channel blocks per group
     k_blocks_per_group = k_pad // s.groups // ob
-    data = te.placeholder((s.n, c_pad // 4, s.h, s.w, 4), data_dtype, name="data")
-    kernel = te.placeholder((k_pad // ob, cg_blocks, s.r, s.s, ob, 4), "int8", name="kernel")
+    data = te.placeholder((s.n, c_pad // ib, s.h, s.w, ib), data_dtype, name="data")
+    kernel = te.placeholder((k_pad // ob, cg_blocks, s.r, s.s, ob, ib), "int8", name="kernel")
     if s.pad:
         padded = te.compute(
-            (s.n, c_pad // 4, s.h + 2 * s.pad, s.w + 2 * s.pad, 4),
+            (s.n, c_pad // ib, s.h + 2 * s.pad, s.w + 2 * s.pad, ib),
             lambda n, cb, y, x, ci: tirx.if_then_else(
                 tirx.all(y >= s.pad, y < s.h + s.pad, x >= s.pad, x < s.w + s.pad),
                 data[n, cb, y - s.pad, x - s.pad, ci],
@@ -350,7 +357,7 @@ def _packed_conv_te(shape: ConvShape, data_dtype: str, ob: int, c_pad: int, k_pa
     icb = te.reduce_axis((0, cg_blocks), name="icb")
     kh = te.reduce_axis((0, s.r), name="kh")
     kw = te.reduce_axis((0, s.s), name="kw")
-    ici = te.reduce_axis((0, 4), name="ici")
+    ici = te.reduce_axis((0, ib), name="ici")
 
     def _in_block(kb, icb_):
         if s.groups == 1:
@@ -430,8 +437,8 @@ def conv_workload(
     ----------
     shape : a :class:`ConvShape` or its string form.
     dtype : ``"int8"`` (int8 x int8 -> int32) or ``"float32"``.
-    target : target dict / ``Target``; picks the output-channel block (16 on llvm, 4 on CUDA)
-        and the activation dtype (uint8 on llvm for VNNI, int8 on CUDA for dp4a).
+    target : target dict / ``Target``; picks the channel blocks (:func:`packed_blocks`) and
+        the activation dtype (uint8 on llvm, int8 on CUDA for dp4a).
     data_dtype : override the activation dtype (``"int8"`` or ``"uint8"``) for int8.
     packed : force (True) or forbid (False) the packed int8 layout; default: packed whenever the
         intrinsics can apply (see the module docstring).
@@ -449,36 +456,47 @@ def conv_workload(
         data, kernel, conv = _plain_conv_te(shape, "float32", "float32", "float32")
         func = te.create_prim_func([data, kernel, conv])
         return ConvWorkload(
-            shape, dtype, "float32", "float32", "float32", False, 0, shape.c, shape.k,
+            shape, dtype, "float32", "float32", "float32", False, 0, 0, shape.c, shape.k,
             func.with_attr("global_symbol", "conv2d_nchw_fp32"), "conv2d_nchw_fp32",
         )  # fmt: skip
 
     ddt = data_dtype or data_dtype_for(dtype, kind)
     if ddt not in ("int8", "uint8"):
         raise ValueError(f"int8 conv data dtype must be int8 or uint8, got {ddt!r}")
-    ob = 16 if kind == "llvm" else 4
+    ob, ib = packed_blocks(target, ddt)
     g = shape.groups
-    packable = g == 1 or ((shape.c // g) % 4 == 0 and (shape.k // g) % ob == 0)
+    packable = g == 1 or ((shape.c // g) % ib == 0 and (shape.k // g) % ob == 0)
     if packed is None:
         packed = packable
     elif packed and not packable:
         raise ValueError(
             f"grouped conv {shape} cannot use the packed int8 layout: C/groups must be a multiple "
-            f"of 4 and K/groups a multiple of {ob}"
+            f"of {ib} and K/groups a multiple of {ob}"
         )
     if packed:
-        c_pad = _ceil_to(shape.c // g, 4) * g
+        c_pad = _ceil_to(shape.c // g, ib) * g
         k_pad = _ceil_to(shape.k // g, ob) * g
-        data, kernel, conv = _packed_conv_te(shape, ddt, ob, c_pad, k_pad)
-        name = f"conv2d_NCHW4c_OIHW{ob}o4i_{ddt}"
+        data, kernel, conv = _packed_conv_te(shape, ddt, ob, ib, c_pad, k_pad)
+        name = f"conv2d_NCHW{ib}c_OIHW{ob}o{ib}i_{ddt}"
     else:
-        ob, c_pad, k_pad = 0, shape.c, shape.k
+        ob, ib, c_pad, k_pad = 0, 0, shape.c, shape.k
         data, kernel, conv = _plain_conv_te(shape, ddt, "int8", "int32")
         name = f"conv2d_nchw_{ddt}"
     func = te.create_prim_func([data, kernel, conv]).with_attr("global_symbol", name)
     if packed and kind == "llvm" and shape.pad:
         func = _keep_padding_separate(func)
-    return ConvWorkload(shape, dtype, ddt, "int8", "int32", packed, ob, c_pad, k_pad, func, name)
+    return ConvWorkload(shape, dtype, ddt, "int8", "int32", packed, ob, ib, c_pad, k_pad, func, name)
+
+
+def packed_blocks(target: Any, data_dtype: str) -> tuple[int, int]:
+    """``(ob, ib)`` of the packed int8 layout for ``target``: the lanes and the reduction of
+    the dot-product instruction its kernels are built on (see the module docstring)."""
+    if target is None or target_kind(target) != "llvm":
+        return (16, 4) if target is None else (4, 4)
+    from .rules import cpu_int8_dots  # pylint: disable=import-outside-toplevel
+
+    dots = cpu_int8_dots(target, data_dtype)
+    return (dots[0][1], dots[0][2]) if dots else (16, 4)
 
 
 def _keep_padding_separate(func):
@@ -520,14 +538,14 @@ def conv_relax_module(workload: ConvWorkload):
         with bb.dataflow():
             d_arg, w_arg = d_in, w_in
             if workload.packed:
-                ob = workload.out_block
+                ob, ib = workload.out_block, workload.in_block
                 cg, cg_pad = s.c // s.groups, workload.c_pad // s.groups
                 kg, kg_pad = s.k // s.groups, workload.k_pad // s.groups
                 d = te.placeholder((s.n, s.c, s.h, s.w), workload.data_dtype, name="d")
                 dp = te.compute(
                     workload.data_shape,
                     lambda n, cb, y, x, ci: _channel_or_zero(
-                        d, n, cb * 4 + ci, y, x, cg, cg_pad, workload.data_dtype
+                        d, n, cb * ib + ci, y, x, cg, cg_pad, workload.data_dtype
                     ),
                     name="pack_data",
                 )
@@ -536,7 +554,7 @@ def conv_relax_module(workload: ConvWorkload):
                 def _wval(kb, icb, i, j, ko, ici):
                     oc = kb * ob + ko  # padded output channel
                     grp, ocg = oc // kg_pad, oc % kg_pad
-                    ic = icb * 4 + ici
+                    ic = icb * ib + ici
                     ok = tirx.all(ocg < kg, ic < cg)
                     safe_oc = tirx.Select(ok, grp * kg + ocg, 0)
                     safe_ic = tirx.Select(ok, ic, 0)

@@ -382,3 +382,41 @@ def test_int8_dot_compiles_for_other_cpus(mcpu, channels, instruction):
     ex = tvm.compile(mod, tgt, relax_pipeline=cpu_default.relax_pipeline(tgt))
     asm = next(m.inspect_source("s") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
     assert re.search(instruction, asm), instruction
+
+
+def test_int8_dot_search_space_tunes_the_register_tile(target, monkeypatch, tmp_path):
+    """`harness tune`'s search space for a dot-product conv: the default schedule with its
+    register tile sampled. Every sample runs the instruction and, applied from a database at
+    build time, gives the plain schedule's numbers (int32 out: exactly)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from harness.tune.conv import open_database
+    from harness.tune.model import tunable_tasks
+    from harness.tune.rules import cpu_int8_dot_space, cpu_int8_dots, trace_uses_intrinsic
+
+    mod, shape, dtype = DOT_CASES["3x3_int_bias"]
+    if not cpu_int8_dots(target, dtype):
+        pytest.skip(f"no 8-bit dot product on {target}")
+    x = _codes(shape, dtype)
+    ref = _run_switch(mod, x, target, monkeypatch, dot=False)
+    monkeypatch.setenv(cpu_default.INT8_DOT_SWITCH, "1")
+    [task] = tunable_tasks(mod, target)
+    tiles = set()
+    for seed in range(3):
+        ctx = ms.TuneContext(mod=task.dispatched[0], target=target, task_name=task.task_name, rand_state=seed,
+                             space_generator=cpu_int8_dot_space(target).space_generator(), num_threads=1)
+        [sch] = ctx.generate_design_space()
+        assert trace_uses_intrinsic(sch.trace) == cpu_int8_dots(target, dtype)[0][0]
+        decisions = tuple(tuple(int(v) for v in d) for d in sch.trace.decisions.values())
+        assert len(decisions) == 3  # channel blocks, rows, pixels of the register tile
+        tiles.add(decisions)
+        work_dir = str(tmp_path / f"db{seed}")
+        database = open_database(work_dir, target, create=True)
+        database.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, database.commit_workload(task.dispatched[0]), [1e-3], target,
+            ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
+        built = compile_module(mod, target, database=work_dir)
+        assert len(built.database.from_database) == 1
+        got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        np.testing.assert_array_equal(got, ref)
+    assert len(tiles) > 1  # the samples differ

@@ -123,5 +123,11 @@ def test_default_schedules_are_kept_as_candidates(tmp_path):
             replayed.append(sch.mod.script())
         assert wanted in replayed, task.task_name
     assert all(rec.run_secs and 0 < float(rec.run_secs[0]) < 1 for rec in database.get_all_tuning_records())
+    records = len(database.get_all_tuning_records())
+    assert first.trials >= 2 and first.earlier_trials == 0
+    assert records == first.trials + first.defaults_measured
+    # `trials` is the total wanted in the database: a finished run, re-run, measures nothing
     again = tune_model(mod, target, work_dir, trials=2, seed=0)
-    assert again.defaults_measured == 0
+    assert again.defaults_measured == 0 and again.trials == 0
+    assert again.earlier_trials == first.trials
+    assert len(open_database(work_dir, target).get_all_tuning_records()) == records

@@ -32,6 +32,7 @@ from harness.tune.conv import (
     TARGET_FILE,
     WORKLOAD_FILE,
     canonical_module,
+    cpu_default_schedule,
     default_schedule,
     workload_records,
 )
@@ -52,6 +53,15 @@ def has_vnni(host):
     from harness.tune.rules import target_has_vnni
 
     return target_has_vnni(host)
+
+
+@pytest.fixture(scope="module")
+def host_dot(host):
+    """This CPU's best exact 8-bit dot product for uint8 data: (intrinsic, lanes, reduction) or None."""
+    from harness.tune.rules import cpu_int8_dots
+
+    dots = cpu_int8_dots(host, "uint8")
+    return dots[0] if dots else None
 
 
 def _run_packed(executable, name, workload, data, weight):
@@ -125,23 +135,26 @@ def test_parse_rejects_impossible_convs(text, words):
 
 # ------------------------------------------------------------------------------ workloads
 @pytest.mark.parametrize(
-    "text, dtype, layout",
+    "text, dtype, packed",
     [
-        ("1,3,9,9,20,3,3,2,1", "int8", "NCHW4c-OIHW16o4i-NCHW16c"),  # odd channels: padded
-        ("2,16,6,6,32,3,3,1,1,1,2", "int8", "NCHW4c-OIHW16o4i-NCHW16c"),  # grouped, packable
-        ("1,8,7,7,8,3,3,1,1,1,8", "int8", "NCHW-OIHW-NCHW"),  # depthwise: plain layout
-        ("1,5,8,8,6,3,3,1,2,2,1", "float32", "NCHW-OIHW-NCHW"),
+        ("1,3,9,9,20,3,3,2,1", "int8", True),  # odd channels: padded
+        ("2,16,6,6,32,3,3,1,1,1,2", "int8", True),  # grouped, packable
+        ("1,8,7,7,8,3,3,1,1,1,8", "int8", False),  # depthwise: plain layout
+        ("1,5,8,8,6,3,3,1,2,2,1", "float32", False),
     ],
 )
-def test_workload_layouts_match_reference(host, text, dtype, layout):
+def test_workload_layouts_match_reference(host, host_dot, text, dtype, packed):
     import tvm
     from tvm import relax
 
     workload = conv_workload(text, dtype=dtype, target=host)
-    assert workload.layout == layout
-    if workload.packed:
-        assert workload.data_dtype == "uint8"  # x86: VNNI multiplies u8 activations by s8
-        assert workload.c_pad % 4 == 0 and workload.k_pad % 16 == 0
+    if packed:  # blocks of this CPU's dot product (16 x 4 where there is none)
+        ob, ib = host_dot[1:] if host_dot else (16, 4)
+        assert workload.layout == f"NCHW{ib}c-OIHW{ob}o{ib}i-NCHW{ob}c"
+        assert workload.data_dtype == "uint8"  # x86: u8 activations (VNNI multiplies u8 by s8)
+        assert workload.c_pad % ib == 0 and workload.k_pad % ob == 0
+    else:
+        assert workload.layout == "NCHW-OIHW-NCHW"
     data, weight = workload.random_inputs(seed=3)
     expected = workload.reference(data, weight)
     executable = tvm.compile(tvm.IRModule({workload.name: workload.func}), target=tvm.target.Target(host))
@@ -152,6 +165,22 @@ def test_workload_layouts_match_reference(host, text, dtype, layout):
     vm = relax.VirtualMachine(tvm.compile(conv_relax_module(workload), target=tvm.target.Target(host)), dev)
     out = vm["main"](tvm.runtime.tensor(data, dev), tvm.runtime.tensor(weight, dev)).numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "mcpu, layout, c_pad, k_pad",
+    [
+        ("cascadelake", "NCHW4c-OIHW16o4i-NCHW16c", 4, 32),  # vpdpbusd: 16 lanes x 4 products
+        ("skylake-avx512", "NCHW2c-OIHW16o2i-NCHW16c", 4, 32),  # vpmaddwd zmm: 16 x 2
+        ("znver2", "NCHW2c-OIHW8o2i-NCHW8c", 4, 24),  # vpmaddwd ymm: 8 x 2
+        ("haswell", "NCHW2c-OIHW8o2i-NCHW8c", 4, 24),
+    ],
+)
+def test_x86_workload_layout_follows_the_dot_product(mcpu, layout, c_pad, k_pad):
+    workload = conv_workload("1,3,17,17,20,3,3,2,1", dtype="int8", target={"kind": "llvm", "mcpu": mcpu})
+    assert workload.layout == layout
+    assert (workload.c_pad, workload.k_pad) == (c_pad, k_pad)
+    assert workload.data_shape[1:] == (c_pad // workload.in_block, 17, 17, workload.in_block)
 
 
 def test_cuda_workload_uses_dp4a_layout():
@@ -180,19 +209,30 @@ def test_emit_llvm_default_uses_vnni():
     assert "vpdpbusd" in asm
 
 
-def test_emit_llvm_without_vnni_is_plain_int8():
-    """For an AVX2-only CPU (no VNNI) the int8 kernel is still emitted, without the VNNI instruction."""
-    asm = emit_source(SMALL, dtype="int8", target={"kind": "llvm", "mcpu": "znver2", "num-cores": 2})
-    assert "vpdpbusd" not in asm and len(asm) > 1000
+@pytest.mark.parametrize("mcpu, register", [("znver2", "ymm"), ("skylake-avx512", "zmm")])
+def test_emit_llvm_without_vnni_uses_vpmaddwd(mcpu, register):
+    """Without VNNI the default int8 kernel is built on the exact vpmaddwd (operands widened to
+    int16), never on the saturating vpmaddubsw (compiled only: any host will do)."""
+    asm = emit_source(SMALL, dtype="int8", target={"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
+    lines = [line for line in asm.splitlines() if "vpmaddwd" in line]
+    assert lines and all(register in line for line in lines)
+    assert "vpdpbusd" not in asm and "vpmaddubsw" not in asm
 
 
-def test_default_vnni_schedule_is_correct(host, has_vnni):
+@pytest.mark.parametrize("data_dtype", ["uint8", "int8"])
+@pytest.mark.parametrize("text", [SMALL, "1,6,9,9,20,3,3,2,1"])  # the second: padded channels
+def test_default_dot_schedule_is_correct(host, host_dot, text, data_dtype):
+    """The default packed int8 kernel of this CPU runs its dot product and is exact."""
     import tvm
 
-    if not has_vnni:
-        pytest.skip("this CPU has no AVX512-VNNI")
-    workload = conv_workload(SMALL, dtype="int8", target=host)
-    executable = tvm.compile(default_schedule(workload, host), target=tvm.target.Target(host))
+    from harness.tune.conv import module_uses_intrinsic
+
+    if host_dot is None:
+        pytest.skip("this CPU has no exact 8-bit dot product the harness uses")
+    workload = conv_workload(text, dtype="int8", target=host, data_dtype=data_dtype)
+    scheduled = default_schedule(workload, host)
+    assert module_uses_intrinsic(scheduled) in ("vnni", "pmaddwd")
+    executable = tvm.compile(scheduled, target=tvm.target.Target(host))
     data, weight = workload.random_inputs(seed=5)
     got = _run_packed(executable, workload.name, workload, data, weight)
     np.testing.assert_array_equal(got, workload.reference(data, weight))
@@ -224,6 +264,11 @@ def test_tuning_loop_with_canned_runner_and_resume(host, tmp_path):
     assert first.best_latency_ms == pytest.approx(min(np.linspace(3e-4, 1e-4, 64)[:4]) * 1e3)
     assert first.gops == pytest.approx(ConvShape.parse(SMALL).gops(first.best_latency_ms))
     assert seen and seen[-1][0] == 4 and seen[-1][1] == 4
+    # the conv's default schedule was measured as one of the 4 (what an untuned build runs)
+    default = cpu_default_schedule(conv_workload(SMALL, dtype="int8", target=host), host)
+    database = open_database(work_dir, host)
+    traces = [list(rec.trace.as_python()) for rec in database.get_all_tuning_records()]
+    assert list(default.trace.as_python()) in traces
     for name in (WORKLOAD_FILE, RECORD_FILE, TARGET_FILE):
         assert os.path.exists(os.path.join(work_dir, name))
     with open(os.path.join(work_dir, RECORD_FILE), encoding="utf-8") as fh:
@@ -284,12 +329,12 @@ def tuned_dir(host, tmp_path_factory):
     return work_dir, result
 
 
-def test_real_tuning_writes_database(tuned_dir, has_vnni):
+def test_real_tuning_writes_database(tuned_dir, host_dot):
     work_dir, result = tuned_dir
     assert result.trials == 4 and result.valid_trials >= 1
     assert result.best_latency_ms > 0 and result.gops > 0
-    if has_vnni:
-        assert result.uses_intrinsic and "16x4" in result.intrinsic
+    if host_dot is not None:  # the search's candidates are built on this CPU's dot product
+        assert result.uses_intrinsic and result.intrinsic == host_dot[0]
     with open(os.path.join(work_dir, TARGET_FILE), encoding="utf-8") as fh:
         assert json.load(fh)["target"]["kind"] == "llvm"
 
