@@ -4,10 +4,11 @@
 For each model: one calibration, then three builds timed in alternating rounds (this machine is
 shared; the ratios are what to read): fp32, int8 with the plain register-tiled conv schedule
 (HARNESS_CPU_INT8_DOT=0), int8 with the dot-product conv schedule (vpdpbusd / vpmaddwd, see
-harness.tune.cpu_default.schedule_int8_dot_conv). The two int8 builds must give the same logits.
-Prints a Markdown table.
+harness.tune.cpu_default.schedule_int8_dot_conv). With --tuned, a fourth: int8 with the model's
+tuning database (tuning_logs/<target>/<model>-B1-int8, as `harness run` applies it). The int8
+builds must give the same logits. Prints a Markdown table.
 
-    .venv/bin/python scripts/bench_int8_dot.py [--models resnet18_v1,resnet50_v1] [--rounds 3]
+    .venv/bin/python scripts/bench_int8_dot.py [--models resnet18_v1,resnet50_v1] [--rounds 3] [--tuned]
 """
 import argparse
 import datetime
@@ -24,9 +25,10 @@ from harness import bench, build  # noqa: E402
 from harness.config import load_config  # noqa: E402
 from harness.frontends import load_model  # noqa: E402
 from harness.models import input_data  # noqa: E402
-from harness.pipeline import calibration_table, int8_module  # noqa: E402
+from harness.pipeline import calibration_table, int8_module, logs_root, run_key  # noqa: E402
 from harness.record import cpu_name  # noqa: E402
 from harness.tune.cpu_default import INT8_DOT_SWITCH  # noqa: E402
+from harness.tune.model import tuning_dir  # noqa: E402
 from harness.tune.rules import cpu_int8_dots  # noqa: E402
 
 CONFIGS = {
@@ -36,11 +38,14 @@ CONFIGS = {
 }
 
 
-def _build(mod, target, dot: bool):
+def _build(mod, target, dot: bool, database=None):
     old = os.environ.get(INT8_DOT_SWITCH)
     os.environ[INT8_DOT_SWITCH] = "1" if dot else "0"
     try:
-        return build.compile_module(mod, target).executable
+        built = build.compile_module(mod, target, database=database)
+        if database:
+            print(f"tuned: {built.database}", file=sys.stderr)
+        return built.executable
     finally:
         if old is None:
             os.environ.pop(INT8_DOT_SWITCH, None)
@@ -53,6 +58,7 @@ def main():
     ap.add_argument("--models", default="resnet18_v1,resnet50_v1,efficientnet_lite0")
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds per build")
     ap.add_argument("--repeat", type=int, default=5, help="time_evaluator repeats per round")
+    ap.add_argument("--tuned", action="store_true", help="also int8 with the model's tuning database")
     args = ap.parse_args()
     rows, dev = [], tvm.cpu()
     dot = None
@@ -69,21 +75,30 @@ def main():
             "int8 plain": bench.make_vm(_build(qmod, target, False), dev),
             "int8 dot": bench.make_vm(_build(qmod, target, True), dev),
         }
+        if args.tuned:
+            work_dir = tuning_dir(logs_root(cfg), target, run_key(model.name, model.input_shape[0], "int8"))
+            if not os.path.isdir(work_dir):
+                sys.exit(f"error: no tuning database {work_dir} (run `harness tune {CONFIGS[name]} --only int8`)")
+            vms["int8 tuned"] = bench.make_vm(_build(qmod, target, True, work_dir), dev)
         outs = {k: np.asarray(bench.run_once(vm, dev, [x])) for k, vm in vms.items()}
-        diff = float(np.abs(outs["int8 plain"] - outs["int8 dot"]).max())
+        diff = max(float(np.abs(outs["int8 plain"] - outs[k]).max()) for k in vms if k.startswith("int8"))
         times = {k: [] for k in vms}
         for _ in range(args.rounds):
             for k, vm in vms.items():
                 times[k].append(bench.time_vm(vm, dev, [x], number=1, repeat=args.repeat, min_repeat_ms=0).mean_ms)
         ms = {k: statistics.median(v) for k, v in times.items()}
+        tuned = [f"{ms['int8 tuned']:.1f}", f"{ms['fp32'] / ms['int8 tuned']:.2f}x"] if args.tuned else []
         rows.append([name, f"{ms['fp32']:.1f}", f"{ms['int8 plain']:.1f}", f"{ms['int8 dot']:.1f}",
-                     f"{ms['int8 plain'] / ms['int8 dot']:.2f}x", f"{ms['fp32'] / ms['int8 dot']:.2f}x", f"{diff:g}"])
+                     f"{ms['int8 plain'] / ms['int8 dot']:.2f}x", f"{ms['fp32'] / ms['int8 dot']:.2f}x", *tuned,
+                     f"{diff:g}"])
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     instr = f"{dot[0]} ({dot[1]} lanes x {dot[2]})" if dot else "none (plain schedule only)"
     print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({os.cpu_count()} cores), TVM {tvm.__version__}, "
           f"untuned, batch 1, median of {args.rounds} alternating rounds; dot product: {instr}\n")
-    print("| model | fp32 ms | int8 plain ms | int8 dot ms | dot vs plain | int8 dot vs fp32 | max logit diff |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    head = ["model", "fp32 ms", "int8 plain ms", "int8 dot ms", "dot vs plain", "int8 dot vs fp32",
+            *(["int8 tuned ms", "int8 tuned vs fp32"] if args.tuned else []), "max logit diff"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + " --- |" * len(head))
     for r in rows:
         print("| " + " | ".join(r) + " |")
 

@@ -498,7 +498,9 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
         else:
             spatial.append(loop)
     sch.reorder(*spatial, *reduce, *rows, x_in, kb_in, k_in, c_in)
-    sch.reverse_compute_at(epilogue, spatial[-1], preserve_unit_loops=False)
+    # a sampled tile may be 1 wide: unit loops are kept so that every sample has the same loops
+    # (a trace replayed with other decisions must see as many as it was written with)
+    sch.reverse_compute_at(epilogue, spatial[-1], preserve_unit_loops=sample)
     outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     if _int(sch.get(outer).extent) > 1:
         sch.parallel(outer)

@@ -104,7 +104,8 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     database already holds count (the default schedules measured by
     :func:`seed_default_schedules` do not), so re-running an interrupted run finishes its
     budget and re-running a finished one measures nothing new. Schedules the database already
-    holds are never measured again.
+    holds are never measured again. `trials_per_iter`: the most trials of one task per batch
+    (fewer, down to 4, where the budget gives each task fewer).
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -128,7 +129,7 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
             space = space_for("float32", target)
         contexts.append(ms.TuneContext(
             mod=task.dispatched[0], target=target, space_generator=space.space_generator(),
-            search_strategy=_dedup_search_class()(ms.search_strategy.EvolutionarySearch()),
+            search_strategy=_dedup_search_class()(ms.search_strategy.EvolutionarySearch(**space.search_opts)),
             task_name=task.task_name, rand_state=-1 if seed is None else int(seed), num_threads=1))
         weights.append(float(task.weight))
     builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout_sec, f_build=build_candidate)
@@ -137,17 +138,17 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     report.earlier_trials = _search_records(database, contexts, defaults)
     todo = trials - report.earlier_trials
     if todo <= 0:
-        if progress is not None:
-            progress(report.earlier_trials, trials, None)
         return report
     callbacks = list(ms.MeasureCallback.create("default"))
     if progress is not None:
         done_before = report.earlier_trials
         callbacks.append(_progress_callback(lambda done, _total, best: progress(done_before + done, trials, best),
                                             todo))
+    # a batch is one task's: with few trials per task, smaller batches let every task be searched
+    per_iter = max(1, min(trials_per_iter, todo, max(4, todo // len(contexts))))
     ms.tune_tasks(
         tasks=contexts, task_weights=weights, work_dir=work_dir, max_trials_global=todo,
-        num_trials_per_iter=max(1, min(trials_per_iter, todo)), builder=builder, runner=run,
+        num_trials_per_iter=per_iter, builder=builder, runner=run,
         database=database, cost_model=ms.cost_model.XGBModel(num_tuning_cores=1),
         measure_callbacks=callbacks, task_scheduler="gradient",
     )

@@ -330,6 +330,7 @@ class SearchSpace:
     intrinsics: list[str] = field(default_factory=list)
     description: str = ""
     schedule_fn: Any = None  # a whole-kernel schedule with sampled decisions, instead of the rules
+    search_opts: dict = field(default_factory=dict)  # EvolutionarySearch options fitting the space
 
     def space_generator(self):
         """A ``PostOrderApply`` space generator with these rules (a ``ScheduleFn`` one for a
@@ -614,6 +615,9 @@ def cpu_int8_dot_space(target: Any) -> SearchSpace:
     return SearchSpace(
         [], [], {ms.mutator.MutateTileSize(): 1.0}, names, "llvm-int8-dot:" + ",".join(names),
         schedule_fn=lambda sch: sample_int8_dot(sch, tgt),
+        # three tile sizes, a few dozen points: a small population covers them, and every
+        # candidate is a replay of the whole schedule (packing, tensorize), costly to make
+        search_opts={"population_size": 64, "init_min_unmeasured": 16, "genetic_num_iters": 2},
     )
 
 

@@ -420,3 +420,38 @@ def test_int8_dot_search_space_tunes_the_register_tile(target, monkeypatch, tmp_
         got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
         np.testing.assert_array_equal(got, ref)
     assert len(tiles) > 1  # the samples differ
+
+
+@pytest.mark.parametrize("case", ["3x3_int_bias", "1x1_stride2_int8_data"])
+def test_int8_dot_search_space_replays_every_tile(case, target):
+    """The search re-plays a sample's trace with other tile decisions (mutation, database records):
+    every register tile it may choose, 1-wide ones included, must replay (same loops each time)."""
+    import itertools
+
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from harness.tune.model import tunable_tasks
+    from harness.tune.rules import cpu_int8_dot_space, cpu_int8_dots
+
+    mod, _, dtype = DOT_CASES[case]
+    if not cpu_int8_dots(target, dtype):
+        pytest.skip(f"no 8-bit dot product on {target}")
+    [task] = tunable_tasks(mod, target)
+    ctx = ms.TuneContext(mod=task.dispatched[0], target=target, task_name=task.task_name, rand_state=0,
+                         space_generator=cpu_int8_dot_space(target).space_generator(), num_threads=1)
+    [sch] = ctx.generate_design_space()
+    trace = sch.trace
+    samples = [inst for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
+    choices = []
+    for inst in samples:
+        outer, inner = (int(v) for v in trace.decisions[inst])
+        extent, most = outer * inner, int(inst.attrs[1])
+        choices.append([[extent // f, f] for f in range(1, min(extent, most) + 1) if extent % f == 0])
+    combos = list(itertools.product(*choices))
+    assert len(combos) >= 4 and any(1 in (c[0][1], c[1][1], c[2][1]) for c in combos)
+    for combo in combos:
+        replay = trace
+        for inst, decision in zip(samples, combo):
+            replay = replay.with_decision(inst, decision, remove_postproc=True)
+        replay.apply_to_schedule(s_tir.Schedule(task.dispatched[0]), remove_postproc=True)
