@@ -4,9 +4,9 @@
 For each model: one calibration, then three builds timed in alternating rounds (this machine is
 shared; the ratios are what to read): fp32, int8 with the plain register-tiled conv schedule
 (HARNESS_CPU_INT8_DOT=0), int8 with the dot-product conv schedule (vpdpbusd / vpmaddwd, see
-harness.tune.cpu_default.schedule_int8_dot_conv). With --tuned, a fourth: int8 with the model's
-tuning database (tuning_logs/<target>/<model>-B1-int8, as `harness run` applies it). The int8
-builds must give the same logits. Prints a Markdown table.
+harness.tune.cpu_default.schedule_int8_dot_conv). With --tuned, two more: fp32 and int8 with the
+model's tuning databases (tuning_logs/<target>/<model>-B1-{float32,int8}, as `harness run` applies
+them). The int8 builds must give the same logits. Prints a Markdown table.
 
     .venv/bin/python scripts/bench_int8_dot.py [--models resnet18_v1,resnet50_v1] [--rounds 3] [--tuned]
 """
@@ -76,10 +76,12 @@ def main():
             "int8 dot": bench.make_vm(_build(qmod, target, True), dev),
         }
         if args.tuned:
-            work_dir = tuning_dir(logs_root(cfg), target, run_key(model.name, model.input_shape[0], "int8"))
-            if not os.path.isdir(work_dir):
-                sys.exit(f"error: no tuning database {work_dir} (run `harness tune {CONFIGS[name]} --only int8`)")
-            vms["int8 tuned"] = bench.make_vm(_build(qmod, target, True, work_dir), dev)
+            for dkey, mod in (("float32", build.bind_params(model.mod, model.params)), ("int8", qmod)):
+                work_dir = tuning_dir(logs_root(cfg), target, run_key(model.name, model.input_shape[0], dkey))
+                if not os.path.isdir(work_dir):
+                    sys.exit(f"error: no tuning database {work_dir} (run `harness tune {CONFIGS[name]} --only {dkey}`)")
+                label = "fp32 tuned" if dkey == "float32" else "int8 tuned"
+                vms[label] = bench.make_vm(_build(mod, target, True, work_dir), dev)
         outs = {k: np.asarray(bench.run_once(vm, dev, [x])) for k, vm in vms.items()}
         diff = max(float(np.abs(outs["int8 plain"] - outs[k]).max()) for k in vms if k.startswith("int8"))
         times = {k: [] for k in vms}
@@ -87,16 +89,19 @@ def main():
             for k, vm in vms.items():
                 times[k].append(bench.time_vm(vm, dev, [x], number=1, repeat=args.repeat, min_repeat_ms=0).mean_ms)
         ms = {k: statistics.median(v) for k, v in times.items()}
-        tuned = [f"{ms['int8 tuned']:.1f}", f"{ms['fp32'] / ms['int8 tuned']:.2f}x"] if args.tuned else []
+        tuned = [f"{ms['fp32 tuned']:.1f}", f"{ms['int8 tuned']:.1f}",
+                 f"{ms['fp32 tuned'] / ms['int8 tuned']:.2f}x"] if args.tuned else []
         rows.append([name, f"{ms['fp32']:.1f}", f"{ms['int8 plain']:.1f}", f"{ms['int8 dot']:.1f}",
                      f"{ms['int8 plain'] / ms['int8 dot']:.2f}x", f"{ms['fp32'] / ms['int8 dot']:.2f}x", *tuned,
                      f"{diff:g}"])
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     instr = f"{dot[0]} ({dot[1]} lanes x {dot[2]})" if dot else "none (plain schedule only)"
     print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({os.cpu_count()} cores), TVM {tvm.__version__}, "
-          f"untuned, batch 1, median of {args.rounds} alternating rounds; dot product: {instr}\n")
+          f"{'untuned and tuned (tuning_logs)' if args.tuned else 'untuned'}, batch 1, median of {args.rounds} "
+          f"alternating rounds; dot product: {instr}\n")
     head = ["model", "fp32 ms", "int8 plain ms", "int8 dot ms", "dot vs plain", "int8 dot vs fp32",
-            *(["int8 tuned ms", "int8 tuned vs fp32"] if args.tuned else []), "max logit diff"]
+            *(["fp32 tuned ms", "int8 tuned ms", "tuned int8 vs tuned fp32"] if args.tuned else []),
+            "max logit diff"]
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for r in rows:
