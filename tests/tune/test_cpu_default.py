@@ -384,6 +384,18 @@ def test_int8_dot_compiles_for_other_cpus(mcpu, channels, instruction):
     assert re.search(instruction, asm), instruction
 
 
+def _dot_space_sample(task, target, seed: int):
+    """One schedule drawn from the dot-product search space of `task` (harness tune's, for int8 convs)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from harness.tune.rules import cpu_int8_dot_space
+
+    ctx = ms.TuneContext(mod=task.dispatched[0], target=target, task_name=task.task_name, rand_state=seed,
+                         space_generator=cpu_int8_dot_space(target).space_generator(), num_threads=1)
+    [sch] = ctx.generate_design_space()
+    return sch
+
+
 def test_int8_dot_search_space_tunes_the_register_tile(target, monkeypatch, tmp_path):
     """`harness tune`'s search space for a dot-product conv: the default schedule with its
     register tile sampled. Every sample runs the instruction and, applied from a database at
@@ -392,7 +404,7 @@ def test_int8_dot_search_space_tunes_the_register_tile(target, monkeypatch, tmp_
 
     from harness.tune.conv import open_database
     from harness.tune.model import tunable_tasks
-    from harness.tune.rules import cpu_int8_dot_space, cpu_int8_dots, trace_uses_intrinsic
+    from harness.tune.rules import cpu_int8_dots, trace_uses_intrinsic
 
     mod, shape, dtype = DOT_CASES["3x3_int_bias"]
     if not cpu_int8_dots(target, dtype):
@@ -403,9 +415,7 @@ def test_int8_dot_search_space_tunes_the_register_tile(target, monkeypatch, tmp_
     [task] = tunable_tasks(mod, target)
     tiles = set()
     for seed in range(3):
-        ctx = ms.TuneContext(mod=task.dispatched[0], target=target, task_name=task.task_name, rand_state=seed,
-                             space_generator=cpu_int8_dot_space(target).space_generator(), num_threads=1)
-        [sch] = ctx.generate_design_space()
+        sch = _dot_space_sample(task, target, seed)
         assert trace_uses_intrinsic(sch.trace) == cpu_int8_dots(target, dtype)[0][0]
         decisions = tuple(tuple(int(v) for v in d) for d in sch.trace.decisions.values())
         assert len(decisions) == 3  # channel blocks, rows, pixels of the register tile
@@ -429,19 +439,15 @@ def test_int8_dot_search_space_replays_every_tile(case, target):
     import itertools
 
     from tvm import s_tir
-    from tvm.s_tir import meta_schedule as ms
 
     from harness.tune.model import tunable_tasks
-    from harness.tune.rules import cpu_int8_dot_space, cpu_int8_dots
+    from harness.tune.rules import cpu_int8_dots
 
     mod, _, dtype = DOT_CASES[case]
     if not cpu_int8_dots(target, dtype):
         pytest.skip(f"no 8-bit dot product on {target}")
     [task] = tunable_tasks(mod, target)
-    ctx = ms.TuneContext(mod=task.dispatched[0], target=target, task_name=task.task_name, rand_state=0,
-                         space_generator=cpu_int8_dot_space(target).space_generator(), num_threads=1)
-    [sch] = ctx.generate_design_space()
-    trace = sch.trace
+    trace = _dot_space_sample(task, target, 0).trace
     samples = [inst for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
     choices = []
     for inst in samples:
