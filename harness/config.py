@@ -98,7 +98,7 @@ class TuningConfig:
     """MetaSchedule tuning (`harness tune`) and where tuned databases live (applied by `harness run`)."""
 
     logs: str = "tuning_logs"  # databases: <logs>/<target key>/<run key>/ (relative to the repo root)
-    trials: int = 64  # trials per `harness tune` run, over all tasks of a model
+    trials: int = 64  # search trials wanted in the database of `harness tune`, over all tasks (those there count)
     apply: bool = True  # `harness run` applies a matching database when there is one
     runner: Literal["local", "rpc"] = "local"
     tracker: Optional[str] = None  # rpc: tracker host:port (python -m tvm.exec.rpc_tracker)

@@ -117,7 +117,7 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     if not tasks or trials <= 0:
         return report
     database = open_database(work_dir, target, create=True)
-    defaults = default_schedules(tasks, target)
+    defaults = default_schedules([(t.dispatched[0], t.task_name) for t in tasks], target)
     contexts, weights = [], []
     for task, default in zip(tasks, defaults):
         dtype = "int8" if _task_is_int8(task) else "float32"
@@ -167,16 +167,14 @@ def _search_records(database, contexts, defaults) -> int:
     return count
 
 
-def default_schedules(tasks, target) -> list:
-    """Per extracted task (or tune context), its default CPU schedule
-    (:mod:`harness.tune.cpu_default`; None where it has none, and for every task of a target the
-    default schedules do not serve)."""
+def default_schedules(kernels, target) -> list:
+    """Per ``(kernel module, task name)``, its default CPU schedule (:mod:`harness.tune.cpu_default`;
+    None where it has none, and for every kernel of a target the default schedules do not serve)."""
     from . import cpu_default
 
     if not cpu_default.applies_to(target):
-        return [None] * len(tasks)
-    return [cpu_default.default_schedule(t.dispatched[0] if hasattr(t, "dispatched") else t.mod, target, t.task_name)
-            for t in tasks]
+        return [None] * len(kernels)
+    return [cpu_default.default_schedule(mod, target, name) for mod, name in kernels]
 
 
 def seed_default_schedules(contexts, target, database, builder, runner, schedules=None) -> int:
@@ -190,7 +188,7 @@ def seed_default_schedules(contexts, target, database, builder, runner, schedule
     from .conv import workload_records
 
     if schedules is None:
-        schedules = default_schedules(contexts, target)
+        schedules = default_schedules([(ctx.mod, ctx.task_name) for ctx in contexts], target)
     todo = []
     for ctx, sch in zip(contexts, schedules):
         if sch is None:
