@@ -964,9 +964,10 @@ def _x86_dot_schedule(workload: ConvWorkload, target, intrin: str, func=None):
 def default_schedule(workload: ConvWorkload, target: Any):
     """The schedule used when nothing was tuned: a scheduled ``IRModule`` ``{name: func}``.
 
-    int8 packed on CUDA: the fixed dp4a schedule; int8 packed on x86 with an exact 8-bit dot
-    product (VNNI, AVX-512BW, AVX2): the fixed dot-product schedule; anything else on CUDA: TVM's dlight fallback GPU schedule; on CPU: unscheduled
-    (loops as written).
+    int8 packed on CUDA: the fixed dp4a schedule; anything else on CUDA: TVM's dlight fallback
+    GPU schedule; on llvm :func:`cpu_default_schedule` (the fixed dot-product schedule for packed
+    int8, the harness's default CPU schedule otherwise; what ``tune-conv`` measures as its first
+    trial), unscheduled where it has none.
     """
     import tvm  # pylint: disable=import-outside-toplevel
 
@@ -977,13 +978,12 @@ def default_schedule(workload: ConvWorkload, target: Any):
         load_tensor_intrinsics()
         if kind == "cuda":
             return tvm.IRModule({workload.name: _cuda_dp4a_schedule(workload, tgt).mod["main"]})
-        if kind == "llvm":
-            names = int8_intrinsics_for(tgt, workload.data_dtype)
-            if names:
-                sch = _x86_dot_schedule(workload, tgt, names[0])
-                return tvm.IRModule({workload.name: sch.mod["main"]})
     if kind == "cuda":
         return _dlight_fallback(mod, tgt)
+    if kind == "llvm":
+        sch = cpu_default_schedule(workload, tgt, tvm.IRModule({"main": workload.func}))
+        if sch is not None:
+            return tvm.IRModule({workload.name: sch.mod["main"]})
     return mod
 
 
