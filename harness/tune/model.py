@@ -110,8 +110,10 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     from tvm.s_tir import meta_schedule as ms
 
     from .conv import _dedup_search_class, _make_runner, _progress_callback, build_candidate, open_database
-    from .rules import cpu_int8_dot_space, space_for, trace_uses_intrinsic
+    from .rules import cpu_int8_dot_space, normalize_target, space_for, trace_uses_intrinsic
 
+    if target.kind.name == "cuda":  # the thread / shared-memory limits MetaSchedule's GPU rules need
+        target = normalize_target(target)
     tasks = tunable_tasks(mod, target)
     report = ModelTuneReport(work_dir, [t.task_name for t in tasks])
     if not tasks or trials <= 0:

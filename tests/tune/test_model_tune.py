@@ -131,3 +131,21 @@ def test_default_schedules_are_kept_as_candidates(tmp_path):
     assert again.defaults_measured == 0 and again.trials == 0
     assert again.earlier_trials == first.trials
     assert len(open_database(work_dir, target).get_all_tuning_records()) == records
+
+
+def test_cuda_model_tuning_without_gpu_says_so(tmp_path):
+    """`harness tune --target cuda` on a machine without a GPU: the runner's clear error (the CUDA
+    target is completed with the thread limits MetaSchedule needs first, or it fails on those)."""
+    from harness.build import bind_params, resolve_target
+    from harness.config import ModelConfig, TargetConfig
+    from harness.errors import HarnessError
+    from harness.frontends import load_model
+    from harness.tune.conv import _has_cuda_device
+    from harness.tune.model import tune_model
+
+    if _has_cuda_device():
+        pytest.skip("a GPU is visible here")
+    model = load_model(ModelConfig(name="digits_cnn"))
+    target = resolve_target(TargetConfig(kind="cuda", arch="sm_90"))
+    with pytest.raises(HarnessError, match="needs a GPU"):
+        tune_model(bind_params(model.mod, model.params), target, str(tmp_path / "db"), trials=2)
