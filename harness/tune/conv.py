@@ -914,15 +914,13 @@ def _seed_default_schedule(workload: ConvWorkload, tgt, mod, database, builder, 
     :mod:`harness.tune.cpu_default`'s otherwise) like a trial and keep it in the database, as
     ``harness tune`` does for whole models: the best record is never slower than the default.
     Returns 1 when it was measured now, else 0 (no default, or already in the database)."""
-    import types  # pylint: disable=import-outside-toplevel
-
     from . import cpu_default  # pylint: disable=import-outside-toplevel
     from .model import seed_default_schedules  # pylint: disable=import-outside-toplevel
 
     if not cpu_default.applies_to(tgt):
         return 0
-    task = types.SimpleNamespace(mod=mod, task_name=workload.name)
-    return seed_default_schedules([task], tgt, database, builder, runner, [cpu_default_schedule(workload, tgt, mod)])
+    return seed_default_schedules([(mod, workload.name)], tgt, database, builder, runner,
+                                  [cpu_default_schedule(workload, tgt, mod)])
 
 
 def cpu_default_schedule(workload: ConvWorkload, tgt, mod=None):

@@ -136,8 +136,9 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
         weights.append(float(task.weight))
     builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout_sec, f_build=build_candidate)
     run = _make_runner(runner, target, timeout_sec=timeout_sec, number=3, repeat=1, min_repeat_ms=50)
-    report.defaults_measured = seed_default_schedules(contexts, target, database, builder, run, defaults)
-    report.earlier_trials = _search_records(database, contexts, defaults)
+    kernels = [(ctx.mod, ctx.task_name) for ctx in contexts]
+    report.defaults_measured = seed_default_schedules(kernels, target, database, builder, run, defaults)
+    report.earlier_trials = _search_records(database, kernels, defaults)
     todo = trials - report.earlier_trials
     if todo <= 0:
         return report
@@ -154,18 +155,18 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
         database=database, cost_model=ms.cost_model.XGBModel(num_tuning_cores=1),
         measure_callbacks=callbacks, task_scheduler="gradient",
     )
-    report.trials = _search_records(database, contexts, defaults) - report.earlier_trials
+    report.trials = _search_records(database, kernels, defaults) - report.earlier_trials
     return report
 
 
-def _search_records(database, contexts, defaults) -> int:
-    """Records of the tasks' workloads in `database` other than their default schedules."""
+def _search_records(database, kernels, defaults) -> int:
+    """Records of the kernels' workloads in `database` other than their default schedules."""
     from .conv import workload_records
 
     count = 0
-    for ctx, sch in zip(contexts, defaults):
+    for (mod, _), sch in zip(kernels, defaults):
         steps = None if sch is None else list(sch.trace.as_python())
-        count += sum(1 for rec in workload_records(database, ctx.mod) if list(rec.trace.as_python()) != steps)
+        count += sum(1 for rec in workload_records(database, mod) if list(rec.trace.as_python()) != steps)
     return count
 
 
@@ -179,44 +180,45 @@ def default_schedules(kernels, target) -> list:
     return [cpu_default.default_schedule(mod, target, name) for mod, name in kernels]
 
 
-def seed_default_schedules(contexts, target, database, builder, runner, schedules=None) -> int:
+def seed_default_schedules(kernels, target, database, builder, runner, schedules=None) -> int:
     """Measure each task's default CPU schedule (:mod:`harness.tune.cpu_default`) like a trial and
     keep it in the database, so that the best record of a task is never slower than what an
     untuned build would run (a short tuning run often finds nothing better). A default schedule
-    the database already holds is not measured again. `schedules`: :func:`default_schedules`
-    of `contexts`, when already made. Returns how many were measured."""
+    the database already holds is not measured again. `kernels`: ``(kernel module, task name)``
+    pairs, as tuned (the tune contexts' modules); `schedules`: their :func:`default_schedules`,
+    when already made. Returns how many were measured."""
     from tvm.s_tir import meta_schedule as ms
 
     from .conv import workload_records
 
     if schedules is None:
-        schedules = default_schedules([(ctx.mod, ctx.task_name) for ctx in contexts], target)
+        schedules = default_schedules(kernels, target)
     todo = []
-    for ctx, sch in zip(contexts, schedules):
+    for (mod, name), sch in zip(kernels, schedules):
         if sch is None:
             continue
         steps = list(sch.trace.as_python())
-        if any(list(rec.trace.as_python()) == steps for rec in workload_records(database, ctx.mod)):
+        if any(list(rec.trace.as_python()) == steps for rec in workload_records(database, mod)):
             continue
-        todo.append((ctx, sch))
+        todo.append((mod, name, sch))
     if not todo:
         return 0
-    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in todo])
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, _, sch in todo])
     ready = []
-    for (ctx, sch), result in zip(todo, built):
+    for (mod, name, sch), result in zip(todo, built):
         if result.error_msg:
-            logger.warning("default schedule of %s did not build: %s", ctx.task_name, result.error_msg[-500:])
+            logger.warning("default schedule of %s did not build: %s", name, result.error_msg[-500:])
         else:
-            ready.append((ctx, sch, result.artifact_path, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
-    futures = runner.run([ms.runner.RunnerInput(path, "cpu", args) for _, _, path, args in ready])  # llvm only
+            ready.append((mod, name, sch, result.artifact_path, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
+    futures = runner.run([ms.runner.RunnerInput(path, "cpu", args) for _, _, _, path, args in ready])  # llvm only
     measured = 0
-    for (ctx, sch, _, args), future in zip(ready, futures):
+    for (mod, name, sch, _, args), future in zip(ready, futures):
         outcome = future.result()
         if outcome.error_msg:
-            logger.warning("default schedule of %s did not run: %s", ctx.task_name, outcome.error_msg[-500:])
+            logger.warning("default schedule of %s did not run: %s", name, outcome.error_msg[-500:])
             continue
         database.commit_tuning_record(ms.database.TuningRecord(
-            sch.trace, database.commit_workload(ctx.mod), [float(x) for x in outcome.run_secs], target, args))
+            sch.trace, database.commit_workload(mod), [float(x) for x in outcome.run_secs], target, args))
         measured += 1
     return measured
 
