@@ -104,20 +104,22 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, *, opt_level: i
 def _compile(mod: tvm.IRModule, target: tvm.target.Target, database: Optional[str], opt_level: int):
     """(executable, BuildDatabaseReport). llvm builds get default CPU schedules for the kernels the
     database does not cover (harness.tune.cpu_default; HARNESS_CPU_DEFAULT_SCHEDULES=0 turns them
-    off); should such a build fail, it is built again without them."""
-    from .tune import cpu_default
-    from .tune.model import compile_with_database
+    off), CUDA builds dp4a schedules for their int8 convs (harness.tune.cuda_default;
+    HARNESS_CUDA_INT8_DP4A=0); should such a build fail, it is built again without them."""
+    from .tune import cpu_default, cuda_default
+    from .tune.model import compile_with_database, harness_pipeline
 
     def build():
-        # compile_with_database and the pipeline below ask cpu_default.applies_to() themselves
+        # compile_with_database and the pipeline below ask harness_pipeline() themselves
         ex, report = compile_with_database(mod, target, database, opt_level=opt_level)
         if ex is None:
-            pipeline = cpu_default.relax_pipeline(target) if cpu_default.applies_to(target) else "default"
+            pipeline = harness_pipeline(target) or "default"
             with target, tvm.transform.PassContext(opt_level=opt_level):
                 ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
         return ex, report
 
-    if not cpu_default.applies_to(target):
+    schedules = next((m for m in (cpu_default, cuda_default) if m.applies_to(target)), None)
+    if schedules is None:
         return build()
     try:
         return build()
@@ -125,9 +127,9 @@ def _compile(mod: tvm.IRModule, target: tvm.target.Target, database: Optional[st
         raise
     except Exception as e:  # pylint: disable=broad-except
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-        cpu_default.logger.warning("build with default CPU schedules failed (%s); building without them",
-                                   lines[-1] if lines else type(e).__name__)
-        with cpu_default.disabled():
+        schedules.logger.warning("build with the harness's default schedules failed (%s); building without them",
+                       lines[-1] if lines else type(e).__name__)
+        with schedules.disabled():
             return build()
 
 

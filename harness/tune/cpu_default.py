@@ -67,30 +67,34 @@ class NotApplicable(Exception):
     """The rule does not handle this function (it is left unscheduled)."""
 
 
-_override: Optional[bool] = None  # set by `disabled()`; None: the environment decides
-
-
-def enabled() -> bool:
-    """False when HARNESS_CPU_DEFAULT_SCHEDULES is 0 / false / off / no (or inside `disabled()`)."""
-    if _override is not None:
-        return _override
-    return _switched_on(ENV_SWITCH)
-
-
 def _switched_on(variable: str) -> bool:
     """An on/off environment switch, on unless set to 0 / false / off / no."""
     return os.environ.get(variable, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
-@contextlib.contextmanager
-def disabled():
-    """Builds inside this block get no default CPU schedules (like HARNESS_CPU_DEFAULT_SCHEDULES=0)."""
-    global _override  # pylint: disable=global-statement
-    old, _override = _override, False
-    try:
-        yield
-    finally:
-        _override = old
+class Switch:
+    """A schedule family's on/off switch: an environment variable (:func:`_switched_on`), which
+    :meth:`disabled` overrides for the builds inside a block."""
+
+    def __init__(self, variable: str):
+        self.variable = variable
+        self._override: Optional[bool] = None
+
+    def enabled(self) -> bool:
+        return self._override if self._override is not None else _switched_on(self.variable)
+
+    @contextlib.contextmanager
+    def disabled(self):
+        old, self._override = self._override, False
+        try:
+            yield
+        finally:
+            self._override = old
+
+
+_SWITCH = Switch(ENV_SWITCH)
+enabled = _SWITCH.enabled  # False when HARNESS_CPU_DEFAULT_SCHEDULES is 0 / false / off / no, or inside disabled()
+disabled = _SWITCH.disabled  # builds inside `with disabled():` get no default CPU schedules
 
 
 def applies_to(target) -> bool:
@@ -385,6 +389,82 @@ def _var_index(expr, iters) -> Optional[int]:
     raise NotApplicable(f"index {expr} is not a plain block iter")
 
 
+class Int8Conv:  # pylint: disable=too-few-public-methods,too-many-instance-attributes
+    """Where the loops of a plain 8-bit ``conv2d_nchw`` block are: the block-iter indices of the
+    output channel (k), input channel (c), output row (y) and column (x), their extents, and the
+    data's element type."""
+
+    def __init__(self, data_dtype: str, k_i: int, c_i: int, y_i: Optional[int], x_i: int, extents: list):
+        self.data_dtype = data_dtype
+        self.k_i, self.c_i, self.y_i, self.x_i = k_i, c_i, y_i, x_i
+        self.k_ext, self.c_ext, self.x_ext = extents[k_i], extents[c_i], extents[x_i]
+        self.y_ext = 1 if y_i is None else extents[y_i]
+
+
+def int8_conv_iters(sch: s_tir.Schedule, anchor: _Block) -> Int8Conv:
+    """The :class:`Int8Conv` of `anchor`, which must be TOPI's ``conv2d_nchw`` with 8-bit data,
+    int8 weights that are a parameter of the kernel, and an int32 result (NotApplicable else)."""
+    block = sch.get(anchor.rv)
+    if block.name_hint != "conv2d_nchw" or len(block.reads) != 2 or len(block.writes) != 1:
+        raise NotApplicable("not a plain conv2d_nchw")
+    data_region, weight_region = block.reads
+    out_region = block.writes[0]
+    data_dtype = str(data_region.source.dtype)
+    if data_dtype not in ("int8", "uint8") or str(weight_region.source.dtype) != "int8" \
+            or str(out_region.source.dtype) != "int32":
+        raise NotApplicable("not an 8-bit x int8 -> int32 conv")
+    if not any(weight_region.source.same_as(p) for p in _param_buffers(sch)):
+        raise NotApplicable("weights are computed in the kernel")
+    iters = anchor.iters
+    w_idx = [_var_index(rng.min, iters) if _int(rng.extent) == 1 else None for rng in weight_region.region]
+    o_idx = [_var_index(rng.min, iters) if _int(rng.extent) == 1 else None for rng in out_region.region]
+    k_i, c_i, x_i = w_idx[0], w_idx[1], o_idx[3]
+    if k_i is None or c_i is None or x_i is None or k_i != o_idx[1]:
+        raise NotApplicable("unexpected conv2d_nchw indexing")
+    return Int8Conv(data_dtype, k_i, c_i, o_idx[2], x_i, [_int(iv.dom.extent) for iv in iters])
+
+
+class PackedConv:  # pylint: disable=too-few-public-methods
+    """What :func:`pack_int8_conv` left around the conv block."""
+
+    def __init__(self, prologue: list, rest: list, epilogue, weights):
+        self.prologue = prologue  # blocks before the conv that stay (the data packing stage among them)
+        self.rest = rest  # blocks after the epilogue that stay
+        self.epilogue = epilogue  # the one block reading the accumulator, or None (it is an output)
+        self.weights = weights  # the weight layout-rewrite block
+
+
+def pack_int8_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block, red: int, weight_map) -> PackedConv:
+    """Inline what can be inlined around an 8-bit conv and pack its operands for a dot product of
+    `red` input channels: the data becomes ``[n, c / red, y, x, red]`` (written by the padding
+    stage, or by a packing stage of its own), the weights ``weight_map(k, c, r, s)`` in a
+    layout-rewrite block (split out of the kernel and folded into the constant at build)."""
+    params = _param_buffers(sch)
+    data = sch.get(anchor.rv).reads[0].source
+    idx = next(i for i, b in enumerate(blocks) if b is anchor)
+    prologue = _inline_all(sch, blocks[:idx], params, keep=_is_padding)
+    rest = _inline_all(sch, blocks[idx + 1:], params)
+    consumers = sch.get_consumers(anchor.rv)
+    epilogue = None
+    if not _writes_param(sch, anchor.rv, params) and len(consumers) == 1:
+        epilogue = consumers[0]
+        rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
+    elif not _writes_param(sch, anchor.rv, params):
+        raise NotApplicable("the accumulator is read by several blocks")
+    producers = [p for p in sch.get_producers(anchor.rv)
+                 if any(w.source.same_as(data) for w in sch.get(p).writes)]
+    if producers:
+        pack = producers[0]
+    else:
+        pack = sch.cache_read(anchor.rv, 0, "global")
+        prologue.append(_Block(pack, [], [], False))
+    sch.transform_layout(pack, ("write", 0), lambda n, c, y, x: (n, c // red, y, x, c % red))
+    weights = sch.cache_read(anchor.rv, 1, "global")
+    sch.transform_layout(weights, ("write", 0), weight_map)
+    sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", True)
+    return PackedConv(prologue, rest, epilogue, weights)
+
+
 def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block, target, *,
                            sample: bool = False) -> None:
     """The 8-bit NCHW conv2d (``conv2d_nchw``: 8-bit data, int8 weights, int32 accumulation) on
@@ -416,54 +496,20 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
 
     if not _switched_on(INT8_DOT_SWITCH):
         raise NotApplicable(f"{INT8_DOT_SWITCH}=0")
-    block = sch.get(anchor.rv)
-    if block.name_hint != "conv2d_nchw" or len(block.reads) != 2 or len(block.writes) != 1:
-        raise NotApplicable("not a plain conv2d_nchw")
-    data_region, weight_region = block.reads
-    out_region = block.writes[0]
-    data_dtype = str(data_region.source.dtype)
-    if str(weight_region.source.dtype) != "int8" or str(out_region.source.dtype) != "int32":
-        raise NotApplicable("not an 8-bit x int8 -> int32 conv")
-    params = _param_buffers(sch)
-    if not any(weight_region.source.same_as(p) for p in params):
-        raise NotApplicable("weights are computed in the kernel")
-    iters = anchor.iters
-    w_idx = [_var_index(rng.min, iters) if _int(rng.extent) == 1 else None for rng in weight_region.region]
-    o_idx = [_var_index(rng.min, iters) if _int(rng.extent) == 1 else None for rng in out_region.region]
-    k_i, c_i = w_idx[0], w_idx[1]
-    x_i = o_idx[3]
-    if k_i is None or c_i is None or x_i is None or k_i != o_idx[1]:
-        raise NotApplicable("unexpected conv2d_nchw indexing")
-    y_i = o_idx[2]
-    k_ext, c_ext, x_ext = (_int(iters[i].dom.extent) for i in (k_i, c_i, x_i))
-    fitting = [d for d in cpu_int8_dots(target, data_dtype) if k_ext % d[1] == 0 and c_ext % d[2] == 0]
+    conv = int8_conv_iters(sch, anchor)
+    k_i, c_i, y_i, x_i = conv.k_i, conv.c_i, conv.y_i, conv.x_i
+    k_ext, c_ext, x_ext = conv.k_ext, conv.c_ext, conv.x_ext
+    fitting = [d for d in cpu_int8_dots(target, conv.data_dtype) if k_ext % d[1] == 0 and c_ext % d[2] == 0]
     if not fitting:
-        raise NotApplicable(f"no 8-bit dot product for {data_dtype} data, {k_ext} output and {c_ext} "
-                            "input channels on this target")
+        raise NotApplicable(f"no 8-bit dot product for {conv.data_dtype} data, {k_ext} output and "
+                            f"{c_ext} input channels on this target")
     intrin, lanes, red = fitting[0]
-
-    idx = next(i for i, b in enumerate(blocks) if b is anchor)
-    prologue = _inline_all(sch, blocks[:idx], params, keep=_is_padding)
-    rest = _inline_all(sch, blocks[idx + 1:], params)
-    consumers = sch.get_consumers(anchor.rv)
-    if _writes_param(sch, anchor.rv, params) or len(consumers) != 1:
+    iters = anchor.iters
+    parts = pack_int8_conv(sch, blocks, anchor, red,
+                           lambda k, c, r, s: (k // lanes, c // red, r, s, k % lanes, c % red))
+    if parts.epilogue is None:
         raise NotApplicable("the accumulator is not read by exactly one epilogue")
-    epilogue = consumers[0]
-    rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
-
-    # packed data: written by the padding stage, or by a packing stage of its own (no padding)
-    producers = [p for p in sch.get_producers(anchor.rv)
-                 if any(w.source.same_as(data_region.source) for w in sch.get(p).writes)]
-    if producers:
-        pack = producers[0]
-    else:
-        pack = sch.cache_read(anchor.rv, 0, "global")
-        prologue.append(_Block(pack, [], [], False))
-    sch.transform_layout(pack, ("write", 0), lambda n, c, y, x: (n, c // red, y, x, c % red))
-    weights = sch.cache_read(anchor.rv, 1, "global")
-    sch.transform_layout(weights, ("write", 0),
-                         lambda k, c, r, s: (k // lanes, c // red, r, s, k % lanes, c % red))
-    sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", True)
+    epilogue, prologue, rest, weights = parts.epilogue, parts.prologue, parts.rest, parts.weights
     sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, k // lanes, y, x, k % lanes))
 
     bits = vector_bits(target)

@@ -110,7 +110,7 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     from tvm.s_tir import meta_schedule as ms
 
     from .conv import _dedup_search_class, _make_runner, _progress_callback, build_candidate, open_database
-    from .rules import cpu_int8_dot_space, normalize_target, space_for, trace_uses_intrinsic
+    from .rules import cpu_int8_dot_space, cuda_int8_dp4a_space, normalize_target, space_for, trace_uses_intrinsic
 
     if target.kind.name == "cuda":  # the thread / shared-memory limits MetaSchedule's GPU rules need
         target = normalize_target(target)
@@ -124,7 +124,8 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     for task, default in zip(tasks, defaults):
         dtype = "int8" if _task_is_int8(task) else "float32"
         if dtype == "int8" and default is not None and trace_uses_intrinsic(default.trace):
-            space = cpu_int8_dot_space(target)  # the default dot-product schedule, its tile tuned
+            # the default dot-product (dp4a) schedule, its tiles tuned
+            space = cuda_int8_dp4a_space(target) if target.kind.name == "cuda" else cpu_int8_dot_space(target)
         elif dtype == "int8":
             space = space_for(dtype, target, "uint8" if target.kind.name == "llvm" else None)
         else:
@@ -171,13 +172,15 @@ def _search_records(database, kernels, defaults) -> int:
 
 
 def default_schedules(kernels, target) -> list:
-    """Per ``(kernel module, task name)``, its default CPU schedule (:mod:`harness.tune.cpu_default`;
-    None where it has none, and for every kernel of a target the default schedules do not serve)."""
-    from . import cpu_default
+    """Per ``(kernel module, task name)``, its harness default schedule (:mod:`harness.tune.cpu_default`
+    on llvm, the dp4a int8 convs of :mod:`harness.tune.cuda_default` on CUDA; None where it has
+    none, and for every kernel of a target the default schedules do not serve)."""
+    from . import cpu_default, cuda_default
 
-    if not cpu_default.applies_to(target):
-        return [None] * len(kernels)
-    return [cpu_default.default_schedule(mod, target, name) for mod, name in kernels]
+    for rules in (cpu_default, cuda_default):
+        if rules.applies_to(target):
+            return [rules.default_schedule(mod, target, name) for mod, name in kernels]
+    return [None] * len(kernels)
 
 
 def seed_default_schedules(kernels, target, database, builder, runner, schedules=None) -> int:
@@ -210,7 +213,8 @@ def seed_default_schedules(kernels, target, database, builder, runner, schedules
             logger.warning("default schedule of %s did not build: %s", name, result.error_msg[-500:])
         else:
             ready.append((mod, name, sch, result.artifact_path, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
-    futures = runner.run([ms.runner.RunnerInput(path, "cpu", args) for _, _, _, path, args in ready])  # llvm only
+    device = "cuda" if target.kind.name == "cuda" else "cpu"
+    futures = runner.run([ms.runner.RunnerInput(path, device, args) for _, _, _, path, args in ready])
     measured = 0
     for (mod, name, sch, _, args), future in zip(ready, futures):
         outcome = future.result()
@@ -239,13 +243,25 @@ def compile_with_database(mod: tvm.IRModule, target, work_dir: Optional[str], *,
     for task in extracted_tasks(mod, target):
         hit = database.query_tuning_record(task.dispatched[0], target, task.task_name) is not None
         (report.from_database if hit else report.fallback).append(task.task_name)
-    from . import cpu_default
-
-    if cpu_default.applies_to(target):
+    pipeline = harness_pipeline(target, database)
+    if pipeline is not None:
         # compile_relax's steps (fuse, apply the database), then default schedules for the rest
         with target, database, tvm.transform.PassContext(opt_level=opt_level):
-            ex = tvm.compile(mod, target=target, relax_pipeline=cpu_default.relax_pipeline(target, database))
+            ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
         return ex, report
     with target, tvm.transform.PassContext(opt_level=opt_level):
         ex = ms.relax_integration.compile_relax(database, mod, target, params=None)
     return ex, report
+
+
+def harness_pipeline(target, database=None):
+    """The Relax pipeline the harness builds `target` with (fuse, apply `database`, the harness's
+    default schedules: :mod:`harness.tune.cpu_default` on llvm, the dp4a convs of
+    :mod:`harness.tune.cuda_default` on CUDA), or None where TVM's own pipeline is used."""
+    from . import cpu_default, cuda_default
+
+    if cpu_default.applies_to(target):
+        return cpu_default.relax_pipeline(target, database)
+    if cuda_default.applies_to(target):
+        return cuda_default.relax_pipeline(target, database)
+    return None

@@ -46,6 +46,7 @@ __all__ = [
     "cpu_int8_dots",
     "pmaddwd_intrinsic",
     "cpu_int8_dot_space",
+    "cuda_int8_dp4a_space",
     "register_cpu_int8_intrinsics",
     "space_for",
     "int8_space",
@@ -618,6 +619,28 @@ def cpu_int8_dot_space(target: Any) -> SearchSpace:
         # three tile sizes, a few dozen points: a small population covers them, and every
         # candidate is a replay of the whole schedule (packing, tensorize), costly to make
         search_opts={"population_size": 64, "init_min_unmeasured": 16, "genetic_num_iters": 2},
+    )
+
+
+def cuda_int8_dp4a_space(target: Any) -> SearchSpace:
+    """Search space of a fused 8-bit conv kernel (model-level tuning) on CUDA: the dp4a schedule
+    of :func:`harness.tune.cuda_default.schedule_int8_dp4a_conv` with every tile size sampled
+    (channels per block / thread group / thread, pixels per thread, input channels per shared
+    stage), the search mutating them; candidates over the GPU's limits (threads, shared memory)
+    are dropped by ``VerifyGPUCode``."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    from .cuda_default import dp4a_intrinsic, sample_int8_dp4a  # pylint: disable=import-outside-toplevel
+
+    tgt = normalize_target(target)
+    names = [dp4a_intrinsic("uint8"), dp4a_intrinsic("int8")]
+    post = ms.postproc
+    return SearchSpace(
+        [], [post.DisallowDynamicLoop(), post.RewriteCooperativeFetch(), post.VerifyGPUCode()],
+        {ms.mutator.MutateTileSize(): 1.0},
+        names, "cuda-int8-dp4a:" + ",".join(names),
+        schedule_fn=lambda sch: sample_int8_dp4a(sch, tgt),
+        search_opts={"population_size": 128, "init_min_unmeasured": 32, "genetic_num_iters": 3},
     )
 
 

@@ -1,0 +1,254 @@
+"""Default CUDA schedule of the model's 8-bit convolutions: ``__dp4a`` (what 2019's dp4a templates
+gave every int8 conv2d; TVM 0.27's GPU default schedules have no int8 rule at all).
+
+The int8 convs of a quantized model (:mod:`harness.quantize.realize`) are plain NCHW / OIHW
+``conv2d_nchw`` kernels with 8-bit data, int8 weights and an int32 accumulator, fused with their
+epilogue (dequantize, bias, ReLU, requantize). TVM's GPU default rules (dlight) schedule them as
+implicit GEMMs tiled through shared memory, but multiply byte by byte in int32 (no ``__dp4a``, seen
+in resnet18's CUDA source); MetaSchedule's dp4a rule cannot map such kernels (checked: no
+tensorized design space for any of resnet18's int8 kernels on sm_90). This schedule packs the
+channels inside the kernel, like the CPU's dot-product schedule
+(:func:`harness.tune.cpu_default.schedule_int8_dot_conv`):
+
+    data   [n, c, y, x] -> [n, c / 4, y, x, 4]     (the padding stage writes it: a kernel of its own)
+    weight [k, c, r, s] -> [k, c / 4, r, s, 4]     (a layout-rewrite block, folded into the constant)
+
+    blockIdx.y: output channels / (ty * kt)           blockIdx.x: (n, row tiles, column tiles)
+    threadIdx.y: ty channel groups                    threadIdx.x: yt * xt pixels of the tile
+        for (c / 4) / cb:
+            data window and weights of cb * 4 input channels -> shared memory (4-byte loads)
+            for cb, r, s:  unroll kt channels x xv pixels:  acc += __dp4a(data[4], weight[4])
+        epilogue (dequantize, bias, ReLU, requantize) from registers -> output NCHW
+
+Integer sums in another order: bit-identical to any other int8 schedule. Not applicable (TVM's
+GPU schedules are used) to grouped or depthwise convs and to input channel counts that are not a
+multiple of 4. ``sample=True`` makes it a search space (:func:`harness.tune.rules.cuda_int8_dp4a_space`):
+every tile size is drawn with ``sample_perfect_tile``, so that MetaSchedule's search tunes them.
+
+:func:`relax_pipeline` is the Relax pipeline the harness compiles CUDA targets with: TVM's CUDA
+pipeline with the database (if any) applied and these schedules before TVM's GPU default rules.
+``HARNESS_CUDA_INT8_DP4A=0`` switches the schedule off.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional
+
+import tvm
+from tvm import s_tir, tirx
+
+from .cpu_default import (
+    SCHEDULED_ATTR,
+    NotApplicable,
+    Switch,
+    _int,
+    _is_reduction_iter,
+    _is_scheduled,
+    _largest_divisor_at_most,
+    _root_blocks,
+    int8_conv_iters,
+    pack_int8_conv,
+)
+
+logger = logging.getLogger(__name__)
+
+DP4A_SWITCH = "HARNESS_CUDA_INT8_DP4A"
+_STAGE_THREADS = 256  # threads per block of the packing kernels
+
+
+_SWITCH = Switch(DP4A_SWITCH)
+enabled = _SWITCH.enabled  # False when HARNESS_CUDA_INT8_DP4A is 0 / false / off / no, or inside disabled()
+disabled = _SWITCH.disabled  # builds inside `with disabled():` get no dp4a schedules
+
+
+def applies_to(target) -> bool:
+    """Whether builds for `target` get the dp4a schedules (CUDA targets, switch on)."""
+    return target is not None and target.kind.name == "cuda" and enabled()
+
+
+def dp4a_intrinsic(data_dtype: str) -> str:
+    """TVM's dp4a intrinsic for 8-bit data x int8 weights (u8 x s8 is PTX's mixed ``dp4a.u32.s32``)."""
+    return "dp4a_u8s8s32" if data_dtype == "uint8" else "dp4a_s8s8s32"
+
+
+def _bind_flat(sch: s_tir.Schedule, block_rv, threads: int = _STAGE_THREADS) -> None:
+    """All loops of an injective block fused and spread over blocks x `threads` threads."""
+    loops = sch.get_loops(block_rv)
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    extent = _int(sch.get(fused).extent)
+    bx, tx = sch.split(fused, [None, min(threads, extent)])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+
+
+def schedule_int8_dp4a_conv(sch: s_tir.Schedule, target, sample: bool = False) -> str:  # pylint: disable=too-many-locals,too-many-statements
+    """Schedule the fused 8-bit conv kernel of `sch` on ``__dp4a`` (see the module docstring);
+    NotApplicable where it does not fit."""
+    from .rules import load_tensor_intrinsics  # pylint: disable=import-outside-toplevel
+
+    if not enabled():
+        raise NotApplicable(f"{DP4A_SWITCH}=0")
+    blocks = _root_blocks(sch)
+    reductions = [b for b in blocks if b.is_reduction]
+    if len(reductions) != 1:
+        raise NotApplicable(f"{len(reductions)} reduction blocks")
+    anchor = reductions[0]
+    conv = int8_conv_iters(sch, anchor)
+    if conv.c_ext % 4:
+        raise NotApplicable(f"{conv.c_ext} input channels: not a multiple of 4")
+    load_tensor_intrinsics()
+    intrin = dp4a_intrinsic(conv.data_dtype)
+    parts = pack_int8_conv(sch, blocks, anchor, 4, lambda k, c, r, s: (k, c // 4, r, s, c % 4))
+
+    # tile sizes: kt channels x xv pixels per thread, ty x (yt * xt) threads, cb * 4 input channels
+    # per shared-memory stage
+    kt = _largest_divisor_at_most(conv.k_ext, 4)
+    ty = _largest_divisor_at_most(conv.k_ext // kt, 8)
+    xv = 2 if conv.x_ext % 2 == 0 else 1  # a 4 x 2 register tile: each weight word used twice
+    xt = _largest_divisor_at_most(conv.x_ext // xv, 32)
+    yt = _largest_divisor_at_most(conv.y_ext, max(1, 64 // xt))
+    cb = _largest_divisor_at_most(conv.c_ext // 4, 4)
+
+    def tile(loop, n: int, inner: list, most: int):
+        if sample:
+            factors = sch.sample_perfect_tile(loop, n=n, max_innermost_factor=most)
+        else:
+            factors = [None, *inner]
+        return sch.split(loop, factors)
+
+    loops = sch.get_loops(anchor.rv)
+    outer, reduce = [], []
+    k_b = k_y = k_t = x_t = x_v = c_b = None
+    y_t = None
+    for i, loop in enumerate(loops):
+        if i == conv.k_i:
+            k_b, k_y, k_t = tile(loop, 3, [ty, kt], 8)
+        elif i == conv.x_i:
+            x_b, x_t, x_v = tile(loop, 3, [xt, xv], 4)
+            outer.append(x_b)
+        elif i == conv.y_i:
+            y_b, y_t = tile(loop, 2, [yt], 64)
+            outer.append(y_b)
+        elif i == conv.c_i:
+            c_o, c_i = sch.split(loop, [None, 4])
+            c_o, c_b = tile(c_o, 2, [cb], 8)
+        elif _is_reduction_iter(anchor.iters[i]):
+            reduce.append(loop)
+        else:
+            outer.append(loop)
+    threads = [y_t, x_t] if y_t is not None else [x_t]
+    sch.reorder(k_b, *outer, k_y, *threads, c_o, c_b, *reduce, k_t, x_v, c_i)
+    block_x = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    thread_x = sch.fuse(*threads) if len(threads) > 1 else threads[0]
+    sch.bind(k_b, "blockIdx.y")
+    sch.bind(block_x, "blockIdx.x")
+    sch.bind(k_y, "threadIdx.y")
+    sch.bind(thread_x, "threadIdx.x")
+
+    # the accumulator lives in registers; the epilogue reads it there
+    if parts.epilogue is not None:
+        sch.reverse_compute_at(parts.epilogue, thread_x, preserve_unit_loops=True)
+        sch.set_scope(anchor.rv, 0, "local")
+    else:
+        acc = sch.cache_write(anchor.rv, 0, "local")
+        sch.reverse_compute_at(acc, thread_x, preserve_unit_loops=True)
+
+    for index in (0, 1):  # packed data window and weights of one stage, copied by all threads
+        stage = sch.cache_read(anchor.rv, index, "shared")
+        sch.compute_at(stage, c_o, preserve_unit_loops=True)
+        copy = sch.get_loops(stage)
+        depth = 1 + next(i for i, lp in enumerate(copy) if sch.get(lp).same_as(sch.get(c_o)))
+        if sample:
+            # the thread extents differ between samples: MetaSchedule's RewriteCooperativeFetch
+            # splits the copy over them (and makes 4-byte loads) after sampling
+            sch.fuse(*copy[depth:])
+            sch.annotate(stage, "meta_schedule.cooperative_fetch", tirx.IntImm("int32", 4))
+            continue
+        inner = sch.fuse(*copy[depth:-1]) if len(copy) - depth > 2 else copy[depth]
+        _, f_ty, f_tx = sch.split(inner, [None, ty, _int(sch.get(thread_x).extent)])
+        sch.bind(f_ty, "threadIdx.y")
+        sch.bind(f_tx, "threadIdx.x")
+        sch.vectorize(copy[-1])  # the 4 bytes of one dp4a operand: one 32-bit load
+    sch.decompose_reduction(anchor.rv, c_o)
+    sch.tensorize(c_i, intrin)
+    for loop in (*reduce, k_t, x_v):
+        sch.unroll(loop)
+    for blk in parts.prologue + parts.rest:
+        _bind_flat(sch, blk.rv)
+    return intrin
+
+
+def default_schedule(func, target, name: str = "func") -> Optional[s_tir.Schedule]:
+    """The dp4a schedule of `func` (a PrimFunc, or an IRModule whose main is one) as a Schedule,
+    or None where it does not apply (TVM's GPU rules schedule those kernels)."""
+    try:
+        sch = s_tir.Schedule(func, debug_mask="none", error_render_level="none")
+        intrin = schedule_int8_dp4a_conv(sch, target)
+    except Exception as err:  # pylint: disable=broad-except
+        logger.debug("cuda default schedule: %s: not applied: %s: %s", name, type(err).__name__,
+                     str(err).strip()[-2000:])
+        return None
+    logger.debug("cuda default schedule: %s: %s", name, intrin)
+    return sch
+
+
+def sample_int8_dp4a(sch: s_tir.Schedule, target) -> None:
+    """The dp4a schedule with its tile sizes sampled (a MetaSchedule ``ScheduleFn``)."""
+    schedule_int8_dp4a_conv(sch, target, sample=True)
+
+
+def default_schedule_pass(target=None) -> tvm.transform.Pass:
+    """Module pass: the dp4a schedule for the unscheduled 8-bit conv PrimFuncs of a fused module
+    (the others are left for TVM's GPU rules)."""
+
+    @tvm.transform.module_pass(opt_level=0, name="HarnessCUDAInt8Schedule")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        tgt = target or tvm.target.Target.current(allow_none=False)
+        updates: Dict[tvm.ir.GlobalVar, tirx.PrimFunc] = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+                continue
+            sch = default_schedule(func, tgt, gvar.name_hint)
+            if sch is not None:
+                updates[gvar] = sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
+        if updates:
+            mod = mod.clone()
+            for gvar, func in updates.items():
+                mod[gvar] = func
+        logger.debug("cuda int8 schedules: %d function(s)", len(updates))
+        return mod
+
+    return _pass
+
+
+def relax_pipeline(target, database=None) -> tvm.transform.Pass:
+    """Relax pipeline for CUDA (`tvm.compile(..., relax_pipeline=)`): TVM's CUDA pipeline with the
+    tuned kernels of `database` applied, then the dp4a schedule for the remaining int8 convs,
+    then TVM's GPU default rules for everything else."""
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+    from tvm.relax.backend.cuda import pipeline as cuda  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import dlight as dl  # pylint: disable=import-outside-toplevel
+
+    from .model import fuse_passes  # pylint: disable=import-outside-toplevel
+
+    @tvm.transform.module_pass(opt_level=0, name="HarnessCUDAPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        with target:
+            mod = tvm.transform.Sequential(fuse_passes(target))(mod)
+            if database is not None:
+                with database:
+                    mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+            mod = tvm.transform.Sequential([
+                default_schedule_pass(target),
+                dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                        dl.gpu.GeneralReduction(), dl.gpu.Fallback()),
+                # weight layouts the dp4a schedules asked for: applied to the constants once, here
+                relax.transform.SplitLayoutRewritePreproc(),
+                relax.transform.FoldConstant(),
+                relax.transform.DeadCodeElimination(),
+                *cuda.dataflow_lower_passes(target),
+                *cuda.finalize_passes(target),
+            ])(mod)
+        return mod
+
+    return _pipeline
