@@ -180,8 +180,9 @@ def test_efficientnet_lite0_photos(tmp_path):
 
 
 def test_int8_cuda_kernels_without_gpu():
-    """The int8 digits CNN compiles for sm_90 here (nvcc): conv kernels read uint8 data and int8
-    weights, and the first conv's epilogue writes the next layer's uint8 input (requantized)."""
+    """The int8 digits CNN compiles for sm_90 here: each conv kernel reads uint8 data and int8
+    weights, the first conv's epilogue writes the next layer's uint8 input (requantized), and the
+    second conv (16 input channels) runs __dp4a (the first, on one channel, cannot)."""
     import re
 
     from harness.build import cuda_source, resolve_target
@@ -193,8 +194,16 @@ def test_int8_cuda_kernels_without_gpu():
     with qconfig(calibrate_mode="max", skip_conv_layers=[]):
         qmod = quantize(model.mod, model.params, [{"data": x[:64]}], model_name="digits_cnn")
     src = cuda_source(compile_module(qmod, resolve_target(TargetConfig(kind="cuda", arch="sm_90"))).executable)
-    heads = re.findall(r'__global__ void __launch_bounds__\(\d+\) (fused_conv2d\w*)\(([^)]*)\)\s*\{', src)
-    assert len(heads) == 2
-    for name, params in heads:
-        assert "uchar* __restrict__ lv" in params and "signed char* __restrict__ param_0" in params, name
-    assert any(params.startswith("uchar*") for _, params in heads)  # output written as uint8
+    kernels = {}  # name: (parameter list, body)
+    for text in re.split(r'(?=extern "C" __global__ void)', src)[1:]:
+        name, params = re.match(r'[^)]*\) (\w+)\(([^)]*)\)', text).groups()
+        kernels[name] = (params, text)
+    convs = [(name, params, body) for name, (params, body) in kernels.items()
+             if name.startswith("fused_conv2d") and "signed char* __restrict__ param_0" in params]
+    assert len(convs) == 2
+    for name, params, _ in convs:
+        data = params.split("signed char")[0].split(",", 1)[1]  # the parameters before the weights
+        assert "uchar* __restrict__" in data, name
+    (_, first_params, first_body), (_, _, second_body) = convs
+    assert first_params.startswith("uchar*")  # output written as uint8
+    assert "__dp4a(" not in first_body and "__dp4a(" in second_body
