@@ -5,6 +5,7 @@ For each model the fp32 build is timed once and each calibration mode's int8 bui
 the same run, so the int8/fp32 ratios are measured side by side. Prints a Markdown table.
 
     .venv/bin/python scripts/quant_table.py [--models resnet18_v1,digits_cnn] [--modes kl_divergence,max]
+        [--bias-correction on,off] [--requantize float,integer]
 """
 import argparse
 import dataclasses
@@ -39,6 +40,8 @@ def main():
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--bias-correction", default="on,off",
                     help="on, off or on,off (both, side by side): quantize.bias_correction")
+    ap.add_argument("--requantize", default="float",
+                    help="float, integer or float,integer (side by side, one calibration): quantize.requantize")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     rows = []
@@ -66,22 +69,25 @@ def main():
                 continue  # no calibration data, no channel means: the same module as "off"
             cfg.quantize = dataclasses.replace(cfg.quantize, calibrate_mode=mode, bias_correction=bc == "on")
             table = calibration_table(cfg, model, status=lambda m: None)
-            run_q, q_stats = build_and_time(int8_module(cfg, model, table))
-            acc = compare(fp32_logits, predict(run_q, data.inputs, batch), data.labels)
-            if "top1_fp32" in acc:
-                quality = f"top-1 {acc['top1_int8']:.4f} (fp32 {acc['top1_fp32']:.4f})"
-            else:
-                conf = acc["top1_agreement_confident"]
-                quality = (f"agree {acc['top1_agreement']:.3f}, decisive {conf:.3f} of {acc['confident_samples']}, "
-                           f"top-5 {acc['top5_overlap']:.3f}")
-            rows.append([name, mode, bc, quality, f"{acc['cosine_mean']:.5f}", f"{fp32_stats.mean_ms:.2f}",
-                         f"{q_stats.mean_ms:.2f}", f"{fp32_stats.mean_ms / q_stats.mean_ms:.2f}x"])
-            print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+            for requantize in args.requantize.split(","):
+                cfg.quantize = dataclasses.replace(cfg.quantize, requantize=requantize)
+                run_q, q_stats = build_and_time(int8_module(cfg, model, table))
+                acc = compare(fp32_logits, predict(run_q, data.inputs, batch), data.labels)
+                if "top1_fp32" in acc:
+                    quality = f"top-1 {acc['top1_int8']:.4f} (fp32 {acc['top1_fp32']:.4f})"
+                else:
+                    conf = acc["top1_agreement_confident"]
+                    quality = (f"agree {acc['top1_agreement']:.3f}, decisive {conf:.3f} of "
+                               f"{acc['confident_samples']}, top-5 {acc['top5_overlap']:.3f}")
+                rows.append([name, mode, bc, requantize, quality, f"{acc['cosine_mean']:.5f}",
+                             f"{fp32_stats.mean_ms:.2f}", f"{q_stats.mean_ms:.2f}",
+                             f"{fp32_stats.mean_ms / q_stats.mean_ms:.2f}x"])
+                print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({os.cpu_count()} cores), TVM {tvm.__version__}, "
           "untuned (default schedules), batch 1, weight_scale channel_max\n")
-    print("| model | calibrate_mode | bias correction | int8 accuracy vs fp32 | cosine | fp32 ms | int8 ms "
-          "| int8 speed-up |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | calibrate_mode | bias correction | requantize | int8 accuracy vs fp32 | cosine | fp32 ms "
+          "| int8 ms | int8 speed-up |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print("| " + " | ".join(r) + " |")
 

@@ -31,7 +31,7 @@ class QConfig:
     weight_scale: Literal["power2", "max", "channel_max"] = "power2"
     skip_conv_layers: Optional[List[int]] = field(default_factory=lambda: [0])  # conv indices kept fp32
     skip_dense_layer: bool = True  # keep dense (FullyConnected) layers fp32, as relay did
-    round_for_shift: bool = True  # round (not truncate) when requantizing by a power-of-two shift
+    round_for_shift: bool = True  # round (not truncate) the integer requantization's shift (requantize: integer)
     rounding: Literal["UPWARD", "TONEAREST"] = "UPWARD"
     do_simulation: bool = False  # fake-quantized fp32 graph instead of int8 kernels (debugging)
     partition_conversions: Literal["disabled", "enabled", "fully_integral"] = "disabled"
@@ -39,6 +39,9 @@ class QConfig:
     debug_enabled_ops: Optional[List[str]] = None  # e.g. ["nn.conv2d"]: only these ops are quantized
     activation_dtype: Literal["int8", "uint8", "auto"] = "auto"  # auto: uint8 where the tensor is >= 0
     bias_correction: bool = True  # subtract each quantized op's expected output shift (see realize.py)
+    # between two quantized ops: "float" (dequantize, requantize by a float multiply) or "integer"
+    # (int32 bias and ReLU, fixed-point multiply and shift; round_for_shift rounds it; requantize.py)
+    requantize: Literal["float", "integer"] = "float"
 
     def __post_init__(self):
         self.validate()
@@ -56,6 +59,8 @@ class QConfig:
             raise ConfigError(f"quantize.global_scale: must be > 0, got {self.global_scale}")
         if self.calibrate_chunk_by == 0 or self.calibrate_chunk_by < -1:
             raise ConfigError("quantize.calibrate_chunk_by: -1 (all at once) or a positive count")
+        if self.requantize not in ("float", "integer"):
+            raise ConfigError(f"quantize.requantize: unknown '{self.requantize}'; valid: float, integer")
         if self.partition_conversions != "disabled":
             raise ConfigError(
                 "quantize.partition_conversions: only 'disabled' is implemented (quantize/dequantize "

@@ -195,5 +195,11 @@ class _Realizer(relax.PyExprMutator):
 
 
 def realize(mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig) -> tvm.IRModule:
-    """The int8 (or, with do_simulation, fake-quantized) module."""
-    return _Realizer(mod, ops, quants, cfg).transform()
+    """The int8 (or, with do_simulation, fake-quantized) module; with ``requantize: integer`` the
+    requantization between two quantized ops is made integer-only (requantize.py)."""
+    qmod = _Realizer(mod, ops, quants, cfg).transform()
+    if cfg.requantize == "integer" and not cfg.do_simulation:
+        from .requantize import integer_requantize  # pylint: disable=import-outside-toplevel
+
+        qmod, _ = integer_requantize(qmod, cfg.rounding, cfg.round_for_shift)
+    return qmod

@@ -1,0 +1,233 @@
+"""Integer-only requantization between quantized ops (``requantize: integer``).
+
+Realize (realize.py) dequantizes every int8 op's int32 sums to fp32 and the next quantized op
+quantizes its input again, the two fused into one epilogue that does the requantization as a float
+multiply. Where the tensor between two quantized ops is only
+
+    acc (int32) -> * s_x*s_w (per channel) [- bias correction] [+ bias] [ReLU | clip] -> next op's quantize
+
+(nothing else reads it), this pass makes that epilogue integers only, as relay's realize did:
+
+    y     = acc + round((bias - correction) / (s_x*s_w))          int32, per channel
+    codes = clip((y * M + 2^(n-1)) >> n, lo, hi)                   int64 product, per channel M, n
+
+(the ReLU, or ReLU6's clip, becomes the code bounds ``lo``/``hi``: rounding is monotone)
+with ``M * 2^-n`` the fixed-point form of ``f = s_x*s_w / s_next`` (``M`` a 31-bit integer: f is
+carried to 2^-31 relative). ``round_for_shift`` adds the half (``2^(n-1)``) before the arithmetic
+shift, which rounds halves up like ``rounding: UPWARD`` (with ``TONEAREST`` exact halves, which
+only a power-of-two factor makes common, round up here and to even on the float path); without it
+the shift truncates (towards -inf). Where f is a power of two (power-of-two weight scales and thresholds) ``M`` is ``2^30`` and
+the requantization is a plain shift, the case relay's ``round_for_shift`` was written for.
+
+Codes agree with the float path except where the value lies within float32 rounding of a half
+(measured in the tests). Tensors read by anything else (residual adds, pooling, two consumers)
+keep the float path.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional
+
+import numpy as np
+import tvm
+from tvm import relax
+
+_MANTISSA_BITS = 31
+_MAX_SHIFT = 62  # int64 products: |y| < 2^31, M < 2^31
+
+
+def fixed_point(factors: np.ndarray) -> tuple:
+    """(M, n) int64 arrays with M * 2^-n ~= factor: M < 2^31 (31 significant bits), 0 < n <= 62."""
+    ms, ns = [], []
+    for f in np.asarray(factors, dtype=np.float64).ravel():
+        if not f > 0 or not math.isfinite(f):
+            raise ValueError(f"requantization factor must be positive and finite, got {f}")
+        mant, exp = math.frexp(f)  # f = mant * 2^exp, mant in [0.5, 1)
+        m = round(mant * (1 << _MANTISSA_BITS))
+        n = _MANTISSA_BITS - exp
+        if m == 1 << _MANTISSA_BITS:
+            m, n = m >> 1, n - 1
+        if n > _MAX_SHIFT:  # a tiny factor: fewer significant bits, every code is 0 or 1 anyway
+            m, n = round(f * 2.0 ** _MAX_SHIFT), _MAX_SHIFT
+        if n < 1:
+            raise ValueError(f"requantization factor {f} too large for an int32 accumulator")
+        ms.append(m)
+        ns.append(n)
+    return np.array(ms, dtype=np.int64), np.array(ns, dtype=np.int64)
+
+
+def _op(call) -> Optional[str]:
+    if isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op):
+        return call.op.name
+    return None
+
+
+def _const(expr) -> Optional[np.ndarray]:
+    """The value of a constant tensor or scalar (None for anything computed)."""
+    if isinstance(expr, (tvm.tirx.IntImm, tvm.tirx.FloatImm)):  # scalars (clip bounds)
+        return np.array(expr.value)
+    if isinstance(expr, tvm.ir.expr.Constant) and hasattr(expr.value, "numpy"):
+        return expr.value.numpy()
+    return None
+
+
+def _scalar(expr) -> Optional[float]:
+    value = _const(expr)
+    return float(value.ravel()[0]) if value is not None and value.size == 1 else None
+
+
+def _per_channel(value: Optional[np.ndarray], k: int, ndim: int) -> Optional[np.ndarray]:
+    """`value` as a (k,) vector when it broadcasts along axis 1 of a rank-`ndim` tensor only."""
+    if value is None:
+        return None
+    if value.size == 1:
+        return np.full(k, float(value.ravel()[0]))
+    shape = (1,) * (ndim - value.ndim) + tuple(value.shape)
+    if len(shape) != ndim or shape[1] != k or any(d != 1 for i, d in enumerate(shape) if i != 1):
+        return None
+    return value.astype(np.float64).reshape(k)
+
+
+class _Chain:  # pylint: disable=too-few-public-methods,too-many-instance-attributes
+    """A matched `acc -> ... -> codes` chain."""
+
+    def __init__(self, acc, combined, bias, bounds, inv_scale, lo, hi, dtype):
+        self.acc, self.combined, self.bias, self.bounds = acc, combined, bias, bounds
+        self.inv_scale, self.lo, self.hi, self.dtype = inv_scale, lo, hi, dtype
+
+
+def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: disable=too-many-return-statements,too-many-branches
+    """The chain whose quantized result is `var` (an astype to int8/uint8), or None."""
+
+    def value(v, single=True):
+        if not isinstance(v, relax.Var) or v not in var2val:
+            return None
+        if single and uses.get(v, 0) != 1:
+            return None
+        return var2val[v]
+
+    cast = var2val.get(var)
+    if _op(cast) != "relax.astype" or str(cast.attrs.dtype) not in ("int8", "uint8"):
+        return None
+    clip = value(cast.args[0])
+    if _op(clip) != "relax.clip":
+        return None
+    lo, hi = _scalar(clip.args[1]), _scalar(clip.args[2])
+    rounded = value(clip.args[0])
+    if rounding == "UPWARD":
+        if _op(rounded) != "relax.floor":
+            return None
+        half = value(rounded.args[0])
+        if _op(half) != "relax.add" or _scalar(half.args[1]) != 0.5:
+            return None
+        scaled = value(half.args[0])
+    else:
+        if _op(rounded) != "relax.round":
+            return None
+        scaled = value(rounded.args[0])
+    if _op(scaled) != "relax.multiply" or _scalar(scaled.args[1]) is None or lo is None or hi is None:
+        return None
+    inv_scale = _scalar(scaled.args[1])
+    node, bounds = value(scaled.args[0]), (-math.inf, math.inf)
+    if _op(node) == "relax.nn.relu":
+        node, bounds = value(node.args[0]), (0.0, math.inf)
+    elif _op(node) == "relax.clip":  # ReLU6 and the like
+        bounds = (_scalar(node.args[1]), _scalar(node.args[2]))
+        if None in bounds:
+            return None
+        node = value(node.args[0])
+    offsets = []
+    while _op(node) in ("relax.add", "relax.subtract") and _const(node.args[1]) is not None:
+        sign = 1.0 if _op(node) == "relax.add" else -1.0
+        offsets.append((sign, _const(node.args[1])))
+        node = value(node.args[0])
+    if _op(node) != "relax.multiply":
+        return None
+    combined_const = _const(node.args[1])
+    widened = value(node.args[0])
+    if _op(widened) != "relax.astype" or str(widened.attrs.dtype) != "float32":
+        return None
+    acc = widened.args[0]
+    acc_value = value(acc)
+    if _op(acc_value) not in ("relax.nn.conv2d", "relax.matmul") or str(acc.ty.dtype) != "int32":
+        return None
+    shape = [int(d) for d in acc.ty.shape]
+    k, ndim = shape[1], len(shape)
+    combined = _per_channel(combined_const, k, ndim)
+    if combined is None or not np.all(combined > 0):
+        return None
+    bias = np.zeros(k)
+    for sign, const in offsets:
+        vec = _per_channel(const, k, ndim)
+        if vec is None:
+            return None
+        bias += sign * vec
+    return _Chain(acc, combined, bias, bounds, inv_scale, lo, hi, str(cast.attrs.dtype))
+
+
+def _integer_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
+    shape = (1, -1) + (1,) * (len(chain.acc.ty.shape) - 2)
+    inv_scale = np.float64(np.float32(chain.inv_scale))
+    m, n = fixed_point(chain.combined * inv_scale)
+    bias = np.rint(chain.bias / chain.combined)
+    # the activation's bounds (ReLU: 0, ReLU6: 0 and 6) clip the codes instead of the sums: rounding
+    # is monotone, so rounding a clipped value is clipping the rounded value at the rounded bounds
+    rnd = (lambda v: math.floor(v + 0.5)) if round_for_shift else math.floor
+    lo, hi = chain.lo, chain.hi
+    if chain.bounds[0] > -math.inf:
+        lo = max(lo, rnd(chain.bounds[0] * inv_scale))
+    if chain.bounds[1] < math.inf:
+        hi = min(hi, rnd(chain.bounds[1] * inv_scale))
+    y = chain.acc
+    if np.any(bias != 0):
+        y = relax.op.add(y, relax.const(bias.astype("int32").reshape(shape), "int32"))
+    # codes that cannot be negative (uint8, ReLU): negative sums all give the lowest code, so the
+    # sums are clamped at 0 and the product is unsigned (AVX2 has no 64-bit arithmetic shift)
+    wide = "uint64" if lo >= 0 else "int64"
+    if lo >= 0:
+        y = relax.op.maximum(y, relax.const(0, "int32"))
+    p = relax.op.multiply(relax.op.astype(y, wide), relax.const(m.reshape(shape).astype(wide), wide))
+    if round_for_shift:
+        p = relax.op.add(p, relax.const((np.int64(1) << (n - 1)).reshape(shape).astype(wide), wide))
+    shifted = relax.op.right_shift(p, relax.const(n.reshape(shape).astype(wide), wide))
+    return relax.op.astype(relax.op.clip(shifted, int(lo), int(max(lo, hi))), chain.dtype)
+
+
+@relax.expr_functor.mutator
+class _Rewriter(relax.PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, chains: Dict[relax.Var, _Chain], round_for_shift: bool):
+        super().__init__(mod)
+        self.mod_ = mod
+        self.chains = chains
+        self.round_for_shift = round_for_shift
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        chain = self.chains.get(binding.var)
+        if chain is None:
+            return super().visit_var_binding_(binding)
+        expr = self.visit_expr(_integer_codes(chain, self.round_for_shift))
+        emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
+        self.set_var_remap(binding.var, emit(expr, name_hint=binding.var.name))
+
+
+def integer_requantize(mod: tvm.IRModule, rounding: str, round_for_shift: bool) -> tuple:
+    """(module, number of chains made integer-only) for a realized int8 module."""
+    func = mod["main"]
+    var2val = relax.analysis.get_var2val(func)
+    uses: Dict[relax.Var, int] = {}
+    used = [relax.analysis.free_vars(b.value) for block in func.body.blocks for b in block.bindings]
+    for variables in used + [relax.analysis.free_vars(func.body.body)]:
+        for v in variables:
+            uses[v] = uses.get(v, 0) + 1
+    chains = {}
+    for var in var2val:
+        chain = _match(var, var2val, uses, rounding)
+        if chain is not None:
+            chains[var] = chain
+    if not chains:
+        return mod, 0
+    rewriter = _Rewriter(mod, chains, round_for_shift)
+    new_func = rewriter.visit_expr(func)
+    rewriter.builder_.update_func(mod.get_global_var("main"), new_func)
+    out = rewriter.builder_.get()
+    return relax.transform.DeadCodeElimination(["main"])(out), len(chains)

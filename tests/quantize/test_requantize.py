@@ -1,0 +1,177 @@
+"""Integer-only requantization (`requantize: integer`, harness/quantize/requantize.py): the
+fixed-point form of the factor, exact shifts for power-of-two scales with and without
+`round_for_shift`, agreement with the float path otherwise, and a whole ResNet-18."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from harness.bench import make_vm, run_once
+from harness.build import bind_params, compile_module
+from harness.errors import ConfigError
+from harness.quantize import QConfig
+from harness.quantize.requantize import fixed_point, integer_requantize
+
+RNG = np.random.RandomState(0)
+
+
+def _const(a, dtype=None):
+    return relax.const(np.ascontiguousarray(a), dtype)
+
+
+def _chain(combined, bias, inv_scale, w, *, act="relu", rounding="UPWARD", hw=9):
+    """What realize.py emits between two int8 convs: conv (uint8 x int8 -> int32), dequantize
+    (per channel), bias, ReLU, and the next conv's quantize to uint8 (as the module's output)."""
+    k = w.shape[0]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, w.shape[1], hw, hw), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
+            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
+                                          _const(np.float32(combined).reshape(1, k, 1, 1))))
+            y = bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))
+            if act == "relu":
+                y = bb.emit(relax.op.nn.relu(y))
+            elif act is not None:  # ("clip", a, b): ReLU6 and the like
+                y = bb.emit(relax.op.clip(y, act[1], act[2]))
+            v = bb.emit(relax.op.multiply(y, relax.const(inv_scale, "float32")))
+            if rounding == "UPWARD":
+                codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
+            else:
+                codes = bb.emit(relax.op.round(v))
+            out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, 0, 255)), "uint8"))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _run(mod, x, llvm_target):
+    return run_once(make_vm(compile_module(mod, llvm_target).executable, tvm.cpu()), tvm.cpu(), [x])
+
+
+def _acc(x, w):
+    """The int32 sums of the 3x3 pad-1 conv, in numpy (exact)."""
+    n, c, h, wd = x.shape
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((n, w.shape[0], h, wd), dtype=np.int64)
+    for r in range(3):
+        for s in range(3):
+            out += np.einsum("nchw,kc->nkhw", xp[:, :, r:r + h, s:s + wd], w[:, :, r, s].astype(np.int64))
+    return out
+
+
+def test_fixed_point_form():
+    factors = np.array([2.0 ** -8, 0.75, 1e-3, 3.3e-5, 0.999999999])
+    m, n = fixed_point(factors)
+    assert (m < 2 ** 31).all() and (m >= 2 ** 30).all() and (n > 0).all() and (n <= 62).all()
+    np.testing.assert_allclose(m / 2.0 ** n, factors, rtol=2.0 ** -31)
+    assert (m[0], n[0]) == (2 ** 30, 38)  # a power of two: a plain shift
+    with pytest.raises(ValueError):
+        fixed_point(np.array([0.0]))
+
+
+@pytest.mark.parametrize("act", ["relu", ("clip", 0, 602), None])
+@pytest.mark.parametrize("round_for_shift", [True, False])
+def test_power_of_two_scales_shift_exactly(round_for_shift, act, llvm_target):
+    """Scales that are powers of two (relay's power2 case): requantizing is `(y + 2^(n-1)) >> n`
+    (round_for_shift: halves round up, like the float path's floor(v + 0.5)) or `y >> n`
+    (truncation towards -inf), the activation's bounds (ReLU, a clip like ReLU6) rounded the same
+    way. Checked exactly against the sums computed in numpy."""
+    k, c = 8, 16
+    w = RNG.randint(-8, 9, size=(k, c, 3, 3)).astype("int8")  # small weights: codes mostly in range
+    combined = np.full(k, 2.0 ** -6)
+    bias = combined * RNG.randint(-3000, 3000, size=k)  # whole accumulator steps: exact in int32
+    mod = _chain(combined, bias, 0.25, w, act=act, hw=16)  # f = 2^-6 * 2^-2 = 2^-8
+    qmod, chains = integer_requantize(mod, "UPWARD", round_for_shift)
+    assert chains == 1
+    text = qmod["main"].script()
+    assert "R.right_shift" in text and '"float32"' not in text  # integers only
+    x = RNG.randint(0, 256, size=(1, c, 16, 16)).astype("uint8")
+    y = _acc(x, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1)
+    want = (y + 128) >> 8 if round_for_shift else y >> 8
+    # the clip's 602 is 150.5 codes: 151 rounded half up, 150 truncated
+    hi = 255 if act != ("clip", 0, 602) else (151 if round_for_shift else 150)
+    got = _run(qmod, x, llvm_target)
+    np.testing.assert_array_equal(got, np.clip(want, 0, hi).astype("uint8"))
+    assert ((y % 256 == 128) & (y > 0) & (y < hi * 256)).any()  # exact halves, unclipped: rounding is tested
+    assert 0.2 < (got == 0).mean() < 0.8 and (got == hi).mean() < 0.2
+    if round_for_shift:  # the float path computes the same numbers exactly here
+        np.testing.assert_array_equal(got, _run(mod, x, llvm_target))
+
+
+@pytest.mark.parametrize("rounding", ["UPWARD", "TONEAREST"])
+def test_other_scales_agree_with_the_float_path(rounding, llvm_target):
+    """Per-channel scales that are not powers of two: the fixed-point multiply gives the float
+    path's codes except, at most one step off, where a value is within rounding of a half (the
+    bias is carried in accumulator units, rounded to an integer)."""
+    k, c = 16, 32
+    w = RNG.randint(-127, 128, size=(k, c, 3, 3)).astype("int8")
+    combined = RNG.uniform(2e-5, 9e-5, size=k)
+    bias = RNG.normal(scale=0.5, size=k)
+    mod = _chain(combined, bias, 1 / 0.0437, w, rounding=rounding)
+    qmod, chains = integer_requantize(mod, rounding, True)
+    assert chains == 1
+    x = RNG.randint(0, 256, size=(1, c, 9, 9)).astype("uint8")
+    ref = _run(mod, x, llvm_target).astype(int)
+    got = _run(qmod, x, llvm_target).astype(int)
+    assert np.abs(got - ref).max() <= 1
+    assert (got != ref).mean() <= 0.01  # measured: none of the 1296 differ
+    assert 0 < ref.mean() < 255  # not all clipped
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_tensors_read_elsewhere_keep_the_float_path(shared):
+    """A ReLU output that something else reads too (a residual add) is not rewritten."""
+    k = 8
+    w = RNG.randint(-127, 128, size=(k, 8, 3, 3)).astype("int8")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 6, 6), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
+            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
+                                          _const(np.full((1, k, 1, 1), 1e-3, "float32"))))
+            r = bb.emit(relax.op.nn.relu(y))
+            v = bb.emit(relax.op.floor(bb.emit(relax.op.add(bb.emit(relax.op.multiply(r, relax.const(4.0, "float32"))),
+                                                            relax.const(0.5, "float32")))))
+            q = bb.emit(relax.op.astype(bb.emit(relax.op.clip(v, 0, 255)), "uint8"))
+            other = relax.op.add(r, r) if shared else relax.op.add(x, x)
+            out = bb.emit_output(relax.Tuple([q, other]))
+        bb.emit_func_output(out)
+    _, chains = integer_requantize(bb.get(), "UPWARD", True)
+    assert chains == (0 if shared else 1)
+
+
+def test_qconfig_knob():
+    assert QConfig().requantize == "float"
+    assert QConfig(requantize="integer").requantize == "integer"
+    with pytest.raises(ConfigError, match="quantize.requantize: unknown 'int'; valid: float, integer"):
+        QConfig(requantize="int")
+
+
+@pytest.mark.slow
+def test_resnet18_integer_requantize(llvm_target):
+    """resnet18 (small input): the conv -> BN/ReLU -> conv links inside its 8 basic blocks become
+    integer-only (the others meet a residual add or two readers); logits agree with the float path."""
+    from harness.config import ModelConfig
+    from harness.frontends import load_model
+    from harness.quantize import apply_table, calibrate, qconfig
+
+    model = load_model(ModelConfig(name="resnet18_v1", input_shape=[1, 3, 64, 64]))
+    mod = bind_params(model.mod, model.params)
+    rng = np.random.RandomState(3)
+    calib = [{"data": rng.normal(size=(1, 3, 64, 64)).astype("float32")} for _ in range(4)]
+    with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
+        table = calibrate(mod, None, calib, config=cfg)
+    outs = {}
+    for mode in ("float", "integer"):
+        with qconfig(calibrate_mode="max", weight_scale="channel_max", requantize=mode) as cfg:
+            qmod = apply_table(mod, None, table, config=cfg)
+        outs[mode] = _run(qmod, calib[0]["data"], llvm_target)
+        if mode == "integer":
+            assert qmod["main"].script().count("R.right_shift") == 8
+    a, b = outs["float"].ravel(), outs["integer"].ravel()
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
+    assert a.argmax() == b.argmax()
