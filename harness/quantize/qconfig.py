@@ -34,6 +34,8 @@ class QConfig:
     round_for_shift: bool = True  # round (not truncate) the integer requantization's shift (requantize: integer)
     rounding: Literal["UPWARD", "TONEAREST"] = "UPWARD"
     do_simulation: bool = False  # fake-quantized fp32 graph instead of int8 kernels (debugging)
+    # split main into quantize_inputs / quantized_main / dequantize_outputs (partition.py);
+    # fully_integral: and refuse a core that still computes in float32
     partition_conversions: Literal["disabled", "enabled", "fully_integral"] = "disabled"
     calibrate_chunk_by: int = -1  # probe this many tensors per pass over the data (-1: all at once)
     debug_enabled_ops: Optional[List[str]] = None  # e.g. ["nn.conv2d"]: only these ops are quantized
@@ -61,11 +63,12 @@ class QConfig:
             raise ConfigError("quantize.calibrate_chunk_by: -1 (all at once) or a positive count")
         if self.requantize not in ("float", "integer"):
             raise ConfigError(f"quantize.requantize: unknown '{self.requantize}'; valid: float, integer")
-        if self.partition_conversions != "disabled":
-            raise ConfigError(
-                "quantize.partition_conversions: only 'disabled' is implemented (quantize/dequantize "
-                "stay fused into the neighbouring kernels)"
-            )
+        if self.partition_conversions not in ("disabled", "enabled", "fully_integral"):
+            raise ConfigError(f"quantize.partition_conversions: unknown '{self.partition_conversions}'; "
+                              "valid: disabled, enabled, fully_integral")
+        if self.partition_conversions != "disabled" and self.do_simulation:
+            raise ConfigError("quantize.partition_conversions: needs do_simulation: false (a simulated "
+                              "module has no integer core to partition)")
         for op in self.debug_enabled_ops or []:
             if op not in QUANTIZABLE_OPS:
                 raise ConfigError(f"quantize.debug_enabled_ops: unknown op '{op}'; valid: {', '.join(QUANTIZABLE_OPS)}")

@@ -196,10 +196,15 @@ class _Realizer(relax.PyExprMutator):
 
 def realize(mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig) -> tvm.IRModule:
     """The int8 (or, with do_simulation, fake-quantized) module; with ``requantize: integer`` the
-    requantization between two quantized ops is made integer-only (requantize.py)."""
+    requantization between two quantized ops is made integer-only (requantize.py), with
+    ``partition_conversions`` main is split into conversions and core (partition.py)."""
     qmod = _Realizer(mod, ops, quants, cfg).transform()
     if cfg.requantize == "integer" and not cfg.do_simulation:
         from .requantize import integer_requantize  # pylint: disable=import-outside-toplevel
 
         qmod, _ = integer_requantize(qmod, cfg.rounding, cfg.round_for_shift)
+    if cfg.partition_conversions != "disabled":
+        from .partition import partition_conversions  # pylint: disable=import-outside-toplevel
+
+        qmod = partition_conversions(qmod, fully_integral=cfg.partition_conversions == "fully_integral")
     return qmod

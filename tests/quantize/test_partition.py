@@ -1,0 +1,104 @@
+"""`partition_conversions` (harness/quantize/partition.py): main split into quantize_inputs /
+quantized_main / dequantize_outputs with the same results; `fully_integral` refuses a float32 core
+and names what is float32 in it, and accepts a core that is integers only."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from harness.bench import make_vm, run_once
+from harness.build import bind_params, compile_module
+from harness.errors import ConfigError
+from harness.quantize import QConfig, apply_table, calibrate, qconfig
+from harness.quantize.partition import core_float_ops
+
+PARTS = ["quantize_inputs", "quantized_main", "dequantize_outputs", "main"]
+
+
+def _run(mod, x, target):
+    return run_once(make_vm(compile_module(mod, target).executable, tvm.cpu()), tvm.cpu(), [x])
+
+
+def _dtypes(func) -> set:
+    return {str(b.var.ty.dtype) for blk in func.body.blocks for b in blk.bindings if hasattr(b.var.ty, "dtype")}
+
+
+@pytest.fixture(scope="module")
+def resnet18_small():
+    from harness.config import ModelConfig
+    from harness.frontends import load_model
+
+    model = load_model(ModelConfig(name="resnet18_v1", input_shape=[1, 3, 32, 32]))
+    mod = bind_params(model.mod, model.params)
+    rng = np.random.RandomState(0)
+    calib = [{"data": rng.normal(size=(1, 3, 32, 32)).astype("float32")} for _ in range(2)]
+    with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
+        table = calibrate(mod, None, calib, config=cfg)
+    return mod, table, calib[0]["data"]
+
+
+def test_partitioned_resnet18_gives_the_same_outputs(resnet18_small, llvm_target):
+    mod, table, x = resnet18_small
+    with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
+        plain = apply_table(mod, None, table, config=cfg)
+    with qconfig(calibrate_mode="max", weight_scale="channel_max", partition_conversions="enabled") as cfg:
+        parted = apply_table(mod, None, table, config=cfg)
+    assert sorted(gv.name_hint for gv in parted.functions) == sorted(PARTS)
+    # the skipped first conv and its pool are the input conversion; it ends in the 8-bit casts
+    pre = parted["quantize_inputs"]
+    assert "uint8" in _dtypes(pre) and "int32" not in _dtypes(pre)
+    assert "R.nn.conv2d" in pre.script() and 'out_dtype="int32"' not in pre.script()
+    assert parted["quantized_main"].script().count('out_dtype="int32"') == 19  # every int8 conv
+    assert "R.matmul" in parted["dequantize_outputs"].script()  # the fp32 dense after the last dequantize
+    np.testing.assert_array_equal(_run(parted, x, llvm_target), _run(plain, x, llvm_target))
+    assert core_float_ops(parted)["add"] > 0  # residual adds stay float32 in the core
+
+
+def test_fully_integral_names_the_float_ops(resnet18_small):
+    mod, table, _ = resnet18_small
+    with qconfig(calibrate_mode="max", weight_scale="channel_max", requantize="integer",
+                 partition_conversions="fully_integral") as cfg:
+        with pytest.raises(ConfigError, match=r"fully_integral: the quantized core still computes in float32: "
+                                              r"\d+ add, .*nn\.relu.* \(use 'enabled' to partition anyway\)"):
+            apply_table(mod, None, table, config=cfg)
+
+
+def test_fully_integral_core(llvm_target):
+    """Two convs with a bias and ReLU between them, integer requantization: the core is integers
+    only (uint8 -> int32 conv -> int32 bias, fixed-point requantize -> uint8 -> int32 conv)."""
+    from harness.quantize import quantize
+
+    rng = np.random.RandomState(1)
+    w1 = rng.normal(size=(16, 8, 3, 3)).astype("float32")
+    b1 = rng.normal(size=(1, 16, 1, 1)).astype("float32")
+    w2 = rng.normal(size=(8, 16, 3, 3)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("data", relax.TensorType((1, 8, 12, 12), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(w1), padding=1))
+            y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(y, relax.const(b1)))))
+            out = bb.emit_output(relax.op.nn.conv2d(y, relax.const(w2), padding=1))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    calib = [{"data": rng.uniform(0, 1, size=(1, 8, 12, 12)).astype("float32")} for _ in range(4)]
+    knobs = dict(calibrate_mode="max", weight_scale="channel_max", skip_conv_layers=[], requantize="integer")
+    with qconfig(**knobs):
+        plain = quantize(mod, calib_data=calib)
+    with qconfig(**knobs, partition_conversions="fully_integral"):
+        parted = quantize(mod, calib_data=calib)
+    assert not core_float_ops(parted)
+    assert _dtypes(parted["quantized_main"]) <= {"uint8", "int8", "int32", "uint64", "int64", ""}
+    np.testing.assert_array_equal(_run(parted, calib[0]["data"], llvm_target),
+                                  _run(plain, calib[0]["data"], llvm_target))
+
+
+def test_knob_values():
+    assert QConfig(partition_conversions="enabled").partition_conversions == "enabled"
+    with pytest.raises(ConfigError, match="quantize.partition_conversions: unknown 'yes'; valid: disabled, "
+                                          "enabled, fully_integral"):
+        QConfig(partition_conversions="yes")
+    with pytest.raises(ConfigError, match="needs do_simulation: false"):
+        QConfig(partition_conversions="enabled", do_simulation=True)
