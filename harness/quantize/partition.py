@@ -42,12 +42,13 @@ class _Copy(relax.PyExprMutator):
 
 
 def _split(bindings: List[relax.VarBinding], params: Set, output_vars: Set):
-    """(prefix, core, suffix) bindings."""
+    """(prefix, core, suffix) bindings. Prefix: reads only inputs and prefix results, none of them
+    8-bit or int32 (so it ends with the quantizing casts). Suffix: a float result that only the
+    suffix or the function's result reads (so it starts at the last dequantizing casts)."""
     prefix: Set = set()
     for b in bindings:
-        deps = [v for v in relax.analysis.free_vars(b.value) if v not in params]
-        if all(v in prefix and _dtype(v) not in _QUANTIZED for v in deps) \
-                and all(_dtype(v) not in _QUANTIZED for v in relax.analysis.free_vars(b.value)):
+        if all(_dtype(v) not in _QUANTIZED and (v in params or v in prefix)
+               for v in relax.analysis.free_vars(b.value)):
             prefix.add(b.var)
     users: Dict = {}
     for b in bindings:
