@@ -9,10 +9,11 @@ import tvm
 from tvm import relax
 
 from harness.bench import make_vm, run_once
-from harness.build import bind_params, compile_module
+from harness.build import compile_module
 from harness.errors import ConfigError
-from harness.quantize import QConfig, apply_table, calibrate, qconfig
+from harness.quantize import QConfig, apply_table, qconfig
 from harness.quantize.partition import core_float_ops
+from tests.helpers import calibrated_resnet18
 
 PARTS = ["quantize_inputs", "quantized_main", "dequantize_outputs", "main"]
 
@@ -27,15 +28,7 @@ def _dtypes(func) -> set:
 
 @pytest.fixture(scope="module")
 def resnet18_small():
-    from harness.config import ModelConfig
-    from harness.frontends import load_model
-
-    model = load_model(ModelConfig(name="resnet18_v1", input_shape=[1, 3, 32, 32]))
-    mod = bind_params(model.mod, model.params)
-    rng = np.random.RandomState(0)
-    calib = [{"data": rng.normal(size=(1, 3, 32, 32)).astype("float32")} for _ in range(2)]
-    with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
-        table = calibrate(mod, None, calib, config=cfg)
+    mod, table, calib = calibrated_resnet18(32, 0, 2)
     return mod, table, calib[0]["data"]
 
 

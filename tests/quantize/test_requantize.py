@@ -9,7 +9,7 @@ import tvm
 from tvm import relax
 
 from harness.bench import make_vm, run_once
-from harness.build import bind_params, compile_module
+from harness.build import compile_module
 from harness.errors import ConfigError
 from harness.quantize import QConfig
 from harness.quantize.requantize import fixed_point, integer_requantize
@@ -155,16 +155,10 @@ def test_qconfig_knob():
 def test_resnet18_integer_requantize(llvm_target):
     """resnet18 (small input): the conv -> BN/ReLU -> conv links inside its 8 basic blocks become
     integer-only (the others meet a residual add or two readers); logits agree with the float path."""
-    from harness.config import ModelConfig
-    from harness.frontends import load_model
-    from harness.quantize import apply_table, calibrate, qconfig
+    from harness.quantize import apply_table, qconfig
+    from tests.helpers import calibrated_resnet18
 
-    model = load_model(ModelConfig(name="resnet18_v1", input_shape=[1, 3, 64, 64]))
-    mod = bind_params(model.mod, model.params)
-    rng = np.random.RandomState(3)
-    calib = [{"data": rng.normal(size=(1, 3, 64, 64)).astype("float32")} for _ in range(4)]
-    with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
-        table = calibrate(mod, None, calib, config=cfg)
+    mod, table, calib = calibrated_resnet18(64, 3, 4)
     outs = {}
     for mode in ("float", "integer"):
         with qconfig(calibrate_mode="max", weight_scale="channel_max", requantize=mode) as cfg:
