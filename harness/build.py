@@ -106,8 +106,7 @@ def _compile(mod: tvm.IRModule, target: tvm.target.Target, database: Optional[st
     database does not cover (harness.tune.cpu_default; HARNESS_CPU_DEFAULT_SCHEDULES=0 turns them
     off), CUDA builds dp4a schedules for their int8 convs (harness.tune.cuda_default;
     HARNESS_CUDA_INT8_DP4A=0); should such a build fail, it is built again without them."""
-    from .tune import cpu_default, cuda_default
-    from .tune.model import compile_with_database, harness_pipeline
+    from .tune.model import compile_with_database, harness_pipeline, schedule_family
 
     def build():
         # compile_with_database and the pipeline below ask harness_pipeline() themselves
@@ -118,7 +117,7 @@ def _compile(mod: tvm.IRModule, target: tvm.target.Target, database: Optional[st
                 ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
         return ex, report
 
-    schedules = next((m for m in (cpu_default, cuda_default) if m.applies_to(target)), None)
+    schedules = schedule_family(target)
     if schedules is None:
         return build()
     try:
@@ -128,7 +127,7 @@ def _compile(mod: tvm.IRModule, target: tvm.target.Target, database: Optional[st
     except Exception as e:  # pylint: disable=broad-except
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
         schedules.logger.warning("build with the harness's default schedules failed (%s); building without them",
-                       lines[-1] if lines else type(e).__name__)
+                                 lines[-1] if lines else type(e).__name__)
         with schedules.disabled():
             return build()
 

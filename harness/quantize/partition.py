@@ -21,6 +21,7 @@ import tvm
 from tvm import relax
 
 from ..errors import ConfigError
+from .requantize import _op
 
 _QUANTIZED = ("int8", "uint8", "int32")
 
@@ -31,9 +32,7 @@ def _dtype(var) -> str:
 
 
 def _op_name(value) -> str:
-    if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-        return value.op.name
-    return type(value).__name__
+    return _op(value) or type(value).__name__
 
 
 @relax.expr_functor.mutator

@@ -446,11 +446,11 @@ def pack_int8_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block, re
     rest = _inline_all(sch, blocks[idx + 1:], params)
     consumers = sch.get_consumers(anchor.rv)
     epilogue = None
-    if not _writes_param(sch, anchor.rv, params) and len(consumers) == 1:
+    if not _writes_param(sch, anchor.rv, params):
+        if len(consumers) != 1:
+            raise NotApplicable("the accumulator is read by several blocks")
         epilogue = consumers[0]
         rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
-    elif not _writes_param(sch, anchor.rv, params):
-        raise NotApplicable("the accumulator is read by several blocks")
     producers = [p for p in sch.get_producers(anchor.rv)
                  if any(w.source.same_as(data) for w in sch.get(p).writes)]
     if producers:
@@ -752,10 +752,12 @@ def dlight_rule():
     return CPUDefault()
 
 
-def default_schedule_pass(target=None) -> tvm.transform.Pass:
-    """Module pass: default CPU schedules for the unscheduled PrimFuncs of a (fused) module."""
+def schedule_pass(schedule, target=None, name: str = "HarnessCPUDefaultSchedule") -> tvm.transform.Pass:
+    """Module pass: ``schedule(func, target, name)`` (a scheduled PrimFunc, or None to leave it)
+    for the unscheduled PrimFuncs of a (fused) module; a function's own ``target`` attribute, where
+    it has one, wins over `target` (default: the current target)."""
 
-    @tvm.transform.module_pass(opt_level=0, name="HarnessCPUDefaultSchedule")
+    @tvm.transform.module_pass(opt_level=0, name=name)
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         tgt = target or tvm.target.Target.current(allow_none=False)
         updates: Dict[tvm.ir.GlobalVar, tirx.PrimFunc] = {}
@@ -763,8 +765,7 @@ def default_schedule_pass(target=None) -> tvm.transform.Pass:
         for gvar, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
                 continue
-            scheduled = schedule_func(func, func.attrs.get("target", tgt) if func.attrs else tgt,
-                                      gvar.name_hint)
+            scheduled = schedule(func, func.attrs.get("target", tgt) if func.attrs else tgt, gvar.name_hint)
             if scheduled is None:
                 skipped += 1
             else:
@@ -773,11 +774,15 @@ def default_schedule_pass(target=None) -> tvm.transform.Pass:
             mod = mod.clone()  # the pass must not change the module it was given
             for gvar, func in updates.items():
                 mod[gvar] = func
-        logger.debug("cpu default schedules: %d function(s) scheduled, %d left as they were",
-                     len(updates), skipped)
+        logger.debug("%s: %d function(s) scheduled, %d left as they were", name, len(updates), skipped)
         return mod
 
     return _pass
+
+
+def default_schedule_pass(target=None) -> tvm.transform.Pass:
+    """Module pass: default CPU schedules for the unscheduled PrimFuncs of a (fused) module."""
+    return schedule_pass(schedule_func, target, "HarnessCPUDefaultSchedule")
 
 
 def _lower_passes(target) -> list:
@@ -788,9 +793,10 @@ def _lower_passes(target) -> list:
     return cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
 
 
-def fuse_and_schedule(mod: tvm.IRModule, target, database=None) -> tvm.IRModule:
+def fuse_and_schedule(mod: tvm.IRModule, target, database=None, schedules=None) -> tvm.IRModule:
     """`mod` legalized and fused like :func:`harness.tune.model.fused`, with the tuned kernels of
-    `database` (a MetaSchedule Database) applied and default CPU schedules for all the others."""
+    `database` (a MetaSchedule Database) applied and the `schedules` passes (default: the default
+    CPU schedules) for all the others."""
     from tvm import relax
 
     from .model import fuse_passes
@@ -800,7 +806,7 @@ def fuse_and_schedule(mod: tvm.IRModule, target, database=None) -> tvm.IRModule:
         if database is not None:
             with database:
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
-        mod = default_schedule_pass(target)(mod)
+        mod = tvm.transform.Sequential(schedules or [default_schedule_pass(target)])(mod)
         # weight layouts the schedules asked for (8-bit dot-product convs): the packing is split
         # out of the kernels and applied to the constant weights once, here
         return tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
@@ -808,14 +814,21 @@ def fuse_and_schedule(mod: tvm.IRModule, target, database=None) -> tvm.IRModule:
                                          relax.transform.DeadCodeElimination()])(mod)
 
 
-def relax_pipeline(target, database=None) -> tvm.transform.Pass:
-    """Relax pipeline for llvm (`tvm.compile(..., relax_pipeline=)`): :func:`fuse_and_schedule`,
-    then the lowering passes `compile_relax` runs."""
+def scheduled_pipeline(target, database, schedules, lower_passes, name: str) -> tvm.transform.Pass:
+    """A Relax pipeline (`tvm.compile(..., relax_pipeline=)`): :func:`fuse_and_schedule` with
+    `schedules`, then `lower_passes`."""
 
-    @tvm.transform.module_pass(opt_level=0, name="HarnessCPUPipeline")
+    @tvm.transform.module_pass(opt_level=0, name=name)
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mod = fuse_and_schedule(mod, target, database)
+        mod = fuse_and_schedule(mod, target, database, schedules)
         with target:
-            return tvm.transform.Sequential(_lower_passes(target))(mod)
+            return tvm.transform.Sequential(lower_passes)(mod)
 
     return _pipeline
+
+
+def relax_pipeline(target, database=None) -> tvm.transform.Pass:
+    """Relax pipeline for llvm: :func:`fuse_and_schedule`, then the lowering passes `compile_relax`
+    runs."""
+    return scheduled_pipeline(target, database, [default_schedule_pass(target)], _lower_passes(target),
+                              "HarnessCPUPipeline")

@@ -32,7 +32,7 @@ pipeline with the database (if any) applied and these schedules before TVM's GPU
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
+from typing import Optional
 
 import tvm
 from tvm import s_tir, tirx
@@ -43,11 +43,12 @@ from .cpu_default import (
     Switch,
     _int,
     _is_reduction_iter,
-    _is_scheduled,
     _largest_divisor_at_most,
     _root_blocks,
     int8_conv_iters,
     pack_int8_conv,
+    schedule_pass,
+    scheduled_pipeline,
 )
 
 logger = logging.getLogger(__name__)
@@ -197,58 +198,27 @@ def sample_int8_dp4a(sch: s_tir.Schedule, target) -> None:
     schedule_int8_dp4a_conv(sch, target, sample=True)
 
 
+def schedule_func(func: tirx.PrimFunc, target, name: str = "func") -> Optional[tirx.PrimFunc]:
+    """The dp4a-scheduled `func` (with `tirx.is_scheduled`), or None where it does not apply."""
+    sch = default_schedule(func, target, name)
+    return None if sch is None else sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
+
+
 def default_schedule_pass(target=None) -> tvm.transform.Pass:
     """Module pass: the dp4a schedule for the unscheduled 8-bit conv PrimFuncs of a fused module
     (the others are left for TVM's GPU rules)."""
-
-    @tvm.transform.module_pass(opt_level=0, name="HarnessCUDAInt8Schedule")
-    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        tgt = target or tvm.target.Target.current(allow_none=False)
-        updates: Dict[tvm.ir.GlobalVar, tirx.PrimFunc] = {}
-        for gvar, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
-                continue
-            sch = default_schedule(func, tgt, gvar.name_hint)
-            if sch is not None:
-                updates[gvar] = sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
-        if updates:
-            mod = mod.clone()
-            for gvar, func in updates.items():
-                mod[gvar] = func
-        logger.debug("cuda int8 schedules: %d function(s)", len(updates))
-        return mod
-
-    return _pass
+    return schedule_pass(schedule_func, target, "HarnessCUDAInt8Schedule")
 
 
 def relax_pipeline(target, database=None) -> tvm.transform.Pass:
     """Relax pipeline for CUDA (`tvm.compile(..., relax_pipeline=)`): TVM's CUDA pipeline with the
     tuned kernels of `database` applied, then the dp4a schedule for the remaining int8 convs,
     then TVM's GPU default rules for everything else."""
-    from tvm import relax  # pylint: disable=import-outside-toplevel
     from tvm.relax.backend.cuda import pipeline as cuda  # pylint: disable=import-outside-toplevel
     from tvm.s_tir import dlight as dl  # pylint: disable=import-outside-toplevel
 
-    from .model import fuse_passes  # pylint: disable=import-outside-toplevel
-
-    @tvm.transform.module_pass(opt_level=0, name="HarnessCUDAPipeline")
-    def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        with target:
-            mod = tvm.transform.Sequential(fuse_passes(target))(mod)
-            if database is not None:
-                with database:
-                    mod = relax.transform.MetaScheduleApplyDatabase()(mod)
-            mod = tvm.transform.Sequential([
-                default_schedule_pass(target),
-                dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                        dl.gpu.GeneralReduction(), dl.gpu.Fallback()),
-                # weight layouts the dp4a schedules asked for: applied to the constants once, here
-                relax.transform.SplitLayoutRewritePreproc(),
-                relax.transform.FoldConstant(),
-                relax.transform.DeadCodeElimination(),
-                *cuda.dataflow_lower_passes(target),
-                *cuda.finalize_passes(target),
-            ])(mod)
-        return mod
-
-    return _pipeline
+    gpu_rules = dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                                        dl.gpu.GeneralReduction(), dl.gpu.Fallback())
+    return scheduled_pipeline(target, database, [default_schedule_pass(target), gpu_rules],
+                              cuda.dataflow_lower_passes(target) + cuda.finalize_passes(target),
+                              "HarnessCUDAPipeline")

@@ -175,16 +175,14 @@ def default_schedules(kernels, target) -> list:
     """Per ``(kernel module, task name)``, its harness default schedule (:mod:`harness.tune.cpu_default`
     on llvm, the dp4a int8 convs of :mod:`harness.tune.cuda_default` on CUDA; None where it has
     none, and for every kernel of a target the default schedules do not serve)."""
-    from . import cpu_default, cuda_default
-
-    for rules in (cpu_default, cuda_default):
-        if rules.applies_to(target):
-            return [rules.default_schedule(mod, target, name) for mod, name in kernels]
-    return [None] * len(kernels)
+    family = schedule_family(target)
+    if family is None:
+        return [None] * len(kernels)
+    return [family.default_schedule(mod, target, name) for mod, name in kernels]
 
 
 def seed_default_schedules(kernels, target, database, builder, runner, schedules=None) -> int:
-    """Measure each task's default CPU schedule (:mod:`harness.tune.cpu_default`) like a trial and
+    """Measure each task's default schedule (:func:`default_schedules`) like a trial and
     keep it in the database, so that the best record of a task is never slower than what an
     untuned build would run (a short tuning run often finds nothing better). A default schedule
     the database already holds is not measured again. `kernels`: ``(kernel module, task name)``
@@ -254,14 +252,17 @@ def compile_with_database(mod: tvm.IRModule, target, work_dir: Optional[str], *,
     return ex, report
 
 
-def harness_pipeline(target, database=None):
-    """The Relax pipeline the harness builds `target` with (fuse, apply `database`, the harness's
-    default schedules: :mod:`harness.tune.cpu_default` on llvm, the dp4a convs of
-    :mod:`harness.tune.cuda_default` on CUDA), or None where TVM's own pipeline is used."""
+def schedule_family(target):
+    """The module of the harness's default schedules that serves `target` (switch on):
+    :mod:`harness.tune.cpu_default` on llvm, :mod:`harness.tune.cuda_default` (dp4a int8 convs) on
+    CUDA; None for other targets."""
     from . import cpu_default, cuda_default
 
-    if cpu_default.applies_to(target):
-        return cpu_default.relax_pipeline(target, database)
-    if cuda_default.applies_to(target):
-        return cuda_default.relax_pipeline(target, database)
-    return None
+    return next((family for family in (cpu_default, cuda_default) if family.applies_to(target)), None)
+
+
+def harness_pipeline(target, database=None):
+    """The Relax pipeline the harness builds `target` with (fuse, apply `database`, the default
+    schedules of :func:`schedule_family`), or None where TVM's own pipeline is used."""
+    family = schedule_family(target)
+    return None if family is None else family.relax_pipeline(target, database)
