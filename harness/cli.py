@@ -133,7 +133,7 @@ def cmd_tune(args) -> int:
     from .config import load_config
     from .frontends import load_model
     from .pipeline import logs_root, run_key, variant_modules
-    from .tune.model import tunable_tasks, tune_model, tuning_dir
+    from .tune.search import tunable_tasks, tune_model, tuning_dir
 
     cfg = load_config(args.config, _target_overrides(args))
     trials = args.trials if args.trials is not None else cfg.tuning.trials
@@ -145,12 +145,13 @@ def cmd_tune(args) -> int:
         if args.only and dkey != args.only:
             continue
         work_dir = tuning_dir(logs_root(cfg), target, run_key(model.name, batch, dkey))
-        tasks = tunable_tasks(mod, target)
+        options = cfg.build.schedules.options()
+        tasks = tunable_tasks(mod, target, options)
         status(f"{name}: {len(tasks)} conv2d/dense tasks, {trials} trials -> {work_dir}")
         report, bar = _progress_bar(trials, f"tune {name}", args.quiet)
         try:
             done = tune_model(mod, target, work_dir, trials=trials, runner=_runner(cfg.tuning, target),
-                              progress=report)
+                              progress=report, options=options)
         finally:
             if bar is not None:
                 bar.close()
@@ -167,35 +168,49 @@ def cmd_tune(args) -> int:
 def cmd_tune_conv(args) -> int:
     import os
 
-    from . import build
-    from .config import TargetConfig
-    from .tune import ConvShape, emit_source, tune_conv
-    from .pipeline import REPO_ROOT
+    from .config import TargetConfig, load_config
+    from .pipeline import REPO_ROOT, logs_root, qconfig_of
+    from .targets import gpu_visible, resolve_target
+    from .tune import ConvShape, conv_work_dir, emit_source, tune_conv
 
     try:
         shape = ConvShape.parse(args.shape)
     except ValueError as e:
         raise HarnessError(f"--shape: {e}") from None
-    target = build.resolve_target(TargetConfig(kind=args.target))
-    logs = args.logs if os.path.isabs(args.logs) else os.path.join(REPO_ROOT, args.logs)
-    work_dir = os.path.join(logs, build.target_key(target), "conv",
-                            f"{str(shape).replace(',', '_')}-{args.dtype}")
-    if args.trials > 0:
-        if target.kind.name == "cuda" and not build.gpu_visible():
+    if args.trials is not None and args.trials < 0:
+        raise HarnessError(f"--trials: must be >= 0, got {args.trials}")
+    qconfig, options, logs = None, None, args.logs
+    if args.config:
+        cfg = load_config(args.config)
+        if args.dtype == "int8" and cfg.quantize is not None:
+            qconfig = qconfig_of(cfg.quantize)
+        options = cfg.build.schedules.options()
+        logs = logs or logs_root(cfg)
+    logs = logs or "tuning_logs"
+    target = resolve_target(TargetConfig(kind=args.target))
+    logs = logs if os.path.isabs(logs) else os.path.join(REPO_ROOT, logs)
+    work_dir = conv_work_dir(logs, target, shape, args.dtype)
+    trials = 32 if args.trials is None else args.trials
+    if trials > 0:
+        if target.kind.name == "cuda" and not gpu_visible():
             raise HarnessError("target cuda: no GPU is visible here to time candidates; use --trials 0 "
-                               "with --emit-source to compile the default int8 kernel")
-        report, bar = _progress_bar(args.trials, f"tune {shape}", args.quiet)
+                               "with --emit-source to compile the conv's kernel")
+        report, bar = _progress_bar(trials, f"tune {shape}", args.quiet)
         try:
-            result = tune_conv(shape, dtype=args.dtype, target=target, trials=args.trials, work_dir=work_dir,
-                               progress=report)
+            result = tune_conv(shape, dtype=args.dtype, target=target, trials=trials, work_dir=work_dir,
+                               progress=report, qconfig=qconfig, data_dtype=args.data_dtype, options=options)
         finally:
             if bar is not None:
                 bar.close()
         print(result.summary())
         print(f"database: {work_dir}")
+    elif not args.emit_source:
+        print(f"--trials 0: nothing tuned (database {work_dir} left as it is); add --emit-source FILE "
+              "to write the conv's kernel")
     if args.emit_source:
         src = emit_source(shape, dtype=args.dtype, target=target,
-                          work_dir=work_dir if os.path.isdir(work_dir) else None)
+                          work_dir=work_dir if os.path.isdir(work_dir) else None, data_dtype=args.data_dtype,
+                          qconfig=qconfig, options=options)
         with open(args.emit_source, "w") as f:
             f.write(src)
         print(f"kernel source: {args.emit_source} ({len(src.splitlines())} lines)")
@@ -326,15 +341,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_suite)
 
     c = sub.add_parser("tune-conv", help="tune one conv2d shape; print latency and GOPS; emit its source",
-                       description="Tune one conv2d (int8 with the target's int8 intrinsics, or float32) and "
-                                   "append the records to tuning_logs/<target key>/conv/<shape>-<dtype>/.")
+                       description="Tune one conv2d as exactly the kernel a model build compiles for it (the conv "
+                                   "quantized and fused by the real pipeline) and append the records to "
+                                   "tuning_logs/<target key>/conv/<shape>-<dtype>/; `harness run` applies them to "
+                                   "every model with that conv, whatever is fused after it.")
     c.add_argument("--shape", required=True, help="N,C,H,W,K,R,S,stride,pad[,dilation,groups]")
-    c.add_argument("--dtype", choices=["int8", "float32"], default="int8")
+    c.add_argument("--dtype", choices=["int8", "float32"], default="int8",
+                   help="int8: the kernel the int8 config builds (int8 weights, int32 sums); float32")
+    c.add_argument("--data-dtype", choices=["uint8", "int8"], default=None,
+                   help="int8 convs: the data type (default uint8: a conv after a ReLU; int8: signed input)")
+    c.add_argument("--config", help="take the quantizer settings (quantize:), the schedule families "
+                                    "(build.schedules) and tuning.logs from this config")
     c.add_argument("--target", choices=["llvm", "cuda"], default="llvm")
-    c.add_argument("--trials", type=int, default=32, help="measured schedules wanted (0: no tuning)")
+    c.add_argument("--trials", type=int, default=None,
+                   help="search trials wanted in the conv's database, those there counted (default 32; its "
+                        "default schedule is measured once besides; 0: no tuning)")
     c.add_argument("--emit-source", metavar="FILE",
-                   help="write the kernel source (CUDA C, or LLVM assembly) of the best / default schedule")
-    c.add_argument("--logs", default="tuning_logs", help="tuning log root (default: tuning_logs)")
+                   help="write the conv kernel's source as a build compiles it (LLVM assembly, or CUDA C "
+                        "compiled by nvcc) with the best record, else its default schedule")
+    c.add_argument("--logs", default=None, help="tuning log root (default: tuning_logs, or the config's)")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_tune_conv)
 

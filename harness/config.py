@@ -49,9 +49,28 @@ class TargetConfig:
 
 
 @dataclass
+class SchedulesConfig:
+    """Which of the harness's default schedule families builds use (harness.schedules); each
+    changes what is built and measured, and the record says which were on."""
+
+    cpu_default: bool = True  # llvm: default CPU schedules for kernels no database covers (off: TVM's own loops)
+    cpu_int8_dot: bool = True  # llvm: 8-bit convs on the CPU's exact dot product (off: the plain schedule)
+    cuda_int8_dp4a: bool = True  # cuda: 8-bit convs on __dp4a (off: TVM's GPU schedules)
+
+    def options(self):
+        from .schedules import ScheduleOptions
+
+        return ScheduleOptions(**dataclasses.asdict(self))
+
+
+@dataclass
 class BuildConfig:
     opt_level: int = 3
     export: Optional[str] = None  # write the deployable library (.so) here
+    schedules: SchedulesConfig = field(default_factory=SchedulesConfig)
+    # a build that fails with the harness's schedules is built again without them (the record says
+    # so and why); false: the failure is an error
+    fallback: bool = True
 
 
 @dataclass
@@ -99,7 +118,7 @@ class TuningConfig:
 
     logs: str = "tuning_logs"  # databases: <logs>/<target key>/<run key>/ (relative to the repo root)
     trials: int = 64  # search trials wanted in the database of `harness tune`, over all tasks (those there count)
-    apply: bool = True  # `harness run` applies a matching database when there is one
+    apply: bool = True  # `harness run` applies the run key's database and the target's conv/ databases
     runner: Literal["local", "rpc"] = "local"
     tracker: Optional[str] = None  # rpc: tracker host:port (python -m tvm.exec.rpc_tracker)
     key: Optional[str] = None  # rpc: device key the servers registered with

@@ -13,7 +13,6 @@ from .errors import HarnessError
 from .frontends import LoadedModel, load_model
 from .models import MODELS, ModelSpec, input_data
 from .record import new_record, write_record
-from .tune.model import tuning_dir
 
 log = logging.getLogger("harness")
 Status = Callable[[str], None]
@@ -30,6 +29,26 @@ def run_key(model_name: str, batch: int, variant: str) -> str:
 def logs_root(cfg) -> str:
     """`tuning.logs`, relative to the repository (where the shipped logs are) unless absolute."""
     return cfg.tuning.logs if os.path.isabs(cfg.tuning.logs) else os.path.join(REPO_ROOT, cfg.tuning.logs)
+
+
+def tuning_records(cfg, target, run_key_: str):
+    """The tuning records a build of `run_key_` uses (`tuning.apply`): the run key's database and
+    every `tune-conv` database of the target; None when tuning.apply is off."""
+    from .tune.database import conv_databases, load_records
+    from .tune.search import tuning_dir
+
+    if not cfg.tuning.apply:
+        return None
+    root = logs_root(cfg)
+    return load_records([(run_key_, tuning_dir(root, target, run_key_)), *conv_databases(root, target)], target)
+
+
+def build_module(cfg, mod, target, run_key_: str, *, export: Optional[str] = None):
+    """Compile `mod` as `harness run` does: the config's opt_level, schedule families and fallback,
+    the tuning records of :func:`tuning_records`."""
+    return build.compile_module(mod, target, opt_level=cfg.build.opt_level, export=export,
+                                records=tuning_records(cfg, target, run_key_),
+                                schedules=cfg.build.schedules.options(), fallback=cfg.build.fallback)
 
 
 def variant_modules(cfg, model: LoadedModel, *, status: Status, progress: bool = False):
@@ -158,16 +177,17 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
         if export and name != "tvm-fp32":
             root, ext = os.path.splitext(export)
             export = f"{root}-{name.split('-', 1)[1]}{ext}"
-        work_dir = tuning_dir(logs_root(cfg), target, run_key(model.name, batch, dkey)) if cfg.tuning.apply else None
-        built = build.compile_module(mod, target, opt_level=cfg.build.opt_level, export=export,
-                                     database=work_dir)
-        db_report = built.database
-        if db_report.work_dir:
-            status(f"{name}: {db_report}")
+        key = run_key(model.name, batch, dkey)
+        built = build_module(cfg, mod, target, key, export=export)
+        report = built.report
+        status(f"{name}: {report}")
+        if report.fallback:
+            status(f"{name}: built without the harness's schedules: {report.fallback}")
+        database = os.path.join(logs_root(cfg), tkey, key)
         variant = {"variant": name, "target": tkey, "compile_seconds": round(built.compile_seconds, 3),
                    "export": built.export_path,
-                   "tuning": {"database": db_report.work_dir, "from_database": len(db_report.from_database),
-                              "default_schedules": len(db_report.fallback)},
+                   "build": {"schedules": report.schedules, "fallback": report.fallback},
+                   "tuning": {"database": database if key in report.sources else None, **report.as_dict()},
                    **extra}
         if compile_only:
             variant["latency"] = None

@@ -3,10 +3,12 @@
 of this machine's int8 and fp32 peak.
 
 For each conv2d shape (default: the distinct ones of ResNet-50 v1 at batch 1, or `--shapes`),
-both dtypes are tuned to `--trials` measured schedules into tuning_logs/<target>/conv/ (records
-already there count, so with the shipped logs nothing is re-tuned); then both best kernels are
-built from the databases and re-timed back to back with time_evaluator (the table's numbers).
-Prints a Markdown table.
+both dtypes are tuned with `harness tune-conv`'s path (the conv's kernel as a model build compiles
+it: quantized and fused by the real pipeline) to `--trials` search trials into
+tuning_logs/<target>/conv/ (records already there count, so with the shipped logs nothing is
+re-tuned); then both convs are built as a model build builds them (the conv databases applied by
+the conv's anchor block) and their conv kernels re-timed back to back with time_evaluator (the
+table's numbers). Prints a Markdown table.
 
 Peak (x86, stated assumptions, `--clock-ghz` overrides the clock read from /proc/cpuinfo), with
 W the target's vector width in bits (512 with AVX-512, 256 with AVX2):
@@ -50,7 +52,7 @@ def clock_ghz() -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", help="semicolon-separated conv shapes (default: resnet50_v1's)")
-    ap.add_argument("--trials", type=int, default=64, help="measured schedules per shape and dtype")
+    ap.add_argument("--trials", type=int, default=64, help="search trials per shape and dtype")
     ap.add_argument("--logs", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                  "tuning_logs"))
     ap.add_argument("--clock-ghz", type=float, default=None)
@@ -60,29 +62,34 @@ def main():
 
     import tvm
 
-    from harness.build import resolve_target, target_key
+    from harness.build import compile_module
+    from harness.build.pipeline import fuse_and_schedule
     from harness.config import TargetConfig
     from harness.record import cpu_name
-    from harness.tune import ConvShape, apply_database, conv_workload, tune_conv
-    from harness.tune.cpu_default import vector_bits
-    from harness.tune.rules import target_has_vnni
+    from harness.schedules import schedule_family
+    from harness.targets import resolve_target, target_has_vnni, vector_bits
+    from harness.tune import ConvShape, conv_model, conv_work_dir, load_records, tune_conv
 
     def retime(shape, dtype, work_dir):
-        """Best tuned kernel of the database, timed now: ms (median of 15 x min 50 ms)."""
-        wl = conv_workload(shape, dtype=dtype, target=target)
-        ex, report = apply_database(wl.func, target, work_dir)
-        assert report.num_from_database == 1, report
+        """The conv kernel a model build compiles with the database, timed now: ms (median of 15 x
+        min 50 ms), on seeded inputs of its (packed-weight) parameter shapes."""
+        mod = conv_model(shape, dtype)
+        records = load_records([("conv", work_dir)], target)
+        scheduled_by = {}
+        scheduled = fuse_and_schedule(mod, target, schedule_family(target), records, scheduled_by)
+        assert any(v.startswith("database:") for k, v in scheduled_by.items() if "conv2d" in k), scheduled_by
+        built = compile_module(mod, target, records=records)
+        [name] = [gv.name_hint for gv in scheduled.functions.keys() if "conv2d" in gv.name_hint]
         dev = tvm.cpu()
         rng = np.random.RandomState(0)
         args = []
-        for p in wl.func.params:  # data, kernel, output buffers
-            shp, dt = [int(d) for d in p.shape], str(p.dtype)
-            if dt == "float32":
-                arr = rng.normal(size=shp).astype(dt)
-            else:
-                arr = rng.randint(0 if dt == "uint8" else -8, 8, shp).astype(dt)
+        for param in scheduled[name].params:  # data, (packed) weights, epilogue constants, output
+            shp, dt = [int(d) for d in param.shape], str(param.dtype)
+            arr = rng.normal(size=shp).astype(dt) if dt.startswith("float") else \
+                rng.randint(0 if dt == "uint8" else -8, 8, shp).astype(dt)
             args.append(tvm.runtime.tensor(arr, dev))
-        timer = ex.jit().time_evaluator(wl.name, dev, number=1, repeat=15, min_repeat_ms=50)
+        llvm = next(m for m in [built.executable.mod, *built.executable.mod.imports] if m.kind == "llvm")
+        timer = llvm.time_evaluator(name, dev, number=1, repeat=15, min_repeat_ms=50)
         return float(np.median(timer(*args).results)) * 1e3
 
     target = resolve_target(TargetConfig(kind="llvm"))
@@ -99,7 +106,7 @@ def main():
         shape = ConvShape.parse(text)
         res = {}
         for dtype in ("int8", "float32"):
-            work_dir = os.path.join(args.logs, target_key(target), "conv", f"{str(shape).replace(',', '_')}-{dtype}")
+            work_dir = conv_work_dir(args.logs, target, shape, dtype)
             res[dtype] = tune_conv(shape, dtype=dtype, target=target, trials=args.trials, work_dir=work_dir)
         q = res["int8"]
         ms_q = retime(shape, "int8", q.work_dir)

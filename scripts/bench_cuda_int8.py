@@ -2,8 +2,8 @@
 """Whole-model int8 on a CUDA GPU with and without the dp4a conv schedule, beside fp32.
 
 For each model: one calibration (on the CPU), then three CUDA builds: fp32, int8 with TVM's own GPU
-schedules for the int8 convs (HARNESS_CUDA_INT8_DP4A=0: implicit GEMMs, one byte product per int32
-multiply-add), int8 with the harness's dp4a schedule (harness.tune.cuda_default). With --tuned, int8 with
+schedules for the int8 convs (build.schedules.cuda_int8_dp4a off: implicit GEMMs, one byte product per int32
+multiply-add), int8 with the harness's dp4a schedule (harness.schedules.cuda). With --tuned, int8 with
 the model's CUDA tuning database too. The int8 builds are checked against the same int8 module on
 the CPU (integer convs: equal; the fp32 epilogues may round a requantized code differently), then
 timed in alternating rounds. Prints a Markdown table; with --out DIR it also writes the table and
@@ -16,7 +16,6 @@ the CUDA sources there.
 many int8 conv kernels run __dp4a.
 """
 import argparse
-import contextlib
 import datetime
 import os
 import re
@@ -34,9 +33,10 @@ from harness.frontends import load_model  # noqa: E402
 from harness.models import input_data  # noqa: E402
 from harness.pipeline import calibration_table, int8_module, logs_root, run_key  # noqa: E402
 from harness.record import gpu_name  # noqa: E402
-from harness.tune import cuda_default  # noqa: E402
-from harness.tune.conv import _nvcc_mode  # noqa: E402
-from harness.tune.model import tuning_dir  # noqa: E402
+from harness.schedules import ScheduleOptions  # noqa: E402
+from harness.tune.database import load_records  # noqa: E402
+from harness.tune.runners import nvcc_mode  # noqa: E402
+from harness.tune.search import tuning_dir  # noqa: E402
 
 CONFIGS = {
     "resnet18_v1": "configs/resnet18_v1_int8.yaml",
@@ -46,10 +46,13 @@ CONFIGS = {
 
 
 def _build(mod, target, dp4a: bool, database=None):
-    with _nvcc_mode(), (contextlib.nullcontext() if dp4a else cuda_default.disabled()):
-        built = build.compile_module(mod, target, database=database)
+    """Each variant built with its own schedule switches (build.schedules.cuda_int8_dp4a)."""
+    records = load_records([(os.path.basename(database), database)], target) if database else None
+    with nvcc_mode():
+        built = build.compile_module(mod, target, records=records, schedules=ScheduleOptions(cuda_int8_dp4a=dp4a),
+                                     fallback=False)
     if database:
-        print(f"tuned: {built.database}", file=sys.stderr)
+        print(f"tuned: {built.report}", file=sys.stderr)
     return built.executable
 
 

@@ -3,8 +3,8 @@
 
 For each model: one calibration, then three builds timed in alternating rounds (this machine is
 shared; the ratios are what to read): fp32, int8 with the plain register-tiled conv schedule
-(HARNESS_CPU_INT8_DOT=0), int8 with the dot-product conv schedule (vpdpbusd / vpmaddwd, see
-harness.tune.cpu_default.schedule_int8_dot_conv). With --tuned, two more: fp32 and int8 with the
+(build.schedules.cpu_int8_dot off), int8 with the dot-product conv schedule (vpdpbusd / vpmaddwd, see
+harness.schedules.cpu.schedule_int8_dot_conv). With --tuned, two more: fp32 and int8 with the
 model's tuning databases (tuning_logs/<target>/<model>-B1-{float32,int8}, as `harness run` applies
 them). The int8 builds must give the same logits. Prints a Markdown table.
 
@@ -27,9 +27,10 @@ from harness.frontends import load_model  # noqa: E402
 from harness.models import input_data  # noqa: E402
 from harness.pipeline import calibration_table, int8_module, logs_root, run_key  # noqa: E402
 from harness.record import cpu_name  # noqa: E402
-from harness.tune.cpu_default import INT8_DOT_SWITCH  # noqa: E402
-from harness.tune.model import tuning_dir  # noqa: E402
-from harness.tune.rules import cpu_int8_dots  # noqa: E402
+from harness.schedules import ScheduleOptions  # noqa: E402
+from harness.schedules.intrinsics import cpu_int8_dots  # noqa: E402
+from harness.tune.database import load_records  # noqa: E402
+from harness.tune.search import tuning_dir  # noqa: E402
 
 CONFIGS = {
     "resnet18_v1": "configs/resnet18_v1_int8.yaml",
@@ -39,18 +40,13 @@ CONFIGS = {
 
 
 def _build(mod, target, dot: bool, database=None):
-    old = os.environ.get(INT8_DOT_SWITCH)
-    os.environ[INT8_DOT_SWITCH] = "1" if dot else "0"
-    try:
-        built = build.compile_module(mod, target, database=database)
-        if database:
-            print(f"tuned: {built.database}", file=sys.stderr)
-        return built.executable
-    finally:
-        if old is None:
-            os.environ.pop(INT8_DOT_SWITCH, None)
-        else:
-            os.environ[INT8_DOT_SWITCH] = old
+    """Each variant built with its own schedule switches (build.schedules.cpu_int8_dot)."""
+    records = load_records([(os.path.basename(database), database)], target) if database else None
+    built = build.compile_module(mod, target, records=records, schedules=ScheduleOptions(cpu_int8_dot=dot),
+                                 fallback=False)
+    if database:
+        print(f"tuned: {built.report}", file=sys.stderr)
+    return built.executable
 
 
 def main():

@@ -35,3 +35,62 @@ def test_small_conv_compiles_to_cuda_source():
     built = compile_module(bind_params(mod, p), resolve_target(TargetConfig(kind="cuda", arch="sm_90")))
     src = cuda_source(built.executable)
     assert "__global__" in src and "blockIdx.x" in src
+
+
+def _small_conv():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 8, 8), "float32"))
+    w = relax.const(np.random.RandomState(0).normal(size=(8, 4, 3, 3)).astype("float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.relu(bb.emit(relax.op.nn.conv2d(x, w, padding=1))))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_build_report_and_fallback(monkeypatch):
+    """The report says where each kernel's schedule came from and which families were on; a build
+    that fails with the harness's schedules is rebuilt without them and says why (fallback on), or
+    is an error naming the failure (fallback off)."""
+    from harness.errors import HarnessError
+    from harness.schedules import ScheduleOptions
+    from harness.schedules.cpu import CPUSchedules
+
+    target = resolve_target(TargetConfig(kind="llvm"))
+    mod = _small_conv()
+    built = compile_module(mod, target)
+    assert built.report.fallback is None and built.report.schedules["cpu_default"] is True
+    assert built.report.counts() == {"default:cpu": 1} and built.report.from_database == []
+    plain = compile_module(mod, target, schedules=ScheduleOptions.none())
+    assert plain.report.schedules == {"cpu_default": False, "cpu_int8_dot": False, "cuda_int8_dp4a": False}
+
+    def broken(self, target, scheduled_by=None):
+        def fail(mod, _ctx):
+            raise RuntimeError("schedule exploded")
+        return [tvm.transform.module_pass(fail, opt_level=0, name="Broken")]
+
+    monkeypatch.setattr(CPUSchedules, "schedule_passes", broken)
+    rebuilt = compile_module(mod, target)
+    assert rebuilt.report.fallback.endswith("schedule exploded")
+    assert rebuilt.report.schedules["cpu_default"] is False  # what was built in the end
+    x = np.random.RandomState(1).normal(size=(1, 4, 8, 8)).astype("float32")
+    outs = [relax.VirtualMachine(b.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+            for b in (built, rebuilt)]
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+    with pytest.raises(HarnessError, match=r"compilation for llvm-.* failed: .*schedule exploded"):
+        compile_module(mod, target, fallback=False)
+
+
+def test_build_switches_are_config_keys(tmp_path):
+    from harness.config import load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("build: {schedules: {cpu_int8_dot: false}, fallback: false}\n")
+    loaded = load_config(str(cfg))
+    assert loaded.build.schedules.options().cpu_int8_dot is False and loaded.build.fallback is False
+    assert loaded.to_dict()["build"]["schedules"] == {"cpu_default": True, "cpu_int8_dot": False,
+                                                      "cuda_int8_dp4a": True}
+    cfg.write_text("build: {schedules: {cpu_int8_dots: false}}\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'build.schedules.cpu_int8_dots' \(did you mean "
+                                          r"'cpu_int8_dot'\?\)"):
+        load_config(str(cfg))

@@ -1,51 +1,21 @@
-"""Kernel tuning with MetaSchedule and int8 tensor intrinsics.
+"""Kernel tuning with MetaSchedule, and nothing else (the default schedules live in
+:mod:`harness.schedules`, the build pipeline in :mod:`harness.build`).
 
-``workloads``: :class:`ConvShape` and the conv2d TIR workloads (int8 packed layouts).
-``rules``: search spaces with the VNNI / dp4a / int8-tensor-core rules.
-``conv``: :func:`tune_conv`, :func:`emit_source`, :func:`apply_database` and the database
-helpers (target check, corrupt-line handling, resume without duplicates).
+``database``: tuning databases (target check, corrupt-line handling, the records a build reads);
+``spaces``: the search spaces; ``search``: ``harness tune`` (:func:`~harness.tune.search.tune_model`);
+``conv``: ``harness tune-conv`` (one conv shape as the kernel a model build compiles);
+``runners``: local / RPC measurement and the candidates' build function; ``testing``: a canned
+runner for tests.
 
 Importing this package does not import TVM; the functions do.
 """
 
-from .conv import (
-    ApplyReport,
-    CannedRunner,
-    DatabaseTargetError,
-    DatabaseWarning,
-    TuneResult,
-    apply_database,
-    check_database_target,
-    emit_source,
-    open_database,
-    sanitize_database,
-    target_key,
-    tune_conv,
-    tuning_result,
-)
-from .rules import normalize_target, space_for, target_summary
-from .workloads import ConvShape, ConvShapeError, ConvWorkload, conv_relax_module, conv_workload
+from .conv import ConvShape, ConvShapeError, TuneResult, conv_model, conv_work_dir, emit_source, tune_conv, tuning_result
+from .database import (DatabaseTargetError, DatabaseWarning, check_database_target, conv_databases, load_records,
+                       open_database, sanitize_database)
 
 __all__ = [
-    "ApplyReport",
-    "CannedRunner",
-    "ConvShape",
-    "ConvShapeError",
-    "ConvWorkload",
-    "DatabaseTargetError",
-    "DatabaseWarning",
-    "TuneResult",
-    "apply_database",
-    "check_database_target",
-    "conv_relax_module",
-    "conv_workload",
-    "emit_source",
-    "normalize_target",
-    "open_database",
-    "sanitize_database",
-    "space_for",
-    "target_key",
-    "target_summary",
-    "tune_conv",
-    "tuning_result",
+    "ConvShape", "ConvShapeError", "DatabaseTargetError", "DatabaseWarning", "TuneResult", "check_database_target",
+    "conv_databases", "conv_model", "conv_work_dir", "emit_source", "load_records", "open_database",
+    "sanitize_database", "tune_conv", "tuning_result",
 ]

@@ -1,6 +1,6 @@
-"""Default CPU schedules (harness.tune.cpu_default): the same numbers as the unscheduled build,
+"""Default CPU schedules (harness.schedules.cpu): the same numbers as the unscheduled build,
 schedules that are really there (parallel + vectorized loops, `tirx.is_scheduled`), functions the
-rule cannot handle left alone, the env switch, and a whole ResNet-18 at a small input."""
+rule cannot handle left alone, the config's switches, and a whole ResNet-18 at a small input."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,9 +9,12 @@ import tvm
 from tvm import relax
 
 from harness.build import bind_params, compile_module
-from harness.targets import llvm_target
-from harness.tune import cpu_default
-from harness.tune.model import fused
+from harness.build.passes.apply_database import TuningRecords
+from harness.build.pipeline import fuse_and_schedule, fused, relax_pipeline
+from harness.schedules import ScheduleOptions, schedule_family
+from harness.schedules import cpu as cpu_default
+from harness.schedules.analysis import SCHEDULED_ATTR
+from harness.targets import llvm_target, vector_bits
 from tests.helpers import rel_err
 
 RNG = np.random.RandomState(0)
@@ -99,26 +102,29 @@ def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True, stride=1, data="uint8"):
     return _module((1, ci, hw, hw), data, body)
 
 
-def _run(mod, x, target, on: bool):
-    if on:
-        built = compile_module(mod, target)
-    else:
-        with cpu_default.disabled():
-            built = compile_module(mod, target)
+PLAIN_INT8 = ScheduleOptions(cpu_int8_dot=False)  # 8-bit convs on the plain register-tiled schedule
+
+
+def _pipeline(target, options=None):
+    return relax_pipeline(target, schedule_family(target, options))
+
+
+def _run(mod, x, target, on: bool, options=None):
+    built = compile_module(mod, target, schedules=(options or ScheduleOptions()) if on else ScheduleOptions.none())
     vm = relax.VirtualMachine(built.executable, tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
 
-def _scheduled_funcs(mod, target):
+def _scheduled_funcs(mod, target, int8_dot=True):
     """{name: PrimFunc} of `mod` fused and given default schedules (fails if one was not)."""
-    fmod = fused(mod, target)
+    fmod = fused(mod, target, schedule_family(target))
     names = [gv.name_hint for gv, f in fmod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
     with target:
-        smod = cpu_default.default_schedule_pass(target)(fmod)
+        smod = cpu_default.default_schedule_pass(target, int8_dot=int8_dot)(fmod)
     out = {}
     for name in names:
         func = smod[name]
-        assert func.attrs is not None and bool(func.attrs.get(cpu_default.SCHEDULED_ATTR, False)), name
+        assert func.attrs is not None and bool(func.attrs.get(SCHEDULED_ATTR, False)), name
         out[name] = func
     return out
 
@@ -161,9 +167,8 @@ def test_same_numbers_as_unscheduled(case, target):
 
 
 @pytest.mark.parametrize("case", ["conv_bias_relu", "int8_conv_dequantize"])
-def test_conv_is_parallel_vectorized_register_tiled(case, target, monkeypatch):
-    monkeypatch.setenv(cpu_default.INT8_DOT_SWITCH, "0")  # int8: the plain schedule
-    funcs = _scheduled_funcs(CASES[case][0], target)
+def test_conv_is_parallel_vectorized_register_tiled(case, target):
+    funcs = _scheduled_funcs(CASES[case][0], target, int8_dot=False)  # int8: the plain schedule
     [conv] = [f for name, f in funcs.items() if "conv2d" in name]
     text = conv.script()
     assert "T.parallel(" in text and "T.vectorized(" in text and "T.unroll(" in text
@@ -177,9 +182,9 @@ def test_vector_factor_and_target_width():
     assert cpu_default.pick_vector_factor(28, 8) == 7
     assert cpu_default.pick_vector_factor(7, 16) == 7
     assert cpu_default.pick_vector_factor(1000, 16) == 10
-    assert cpu_default.vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})) == 512
-    assert cpu_default.vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "znver2"})) == 256
-    assert cpu_default.vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})) == 128
+    assert vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})) == 512
+    assert vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "znver2"})) == 256
+    assert vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})) == 128
 
 
 def test_odd_output_widths_are_padded_to_vectorize(target):
@@ -191,7 +196,11 @@ def test_odd_output_widths_are_padded_to_vectorize(target):
     [(name, conv)] = [(n, f) for n, f in funcs.items() if "conv2d" in n]
     assert "strided_slice" in name  # the slice back to 17 columns is fused into the conv's kernel
     text = conv.script()
-    assert "T.vectorized(T.int64(6))" in text  # 18 = 3 vectors of 6 (a 17-wide row is scalar)
+    # fp32 lanes of this target: AVX2 computes 18 columns as 3 vectors of 6, AVX-512 as 2 of 9
+    # (a 17-wide row is scalar)
+    lanes = vector_bits(target) // 32
+    wide = cpu_default.padded_width(17, lanes)
+    assert wide > 17 and f"T.vectorized(T.int64({cpu_default.pick_vector_factor(wide, lanes)}))" in text
     assert [int(v) for v in conv.params[-1].shape] == [1, 16, 17, 17]  # output as it was
     pools = sorted(_scheduled_funcs(CASES["pools_odd_width"][0], target))  # the ceil-mode pool stays
     assert pools == ["fused_avg_pool2d1_strided_slice", "fused_avg_pool2d_strided_slice",
@@ -212,7 +221,8 @@ def test_unhandled_and_scheduled_functions_are_left_alone(target):
                 B[vi] = A[vi] * T.float32(2)
 
     assert cpu_default.schedule_func(dynamic, target) is None  # symbolic extent: not handled
-    done = cpu_default.schedule_func(fused(conv_bias_relu(), target)["fused_conv2d_add_relu"], target)
+    done = cpu_default.schedule_func(fused(conv_bias_relu(), target, schedule_family(target))["fused_conv2d_add_relu"],
+                                     target)
     assert done is not None and cpu_default.schedule_func(done, target) is None  # already scheduled
     mod = tvm.IRModule({"dynamic": dynamic, "done": done})
     with target:
@@ -228,20 +238,27 @@ def test_database_kernels_are_kept(target):
     mod = _module((1, 8, 14, 14), "float32", lambda bb, x: relax.op.nn.relu(bb.emit(relax.op.nn.max_pool2d(
         bb.emit(relax.op.nn.conv2d(x, _const(RNG.normal(size=(16, 8, 3, 3)).astype("float32")), padding=1)),
         pool_size=2, strides=2))))
-    [task] = [t for t in ms.relax_integration.extract_tasks(fused(mod, target), target) if "conv2d" in t.task_name]
+    family = schedule_family(target)
+    [task] = [t for t in ms.relax_integration.extract_tasks(fused(mod, target, family), target)
+              if "conv2d" in t.task_name]
     db = ms.database.MemoryDatabase()
     sch = s_tir.Schedule(task.dispatched[0])
     sch.parallel(sch.get_loops(sch.get_sblock("conv2d_nchw"))[1])  # "tuned": output channels in parallel
     db.commit_tuning_record(ms.database.TuningRecord(sch.trace, db.commit_workload(task.dispatched[0]), [1e-3], target))
 
-    out = cpu_default.fuse_and_schedule(mod, target, db)
+    records = TuningRecords()
+    records.add("test", db.get_all_tuning_records())
+    scheduled_by = {}
+    out = fuse_and_schedule(mod, target, family, records, scheduled_by)
+    assert scheduled_by[task.task_name] == "database:test"
+    assert all(v.startswith("default:") for k, v in scheduled_by.items() if k != task.task_name)
     funcs = {gv.name_hint: f for gv, f in out.functions.items() if isinstance(f, tvm.tirx.PrimFunc)}
     conv = funcs.pop(task.task_name).script()
     assert "T.parallel(T.int64(16))" in conv and "T.vectorized(" not in conv  # the database's schedule
     assert funcs and all("T.vectorized(" in f.script() for f in funcs.values())  # defaults elsewhere
     x = RNG.normal(size=(1, 8, 14, 14)).astype("float32")
-    with target, db, tvm.transform.PassContext(opt_level=3):
-        ex = tvm.compile(mod, target=target, relax_pipeline=cpu_default.relax_pipeline(target, db))
+    with target, tvm.transform.PassContext(opt_level=3):
+        ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, family, records))
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, _run(mod, x, target, on=False), rtol=1e-5, atol=1e-5)
 
@@ -249,20 +266,22 @@ def test_database_kernels_are_kept(target):
 def test_dlight_rule(target):
     from tvm.s_tir import dlight as dl
 
-    fmod = fused(dense_bias(), target)
+    fmod = fused(dense_bias(), target, schedule_family(target))
     with target:
         out = dl.ApplyDefaultSchedule(cpu_default.dlight_rule())(fmod)
     text = out["fused_matmul_add"].script()
     assert "T.vectorized(" in text and '"tirx.is_scheduled": True' in text
 
 
-def test_switch(target, monkeypatch):
-    assert cpu_default.applies_to(target)
-    assert not cpu_default.applies_to(tvm.target.Target({"kind": "cuda", "arch": "sm_90"}))
-    with cpu_default.disabled():
-        assert not cpu_default.applies_to(target)
-    monkeypatch.setenv(cpu_default.ENV_SWITCH, "0")
-    assert not cpu_default.applies_to(target)
+def test_switch(target):
+    """The config's build.schedules pick the family (or none: TVM's own pipeline)."""
+    cuda = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+    assert isinstance(schedule_family(target), cpu_default.CPUSchedules)
+    assert schedule_family(target).int8_dot and not schedule_family(target, PLAIN_INT8).int8_dot
+    assert schedule_family(target, ScheduleOptions(cpu_default=False)) is None
+    assert schedule_family(cuda, ScheduleOptions(cpu_default=False)).name == "cuda"
+    assert schedule_family(cuda, ScheduleOptions(cuda_int8_dp4a=False)) is None
+    assert relax_pipeline(target, None) == "default"
 
 
 def test_resnet18_logits_unchanged(target):
@@ -286,13 +305,14 @@ def test_amd_cpus_build_without_sse4a(monkeypatch):
     assert llvm_target("znver2")["mattr"] == ["-sse4a"]
     assert "mattr" not in llvm_target("skylake-avx512") and "mattr" not in llvm_target("x86-64")
     # 17 wide and not padded: no vector-sized divisor, so LLVM gathers the weights
-    monkeypatch.setattr(cpu_default, "padded_width", lambda width, lanes: width)
-    monkeypatch.setenv(cpu_default.INT8_DOT_SWITCH, "0")  # the plain schedule's gathers
+    import harness.build.passes.pad_conv_width as widen
+
+    monkeypatch.setattr(widen, "padded_width", lambda width, lanes: width)
     mod = int8_conv(ci=96, co=24, hw=17, k=3)
 
     def asm(tgt):
         tgt = tvm.target.Target(tgt)
-        ex = tvm.compile(mod, tgt, relax_pipeline=cpu_default.relax_pipeline(tgt))
+        ex = tvm.compile(mod, tgt, relax_pipeline=_pipeline(tgt, PLAIN_INT8))  # the plain schedule's gathers
         return next(m.inspect_source("s") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
 
     assert "insertq" in asm({"kind": "llvm", "mcpu": "znver2", "num-cores": 2})
@@ -306,7 +326,9 @@ DOT_LLVM = {"vpdpbusd": "llvm.x86.avx512.vpdpbusd.512", 16: "llvm.x86.avx512.pma
 DOT_CASES = {  # (module, input shape, data dtype)
     "3x3_requantize": (int8_conv(ci=16, co=32, hw=12), (1, 16, 12, 12), "uint8"),
     "3x3_int_bias": (int8_conv(ci=16, co=32, hw=10, epilogue="int_bias"), (1, 16, 10, 10), "uint8"),
-    "1x1_stride2_int8_data": (int8_conv(ci=8, co=16, hw=13, k=1, stride=2, epilogue="int_bias", data="int8"),
+    # 32 output channels: two channel blocks even for 16-lane instructions (AVX-512), so that the
+    # register tile has a choice of widths on every CPU
+    "1x1_stride2_int8_data": (int8_conv(ci=8, co=32, hw=13, k=1, stride=2, epilogue="int_bias", data="int8"),
                               (1, 8, 13, 13), "int8"),
     "3x3_stride2_int8_data": (int8_conv(ci=4, co=16, hw=15, stride=2, data="int8"), (1, 4, 15, 15), "int8"),
 }
@@ -317,16 +339,15 @@ def _codes(shape, dtype, seed=1):
     return np.random.RandomState(seed).randint(lo, hi, size=shape).astype(dtype)
 
 
-def _run_switch(mod, x, target, monkeypatch, dot: bool):
-    monkeypatch.setenv(cpu_default.INT8_DOT_SWITCH, "1" if dot else "0")
-    return _run(mod, x, target, on=True)
+def _run_switch(mod, x, target, dot: bool):
+    return _run(mod, x, target, on=True, options=ScheduleOptions(cpu_int8_dot=dot))
 
 
 @pytest.mark.parametrize("case", sorted(DOT_CASES))
-def test_int8_conv_on_the_cpu_dot_product(case, target, monkeypatch):
+def test_int8_conv_on_the_cpu_dot_product(case, target):
     """8-bit convs run on the CPU's exact dot-product instruction (vpmaddwd here: AVX2), with packed
     channels and weights packed once at build time; the numbers are the plain schedule's."""
-    from harness.tune.rules import cpu_int8_dots
+    from harness.schedules.intrinsics import cpu_int8_dots
 
     mod, shape, dtype = DOT_CASES[case]
     dots = cpu_int8_dots(target, dtype)
@@ -338,13 +359,13 @@ def test_int8_conv_on_the_cpu_dot_product(case, target, monkeypatch):
     text = conv.script()
     assert DOT_LLVM["vpdpbusd" if dot[2] == 4 else dot[1]] in text
     assert "meta_schedule.layout_rewrite_preproc" in text  # the weight packing block ...
-    built = cpu_default.fuse_and_schedule(mod, target)
+    built = fuse_and_schedule(mod, target, schedule_family(target))
     names = [gv.name_hint for gv in built.functions.keys()]
     assert not [n for n in names if n.endswith("_weight_prepack")]  # ... was split out and folded
     [packed] = [n for n in names if n.endswith("_prepacked")]
     assert "layout_rewrite_preproc" not in built[packed].script()
-    ref = _run_switch(mod, _codes(shape, dtype), target, monkeypatch, dot=False)
-    got = _run_switch(mod, _codes(shape, dtype), target, monkeypatch, dot=True)
+    ref = _run_switch(mod, _codes(shape, dtype), target, dot=False)
+    got = _run_switch(mod, _codes(shape, dtype), target, dot=True)
     assert got.dtype == ref.dtype and got.shape == ref.shape
     if got.dtype == np.int32:  # integers all through: exact
         np.testing.assert_array_equal(got, ref)
@@ -355,7 +376,7 @@ def test_int8_conv_on_the_cpu_dot_product(case, target, monkeypatch):
 def test_int8_dot_product_per_cpu():
     """Which instruction each x86 CPU kind gets: VNNI for unsigned data where there is VNNI; the
     exact int16 vpmaddwd otherwise (AVX-512BW: 16 lanes, AVX2: 8); nothing without AVX2."""
-    from harness.tune.rules import cpu_int8_dots
+    from harness.schedules.intrinsics import cpu_int8_dots
 
     def dots(mcpu, dtype="uint8"):
         return [d[1:] for d in cpu_int8_dots({"kind": "llvm", "mcpu": mcpu}, dtype)]
@@ -379,7 +400,7 @@ def test_int8_dot_compiles_for_other_cpus(mcpu, channels, instruction):
 
     tgt = tvm.target.Target(llvm_target(mcpu, 4))
     mod = int8_conv(ci=16, co=channels, hw=12)
-    ex = tvm.compile(mod, tgt, relax_pipeline=cpu_default.relax_pipeline(tgt))
+    ex = tvm.compile(mod, tgt, relax_pipeline=_pipeline(tgt))
     asm = next(m.inspect_source("s") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
     assert re.search(instruction, asm), instruction
 
@@ -388,7 +409,7 @@ def _dot_space_sample(task, target, seed: int):
     """One schedule drawn from the dot-product search space of `task` (harness tune's, for int8 convs)."""
     from tvm.s_tir import meta_schedule as ms
 
-    from harness.tune.rules import cpu_int8_dot_space
+    from harness.tune.spaces import cpu_int8_dot_space
 
     ctx = ms.TuneContext(mod=task.dispatched[0], target=target, task_name=task.task_name, rand_state=seed,
                          space_generator=cpu_int8_dot_space(target).space_generator(), num_threads=1)
@@ -396,22 +417,21 @@ def _dot_space_sample(task, target, seed: int):
     return sch
 
 
-def test_int8_dot_search_space_tunes_the_register_tile(target, monkeypatch, tmp_path):
+def test_int8_dot_search_space_tunes_the_register_tile(target, tmp_path):
     """`harness tune`'s search space for a dot-product conv: the default schedule with its
     register tile sampled. Every sample runs the instruction and, applied from a database at
     build time, gives the plain schedule's numbers (int32 out: exactly)."""
     from tvm.s_tir import meta_schedule as ms
 
-    from harness.tune.conv import open_database
-    from harness.tune.model import tunable_tasks
-    from harness.tune.rules import cpu_int8_dots, trace_uses_intrinsic
+    from harness.tune.database import load_records, open_database
+    from harness.tune.search import tunable_tasks
+    from harness.schedules.intrinsics import cpu_int8_dots, trace_uses_intrinsic
 
     mod, shape, dtype = DOT_CASES["3x3_int_bias"]
     if not cpu_int8_dots(target, dtype):
         pytest.skip(f"no 8-bit dot product on {target}")
     x = _codes(shape, dtype)
-    ref = _run_switch(mod, x, target, monkeypatch, dot=False)
-    monkeypatch.setenv(cpu_default.INT8_DOT_SWITCH, "1")
+    ref = _run_switch(mod, x, target, dot=False)
     [task] = tunable_tasks(mod, target)
     tiles = set()
     for seed in range(3):
@@ -425,8 +445,8 @@ def test_int8_dot_search_space_tunes_the_register_tile(target, monkeypatch, tmp_
         database.commit_tuning_record(ms.database.TuningRecord(
             sch.trace, database.commit_workload(task.dispatched[0]), [1e-3], target,
             ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
-        built = compile_module(mod, target, database=work_dir)
-        assert len(built.database.from_database) == 1
+        built = compile_module(mod, target, records=load_records([("db", work_dir)], target))
+        assert built.report.from_database == [task.task_name]
         got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
         np.testing.assert_array_equal(got, ref)
     assert len(tiles) > 1  # the samples differ
@@ -440,8 +460,8 @@ def test_int8_dot_search_space_replays_every_tile(case, target):
 
     from tvm import s_tir
 
-    from harness.tune.model import tunable_tasks
-    from harness.tune.rules import cpu_int8_dots
+    from harness.tune.search import tunable_tasks
+    from harness.schedules.intrinsics import cpu_int8_dots
 
     mod, _, dtype = DOT_CASES[case]
     if not cpu_int8_dots(target, dtype):

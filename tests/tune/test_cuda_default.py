@@ -1,4 +1,4 @@
-"""The dp4a schedule of the model's int8 convs on CUDA (harness.tune.cuda_default): applied where
+"""The dp4a schedule of the model's int8 convs on CUDA (harness.schedules.cuda): applied where
 it fits, compiled by nvcc into `__dp4a` / PTX `dp4a`, weights repacked once at build, tuned in its
 own search space (with a canned runner: no GPU here) and applied from the database.
 
@@ -17,10 +17,14 @@ import tvm
 from tvm import relax
 
 from harness.build import bind_params, compile_module, cuda_source
-from harness.tune import cuda_default
-from harness.tune.conv import _nvcc_mode
-from harness.tune.model import fused, tunable_tasks
-from harness.tune.rules import normalize_target, trace_uses_intrinsic
+from harness.build.pipeline import fused
+from harness.schedules import ScheduleOptions, schedule_family
+from harness.schedules import cuda as cuda_default
+from harness.schedules.intrinsics import trace_uses_intrinsic
+from harness.targets import normalize_target
+from harness.tune.database import load_records
+from harness.tune.runners import nvcc_mode as _nvcc_mode
+from harness.tune.search import tunable_tasks
 from tests.tune.test_cpu_default import _const, _module, conv_bias_relu, int8_conv
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
@@ -33,7 +37,8 @@ def target():
 
 
 def _kernel(mod, target):
-    [func] = [f for f in fused(mod, target).functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    [func] = [f for f in fused(mod, target, schedule_family(target)).functions.values()
+              if isinstance(f, tvm.tirx.PrimFunc)]
     return func
 
 
@@ -86,20 +91,16 @@ def test_int8_conv_is_scheduled_on_dp4a(data, intrin, target):
     assert "meta_schedule.layout_rewrite_preproc" in text
 
 
-def test_dp4a_only_where_it_fits(target, monkeypatch):
+def test_dp4a_only_where_it_fits(target):
     """Input channels not a multiple of 4, grouped convs and fp32 convs keep TVM's GPU schedules;
-    HARNESS_CUDA_INT8_DP4A=0 switches the schedule off."""
+    the config's build.schedules.cuda_int8_dp4a: false switches the schedule off."""
     assert cuda_default.default_schedule(_kernel(int8_conv(ci=6, co=8, hw=10), target), target) is None
     assert cuda_default.default_schedule(_kernel(conv_bias_relu(), target), target) is None
     assert cuda_default.default_schedule(_kernel(conv_bias_relu(ci=8, co=16, groups=4), target), target) is None
     kernel = _kernel(int8_conv(ci=16, co=8, hw=10), target)
     assert cuda_default.default_schedule(kernel, target) is not None
-    monkeypatch.setenv(cuda_default.DP4A_SWITCH, "0")
-    assert cuda_default.default_schedule(kernel, target) is None
-    with cuda_default.disabled():
-        monkeypatch.delenv(cuda_default.DP4A_SWITCH)
-        assert not cuda_default.applies_to(target)
-    assert cuda_default.applies_to(target)
+    assert schedule_family(target).default_schedule(kernel, target)[1] == "cuda_dp4a"
+    assert schedule_family(target, ScheduleOptions(cuda_int8_dp4a=False)) is None
 
 
 @needs_nvcc
@@ -127,7 +128,7 @@ def test_cuda_build_runs_dp4a_and_nvcc_compiles_it(target):
 def _space_sample(task, target, seed: int):
     from tvm.s_tir import meta_schedule as ms
 
-    from harness.tune.rules import cuda_int8_dp4a_space
+    from harness.tune.spaces import cuda_int8_dp4a_space
 
     space = cuda_int8_dp4a_space(target)
     ctx = ms.TuneContext(mod=task.dispatched[0], target=target, space_generator=space.space_generator(),
@@ -167,8 +168,9 @@ def test_model_tuning_searches_the_dp4a_space_and_the_build_applies_it(target, t
     """`harness tune --target cuda` on an int8 model, with a canned runner instead of a GPU: the
     default dp4a schedule is kept as a record, the search samples the dp4a space (every candidate
     built for sm_90 and tensorized), and the build takes the best record from the database."""
-    from harness.tune.conv import CannedRunner, open_database, workload_records
-    from harness.tune.model import tune_model
+    from harness.tune.database import open_database, workload_records
+    from harness.tune.search import tune_model
+    from harness.tune.testing import CannedRunner
 
     mod = int8_conv(ci=16, co=32, hw=14)
     work_dir = str(tmp_path / "db")
@@ -186,8 +188,8 @@ def test_model_tuning_searches_the_dp4a_space_and_the_build_applies_it(target, t
     best.trace.apply_to_schedule(sch, remove_postproc=False)
     threads = int(re.findall(r'T.thread_binding\(T.int64\((\d+)\), thread="threadIdx.x"\)', sch.mod.script())[-1])
     with _nvcc_mode():
-        built = compile_module(mod, target, database=work_dir)
-    assert len(built.database.from_database) == 1 and not built.database.fallback
+        built = compile_module(mod, target, records=load_records([("db", work_dir)], target))
+    assert built.report.from_database == [task.task_name] and not built.report.fallback
     conv = [body for name, body in _kernels(cuda_source(built.executable)).items() if "__dp4a(" in body]
     assert len(conv) == 1
     ty = int(re.search(r'T.thread_binding\(T.int64\((\d+)\), thread="threadIdx.y"\)', sch.mod.script()).group(1))

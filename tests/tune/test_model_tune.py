@@ -102,9 +102,9 @@ def test_default_schedules_are_kept_as_candidates(tmp_path):
     from harness.config import ModelConfig
     from harness.frontends import load_model
     from harness.targets import llvm_target
-    from harness.tune import cpu_default
-    from harness.tune.conv import open_database, workload_records
-    from harness.tune.model import tunable_tasks, tune_model
+    from harness.schedules import cpu as cpu_default
+    from harness.tune.database import open_database, workload_records
+    from harness.tune.search import tunable_tasks, tune_model
 
     target = tvm.target.Target(llvm_target())
     model = load_model(ModelConfig(name="digits_cnn"))
@@ -140,10 +140,10 @@ def test_cuda_model_tuning_without_gpu_says_so(tmp_path):
     from harness.config import ModelConfig, TargetConfig
     from harness.errors import HarnessError
     from harness.frontends import load_model
-    from harness.tune.conv import _has_cuda_device
-    from harness.tune.model import tune_model
+    from harness.targets import gpu_visible
+    from harness.tune.search import tune_model
 
-    if _has_cuda_device():
+    if gpu_visible():
         pytest.skip("a GPU is visible here")
     model = load_model(ModelConfig(name="digits_cnn"))
     target = resolve_target(TargetConfig(kind="cuda", arch="sm_90"))

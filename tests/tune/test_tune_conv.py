@@ -1,7 +1,7 @@
-"""Tests of single-conv tuning (harness.tune): shapes, int8 code generation, tuning, databases.
+"""`harness tune-conv` (harness.tune.conv): conv shapes, the one-conv model whose kernel is the one a
+model build compiles, tuning it (canned runner, and a few real trials), the database reaching a model
+build through its conv (anchor block), kernel sources, databases of other targets, corrupt lines.
 
-The tuning tests are kept tiny (4-8 trials of a small conv, small search population) so the
-file runs in a few minutes on 2 cores; the CUDA tuning loop (nvcc builds) is marked slow.
 No GPU is needed: CUDA kernels are only compiled, and the CUDA tuning loop uses a canned runner.
 """
 
@@ -9,36 +9,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import warnings
 
-import numpy as np
 import pytest
 
-from harness.tune import (
-    CannedRunner,
-    ConvShape,
-    DatabaseTargetError,
-    DatabaseWarning,
-    apply_database,
-    conv_relax_module,
-    conv_workload,
-    emit_source,
-    open_database,
-    tune_conv,
-)
-from harness.tune.conv import (
-    RECORD_FILE,
-    TARGET_FILE,
-    WORKLOAD_FILE,
-    canonical_module,
-    cpu_default_schedule,
-    default_schedule,
-    workload_records,
-)
+from harness.tune import (ConvShape, DatabaseTargetError, DatabaseWarning, conv_model, emit_source, load_records,
+                          open_database, tune_conv)
+from harness.tune.database import RECORD_FILE, TARGET_FILE, WORKLOAD_FILE
+from harness.tune.testing import CannedRunner
+from tests.conftest import run_cli
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
-SMALL = "1,16,10,10,32,3,3,1,1"  # the conv tuned by these tests (int8: 4 input / 2 output blocks)
+DIGITS_CONV = "1,16,8,8,32,3,3,1,1"  # the digits CNN's second conv (uint8 data after its ReLU)
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 
 
 @pytest.fixture(scope="module")
@@ -48,34 +33,16 @@ def host():
     return llvm_target()
 
 
-@pytest.fixture(scope="module")
-def has_vnni(host):
-    from harness.tune.rules import target_has_vnni
+def _slow_default_runner():
+    """Canned latencies: the first measured (the conv's default schedule) slowest, then each
+    search trial a little faster than the one before, so the best record is a searched one."""
+    calls = []
 
-    return target_has_vnni(host)
+    def latency(_inp):
+        calls.append(1)
+        return 1e-3 if len(calls) == 1 else 2e-4 - 1e-6 * len(calls)
 
-
-@pytest.fixture(scope="module")
-def host_dot(host):
-    """This CPU's best exact 8-bit dot product for uint8 data: (intrinsic, lanes, reduction) or None."""
-    from harness.tune.rules import cpu_int8_dots
-
-    dots = cpu_int8_dots(host, "uint8")
-    return dots[0] if dots else None
-
-
-def _run_packed(executable, name, workload, data, weight):
-    """Run a compiled conv kernel on numpy NCHW data / OIHW weights; returns NCHW output."""
-    import tvm
-
-    dev = tvm.cpu()
-    args = [
-        tvm.runtime.tensor(workload.pack_data(data), dev),
-        tvm.runtime.tensor(workload.pack_kernel(weight), dev),
-        tvm.runtime.tensor(np.zeros(workload.out_shape, workload.out_dtype), dev),
-    ]
-    executable[name](*args)
-    return workload.unpack_output(args[2].numpy())
+    return CannedRunner(latency)
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -133,277 +100,238 @@ def test_parse_rejects_impossible_convs(text, words):
         ConvShape(*[int(x) for x in text.split(",")])
 
 
-# ------------------------------------------------------------------------------ workloads
-@pytest.mark.parametrize(
-    "text, dtype, packed",
-    [
-        ("1,3,9,9,20,3,3,2,1", "int8", True),  # odd channels: padded
-        ("2,16,6,6,32,3,3,1,1,1,2", "int8", True),  # grouped, packable
-        ("1,8,7,7,8,3,3,1,1,1,8", "int8", False),  # depthwise: plain layout
-        ("1,5,8,8,6,3,3,1,2,2,1", "float32", False),
-    ],
-)
-def test_workload_layouts_match_reference(host, host_dot, text, dtype, packed):
-    import tvm
-    from tvm import relax
-
-    workload = conv_workload(text, dtype=dtype, target=host)
-    if packed:  # blocks of this CPU's dot product (16 x 4 where there is none)
-        ob, ib = host_dot[1:] if host_dot else (16, 4)
-        assert workload.layout == f"NCHW{ib}c-OIHW{ob}o{ib}i-NCHW{ob}c"
-        assert workload.data_dtype == "uint8"  # x86: u8 activations (VNNI multiplies u8 by s8)
-        assert workload.c_pad % ib == 0 and workload.k_pad % ob == 0
-    else:
-        assert workload.layout == "NCHW-OIHW-NCHW"
-    data, weight = workload.random_inputs(seed=3)
-    expected = workload.reference(data, weight)
-    executable = tvm.compile(tvm.IRModule({workload.name: workload.func}), target=tvm.target.Target(host))
-    got = _run_packed(executable, workload.name, workload, data, weight)
-    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
-    # the Relax wrapper packs / unpacks itself and gives the same answer
-    dev = tvm.cpu()
-    vm = relax.VirtualMachine(tvm.compile(conv_relax_module(workload), target=tvm.target.Target(host)), dev)
-    out = vm["main"](tvm.runtime.tensor(data, dev), tvm.runtime.tensor(weight, dev)).numpy()
-    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
-
-
-@pytest.mark.parametrize(
-    "mcpu, layout, c_pad, k_pad",
-    [
-        ("cascadelake", "NCHW4c-OIHW16o4i-NCHW16c", 4, 32),  # vpdpbusd: 16 lanes x 4 products
-        ("skylake-avx512", "NCHW2c-OIHW16o2i-NCHW16c", 4, 32),  # vpmaddwd zmm: 16 x 2
-        ("znver2", "NCHW2c-OIHW8o2i-NCHW8c", 4, 24),  # vpmaddwd ymm: 8 x 2
-        ("haswell", "NCHW2c-OIHW8o2i-NCHW8c", 4, 24),
-    ],
-)
-def test_x86_workload_layout_follows_the_dot_product(mcpu, layout, c_pad, k_pad):
-    workload = conv_workload("1,3,17,17,20,3,3,2,1", dtype="int8", target={"kind": "llvm", "mcpu": mcpu})
-    assert workload.layout == layout
-    assert (workload.c_pad, workload.k_pad) == (c_pad, k_pad)
-    assert workload.data_shape[1:] == (c_pad // workload.in_block, 17, 17, workload.in_block)
-
-
-def test_cuda_workload_uses_dp4a_layout():
-    workload = conv_workload("1,3,17,17,10,3,3,2,1", dtype="int8", target=CUDA)
-    assert workload.layout == "NCHW4c-OIHW4o4i-NCHW4c"  # the 2019 dp4a layout
-    assert workload.data_dtype == "int8" and (workload.c_pad, workload.k_pad) == (4, 12)
-
-
-# ----------------------------------------------------------------------- code generation
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
-@pytest.mark.parametrize("text", ["1,64,14,14,64,3,3,1,1", "1,3,17,17,10,3,3,2,1"])
-def test_emit_cuda_source_uses_dp4a_and_compiles_with_nvcc(text):
-    import tvm
-    from tvm.support import nvcc
-
-    source = emit_source(text, dtype="int8", target=CUDA)
-    assert "__dp4a" in source
-    with tvm.target.Target(CUDA):
-        ptx = bytes(nvcc.compile_cuda(source, target_format="ptx", arch="sm_90", compiler="nvcc"))
-    assert b"dp4a.s32.s32" in ptx
-
-
-def test_emit_llvm_default_uses_vnni():
-    """The default int8 x86 kernel for a VNNI CPU carries vpdpbusd (compiled only: any host will do)."""
-    asm = emit_source(SMALL, dtype="int8", target={"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2})
-    assert "vpdpbusd" in asm
-
-
-@pytest.mark.parametrize("mcpu, register", [("znver2", "ymm"), ("skylake-avx512", "zmm")])
-def test_emit_llvm_without_vnni_uses_vpmaddwd(mcpu, register):
-    """Without VNNI the default int8 kernel is built on the exact vpmaddwd (operands widened to
-    int16), never on the saturating vpmaddubsw (compiled only: any host will do)."""
-    asm = emit_source(SMALL, dtype="int8", target={"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
-    lines = [line for line in asm.splitlines() if "vpmaddwd" in line]
-    assert lines and all(register in line for line in lines)
-    assert "vpdpbusd" not in asm and "vpmaddubsw" not in asm
-
-
-@pytest.mark.parametrize("data_dtype", ["uint8", "int8"])
-@pytest.mark.parametrize("text", [SMALL, "1,6,9,9,20,3,3,2,1"])  # the second: padded channels
-def test_default_dot_schedule_is_correct(host, host_dot, text, data_dtype):
-    """The default packed int8 kernel of this CPU runs its dot product and is exact."""
+# ------------------------------------------------------------------- the kernel a build compiles
+def test_one_conv_model_is_the_models_kernel(host):
+    """The one-conv model's conv kernel is a fused 8-bit conv with the int8 config's types (uint8
+    data after a ReLU, int8 without; int8 weights; int32 sums), and its anchor block is the one
+    the digits CNN's int8 build has for the same conv."""
     import tvm
 
-    from harness.tune.conv import module_uses_intrinsic
+    from harness.build.passes.apply_database import TuningRecords
+    from harness.config import load_config
+    from harness.frontends import load_model
+    from harness.pipeline import variant_modules
+    from harness.tune.conv import _conv_task, tuning_result
 
-    if host_dot is None:
-        pytest.skip("this CPU has no exact 8-bit dot product the harness uses")
-    workload = conv_workload(text, dtype="int8", target=host, data_dtype=data_dtype)
-    scheduled = default_schedule(workload, host)
-    assert module_uses_intrinsic(scheduled) in ("vnni", "pmaddwd")
-    executable = tvm.compile(scheduled, target=tvm.target.Target(host))
-    data, weight = workload.random_inputs(seed=5)
-    got = _run_packed(executable, workload.name, workload, data, weight)
-    np.testing.assert_array_equal(got, workload.reference(data, weight))
+    target = tvm.target.Target(host)
+    shape = ConvShape.parse(DIGITS_CONV)
+    task = _conv_task(conv_model(shape, "int8"), target, None)
+    text = task.dispatched[0].script()
+    assert re.search(r'T.Buffer\(\(T.int64\(1\), T.int64\(16\), T.int64\(8\), T.int64\(8\)\), "uint8"\)', text)
+    assert re.search(r'T.Buffer\(\(T.int64\(32\), T.int64\(16\), T.int64\(3\), T.int64\(3\)\), "int8"\)', text)
+    assert '"int32")' in text
+    signed = _conv_task(conv_model(shape, "int8", data_dtype="int8"), target, None).dispatched[0].script()
+    assert '"uint8"' not in signed
+    # the digits CNN's int8 build has this conv: its kernel matches the one-conv model's by anchor block
+    cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "digits_cnn_int8.yaml"))
+    cfg.quantize.calib.num_samples = 64
+    model = load_model(cfg.model)
+    [(_, _, qmod, _)] = [v for v in variant_modules(cfg, model, status=lambda m: None) if v[1] == "int8"]
+    from harness.tune.search import tunable_tasks
+
+    kernels = {t.task_name: t.dispatched[0]["main"] for t in tunable_tasks(qmod, target)}
+    index = TuningRecords()
+    from tvm.s_tir import meta_schedule as ms
+
+    sch = tvm.s_tir.Schedule(task.dispatched[0])
+    index.add("probe", [ms.database.TuningRecord(sch.trace, ms.database.Workload(task.dispatched[0]), [1e-3])])
+    matched = [name for name, func in kernels.items() if index.candidates(func)]
+    assert len(matched) == 1 and "conv2d" in matched[0] and len(kernels) >= 3  # 2 convs, the dense
+    assert tuning_result(shape, target=target, work_dir="/nonexistent").trials == 0
 
 
-# ------------------------------------------------------------------------------- tuning
-def _record_modules(work_dir, target, text, dtype="int8"):
-    """Structural hashes of the scheduled modules of every record of the conv."""
+@pytest.mark.slow
+def test_tuned_conv_reaches_the_model_build(host, tmp_path):
+    """tune-conv the digits CNN's second conv (canned runner, default measured slowest), then build
+    the CNN as `harness run` does: that conv's kernel comes from the conv database, and it is not
+    the untuned kernel; the record says so per kernel."""
+    import tvm
     import tvm_ffi
 
-    workload = conv_workload(text, dtype=dtype, target=target)
-    database = open_database(work_dir, target)
-    records = workload_records(database, canonical_module(workload.func))
-    return [tvm_ffi.structural_hash(rec.as_measure_candidate().sch.mod) for rec in records]
+    from harness.build.pipeline import fuse_and_schedule
+    from harness.config import load_config
+    from harness.pipeline import run, tuning_records
+    from harness.schedules import schedule_family
+    from harness.targets import target_key
+    from harness.tune import conv_work_dir
+
+    target = tvm.target.Target(host)
+    logs = tmp_path / "logs"
+    work_dir = conv_work_dir(str(logs), target, ConvShape.parse(DIGITS_CONV), "int8")
+    result = tune_conv(DIGITS_CONV, target=target, trials=4, work_dir=work_dir, runner=_slow_default_runner(),
+                       seed=0)
+    assert result.trials == 5 and result.new_trials == 5  # the default schedule and 4 search trials
+    assert not result.best_is_default and result.best_latency_ms < 1.0
+    cfg_path = tmp_path / "digits.yaml"
+    cfg_path.write_text(f"""model: {{name: digits_cnn}}
+target: llvm
+quantize: {{calibrate_mode: kl_divergence, weight_scale: channel_max, skip_conv_layers: [],
+           calib: {{source: digits, num_samples: 64, batch_size: 32}}}}
+tuning: {{logs: {logs}}}
+bench: {{results_dir: {tmp_path / "results"}}}
+""")
+    cfg = load_config(str(cfg_path))
+    record = run(cfg, compile_only=True)
+    [int8] = [v for v in record["variants"] if v["variant"] == "tvm-int8"]
+    source = "database:conv/" + os.path.basename(work_dir)
+    assert int8["tuning"]["databases"] == ["conv/" + os.path.basename(work_dir)]  # no run-key database here
+    assert int8["tuning"]["by_source"][source] == 1 and int8["tuning"]["from_database"] == 1
+    [kernel] = [k for k, v in int8["tuning"]["kernels"].items() if v == source]
+    assert "conv2d" in kernel
+    assert int8["build"] == {"schedules": {"cpu_default": True, "cpu_int8_dot": True, "cuda_int8_dp4a": True},
+                             "fallback": None}
+    [fp32] = [v for v in record["variants"] if v["variant"] == "tvm-fp32"]
+    assert fp32["tuning"]["from_database"] == 0  # an int8 conv's record does not match fp32 convs
+    # the built kernel is the record's, not the default one
+    from harness.frontends import load_model
+    from harness.pipeline import variant_modules
+
+    model = load_model(cfg.model)
+    [(_, _, qmod, _)] = [v for v in variant_modules(cfg, model, status=lambda m: None) if v[1] == "int8"]
+    family = schedule_family(target)
+    tuned = fuse_and_schedule(qmod, target, family, tuning_records(cfg, target, "digits_cnn-B1-int8"))
+    untuned = fuse_and_schedule(qmod, target, family)
+    assert not tvm_ffi.structural_equal(tuned[kernel], untuned[kernel])
+    assert target_key(target) in work_dir
 
 
-def test_tuning_loop_with_canned_runner_and_resume(host, tmp_path):
-    """Whole loop (search, build, canned 'run', database) without timing anything; then resume."""
-    work_dir = str(tmp_path / "db")
-    latencies = iter(np.linspace(3e-4, 1e-4, 64))
-    runner = CannedRunner(lambda _inp: float(next(latencies)))
-    seen = []
-    first = tune_conv(
-        SMALL, dtype="int8", target=host, trials=4, work_dir=work_dir, runner=runner,
-        trials_per_iter=4, population_size=32, seed=1, progress=lambda *a: seen.append(a),
-    )  # fmt: skip
-    assert first.trials == first.new_trials == 4
-    assert runner.calls == first.valid_trials == 4
-    assert first.best_latency_ms == pytest.approx(min(np.linspace(3e-4, 1e-4, 64)[:4]) * 1e3)
-    assert first.gops == pytest.approx(ConvShape.parse(SMALL).gops(first.best_latency_ms))
-    assert seen and seen[-1][0] == 4 and seen[-1][1] == 4
-    # the conv's default schedule was measured as one of the 4 (what an untuned build runs)
-    default = cpu_default_schedule(conv_workload(SMALL, dtype="int8", target=host), host)
-    database = open_database(work_dir, host)
-    traces = [list(rec.trace.as_python()) for rec in database.get_all_tuning_records()]
-    assert list(default.trace.as_python()) in traces
+@pytest.mark.slow
+def test_tune_conv_cli_real_trials(tmp_path):
+    """`harness tune-conv` with a few real trials on this CPU: the database, the summary line, the
+    kernel's assembly on the CPU's dot product; --trials 0 says what it did; --trials -3 is an error."""
+    from harness.schedules.intrinsics import cpu_int8_dots
+    from harness.targets import llvm_target
+
+    logs = tmp_path / "logs"
+    r = run_cli("tune-conv", "--shape", DIGITS_CONV, "--trials", "2", "--logs", str(logs), "--quiet",
+                "--emit-source", str(tmp_path / "k.s"))
+    assert r.returncode == 0, r.stderr
+    summary = r.stdout.splitlines()[0]
+    assert summary.startswith(f"conv {DIGITS_CONV} int8 (uint8 data) on llvm-") and "GOPS" in summary
+    assert "3 records (3 new)" in summary  # the default schedule and 2 search trials
+    [key] = os.listdir(logs)
+    work_dir = logs / key / "conv" / "1_16_8_8_32_3_3_1_1-int8"
     for name in (WORKLOAD_FILE, RECORD_FILE, TARGET_FILE):
-        assert os.path.exists(os.path.join(work_dir, name))
-    with open(os.path.join(work_dir, RECORD_FILE), encoding="utf-8") as fh:
-        lines_before = fh.read().splitlines()
-    assert len(lines_before) == 4
+        assert (work_dir / name).exists()
+    asm = (tmp_path / "k.s").read_text()
+    dots = cpu_int8_dots(llvm_target(), "uint8")
+    if dots:
+        want = "vpdpbusd" if dots[0][2] == 4 else "vpmaddwd"
+        assert want in asm
+    r = run_cli("tune-conv", "--shape", DIGITS_CONV, "--trials", "0", "--logs", str(logs))
+    assert r.returncode == 0 and r.stdout.startswith("--trials 0: nothing tuned")
+    r = run_cli("tune-conv", "--shape", DIGITS_CONV, "--trials", "-3", "--logs", str(logs))
+    assert r.returncode == 2 and r.stderr.strip() == "error: --trials: must be >= 0, got -3"
 
-    # resume: `trials` is the total wanted in the directory; the 4 records stay as they are
-    second = tune_conv(
-        SMALL, dtype="int8", target=host, trials=8, work_dir=work_dir, runner=runner,
-        trials_per_iter=4, population_size=32, seed=1,
-    )  # fmt: skip
-    assert second.trials == 8 and second.new_trials == 4
+
+# ------------------------------------------------------------------------------ sources
+@needs_nvcc
+def test_emit_cuda_source_uses_dp4a_and_compiles_with_nvcc():
+    source = emit_source("1,64,14,14,64,3,3,1,1", dtype="int8", target=CUDA)
+    assert "__dp4a" in source
+    ptx = emit_source("1,64,14,14,64,3,3,1,1", dtype="int8", target=CUDA, fmt="ptx")
+    assert "dp4a.u32.s32" in ptx  # uint8 data x int8 weights
+
+
+@pytest.mark.parametrize("mcpu, instruction", [("cascadelake", r"vpdpbusd\s"), ("znver2", r"vpmaddwd\s+%ymm"),
+                                               ("skylake-avx512", r"vpmaddwd\s+%zmm")])
+def test_emit_llvm_source_per_cpu(mcpu, instruction):
+    """The conv's kernel for CPUs this machine may not be (compiled, not run): VNNI where there is
+    VNNI, vpmaddwd on AVX-512BW / AVX2; the listing is the conv function."""
+    from harness.targets import llvm_target
+
+    asm = emit_source(DIGITS_CONV, dtype="int8", target=llvm_target(mcpu, 2))
+    assert re.search(instruction, asm)
+    assert "fused_conv2d" in asm.splitlines()[0] and asm.splitlines()[0].endswith(":")
+    with pytest.raises(Exception, match="not valid for llvm"):
+        emit_source(DIGITS_CONV, target=llvm_target(mcpu, 2), fmt="ptx")
+
+
+# ----------------------------------------------------------------------------- databases
+@pytest.fixture(scope="module")
+def canned_dir(host, tmp_path_factory):
+    work_dir = str(tmp_path_factory.mktemp("tuned") / "db")
+    result = tune_conv(DIGITS_CONV, target=host, trials=3, work_dir=work_dir, runner=_slow_default_runner(),
+                       seed=1)
+    return work_dir, result
+
+
+def test_resume_measures_nothing_twice(host, canned_dir, tmp_path):
+    work_dir, first = canned_dir
+    copy = str(tmp_path / "copy")
+    shutil.copytree(work_dir, copy)
+    runner = _slow_default_runner()
+    again = tune_conv(DIGITS_CONV, target=host, trials=3, work_dir=copy, runner=runner)
+    assert again.trials == first.trials == 4 and again.new_trials == 0
+    more = tune_conv(DIGITS_CONV, target=host, trials=5, work_dir=copy, runner=runner, seed=2)
+    assert more.trials == 6 and more.new_trials == 2
+    with open(os.path.join(copy, RECORD_FILE), encoding="utf-8") as fh:
+        lines = fh.read().splitlines()
     with open(os.path.join(work_dir, RECORD_FILE), encoding="utf-8") as fh:
-        lines_after = fh.read().splitlines()
-    assert lines_after[:4] == lines_before  # nothing lost or rewritten
-    hashes = _record_modules(work_dir, host, SMALL)
-    assert len(hashes) == 8 and len(set(hashes)) == 8  # no schedule measured twice
-    # asking for what is already there measures nothing
-    calls = runner.calls
-    third = tune_conv(SMALL, dtype="int8", target=host, trials=8, work_dir=work_dir, runner=runner)
-    assert third.trials == 8 and third.new_trials == 0 and runner.calls == calls
+        assert lines[:4] == fh.read().splitlines()  # nothing lost or rewritten
 
 
 def test_cuda_tuning_without_gpu_says_so(tmp_path):
     from harness.errors import HarnessError
-    from harness.tune.conv import _has_cuda_device
+    from harness.targets import gpu_visible
 
-    if _has_cuda_device():
+    if gpu_visible():
         pytest.skip("a GPU is visible here")
     with pytest.raises(HarnessError, match="needs a GPU"):
-        tune_conv(SMALL, target=CUDA, trials=2, work_dir=str(tmp_path / "g"))
+        tune_conv(DIGITS_CONV, target=CUDA, trials=2, work_dir=str(tmp_path / "g"))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
-def test_cuda_tuning_loop_with_canned_runner(tmp_path):
-    """CUDA candidates (dp4a, int8 wmma) are generated and really built; nothing runs."""
+@needs_nvcc
+def test_cuda_tune_conv_reaches_the_model_build(tmp_path):
+    """On CUDA with a canned runner (no GPU): tune-conv's dp4a search space, then a model with that
+    conv built for sm_90 takes the conv database's record (a kernel other than the default dp4a one)."""
+    from harness.build import compile_module, cuda_source
+    from harness.targets import normalize_target
+    from harness.tune.runners import nvcc_mode
+
+    target = normalize_target(CUDA)
+    shape = "1,16,14,14,32,3,3,1,1"
     work_dir = str(tmp_path / "cuda")
-    result = tune_conv(
-        "1,64,14,14,64,3,3,1,1", dtype="int8", target=CUDA, trials=8, work_dir=work_dir,
-        runner=CannedRunner(), trials_per_iter=8, population_size=32, seed=0,
-    )  # fmt: skip
-    assert result.trials == 8
-    assert result.valid_trials >= 6  # candidates that failed to build would have no latency
-    assert result.uses_intrinsic and result.intrinsic.startswith(("dp4a", "wmma"))
-    source = emit_source("1,64,14,14,64,3,3,1,1", dtype="int8", target=CUDA, work_dir=work_dir)
-    assert "__dp4a" in source or "wmma" in source
+    result = tune_conv(shape, target=target, trials=4, work_dir=work_dir, runner=_slow_default_runner(), seed=0)
+    assert result.trials == 5 and not result.best_is_default and result.intrinsic == "dp4a_u8s8s32"
+    # a model with that conv and another epilogue (a second conv reads its requantized output)
+    from tests.tune.test_cpu_default import int8_conv
+
+    mod = int8_conv(ci=16, co=32, hw=14)
+    records = load_records([("conv/x", work_dir)], target)
+    with nvcc_mode():
+        tuned = compile_module(mod, target, records=records)
+        untuned = compile_module(mod, target)
+    assert list(tuned.report.counts()) and tuned.report.counts().get("database:conv/x") == 1
+    assert untuned.report.counts().get("default:cuda_dp4a") == 1
+    assert cuda_source(tuned.executable) != cuda_source(untuned.executable)
+    assert "__dp4a" in cuda_source(tuned.executable)
 
 
-@pytest.fixture(scope="module")
-def tuned_dir(host, tmp_path_factory):
-    """A real (timed) 4-trial tuning run of the small int8 conv on this CPU."""
-    work_dir = str(tmp_path_factory.mktemp("tuned") / "db")
-    result = tune_conv(
-        SMALL, dtype="int8", target=host, trials=4, work_dir=work_dir, trials_per_iter=4,
-        population_size=32, seed=0, number=2, min_repeat_ms=10,
-    )  # fmt: skip
-    return work_dir, result
-
-
-def test_real_tuning_writes_database(tuned_dir, host_dot):
-    work_dir, result = tuned_dir
-    assert result.trials == 4 and result.valid_trials >= 1
-    assert result.best_latency_ms > 0 and result.gops > 0
-    if host_dot is not None:  # the search's candidates are built on this CPU's dot product
-        assert result.uses_intrinsic and result.intrinsic == host_dot[0]
-    with open(os.path.join(work_dir, TARGET_FILE), encoding="utf-8") as fh:
-        assert json.load(fh)["target"]["kind"] == "llvm"
-
-
-def test_apply_database_uses_tuned_schedule(host, tuned_dir):
-    import tvm
-    import tvm_ffi
-
-    work_dir, _ = tuned_dir
-    workload = conv_workload(SMALL, dtype="int8", target=host)
-    mod, report = apply_database(workload.func, host, work_dir, compile=False)
-    assert report.from_database == [workload.name] and report.fallback == []
-    tuned = mod[workload.name]
-    assert not tvm_ffi.structural_equal(tuned, workload.func)  # differs from the untuned conv
-    # it is the best record's schedule: the search's best, or the default schedule (measured as
-    # the run's first trial) where none of the few searched ones beat it
-    database = open_database(work_dir, host)
-    records = [r for r in workload_records(database, canonical_module(workload.func)) if r.run_secs]
-    best = min(records, key=lambda r: sum(float(x) for x in r.run_secs) / len(r.run_secs))
-    assert tvm_ffi.structural_equal(canonical_module(tuned), canonical_module(best.as_measure_candidate().sch.mod))
-    default = canonical_module(default_schedule(workload, host)[workload.name])
-    is_default = list(best.trace.as_python()) == list(cpu_default_schedule(workload, host).trace.as_python())
-    assert tvm_ffi.structural_equal(canonical_module(tuned), default) == is_default
-    executable = tvm.compile(mod, target=tvm.target.Target(host))
-    data, weight = workload.random_inputs(seed=7)
-    got = _run_packed(executable, workload.name, workload, data, weight)
-    np.testing.assert_array_equal(got, workload.reference(data, weight))
-
-
-def test_apply_database_to_relax_module(host, tuned_dir):
-    import tvm
-    from tvm import relax
-
-    work_dir, _ = tuned_dir
-    workload = conv_workload(SMALL, dtype="int8", target=host)
-    executable, report = apply_database(conv_relax_module(workload), host, work_dir)
-    assert report.num_from_database == 1 and report.num_fallback == 3  # conv tuned, packing not
-    dev = tvm.cpu()
-    data, weight = workload.random_inputs(seed=9)
-    out = relax.VirtualMachine(executable, dev)["main"](
-        tvm.runtime.tensor(data, dev), tvm.runtime.tensor(weight, dev)
-    )
-    np.testing.assert_array_equal(out.numpy(), workload.reference(data, weight))
-
-
-def test_database_of_other_target_is_refused(host, tuned_dir, tmp_path):
-    work_dir, _ = tuned_dir
-    workload = conv_workload(SMALL, dtype="int8", target=CUDA)
+def test_database_of_other_target_is_refused(host, canned_dir, tmp_path):
+    work_dir, _ = canned_dir
     with pytest.raises(DatabaseTargetError) as err:
-        apply_database(workload.func, CUDA, work_dir)
+        load_records([("x", work_dir)], CUDA)
     message = str(err.value)
     assert "made for target [kind=llvm" in message and "kind=cuda, arch=sm_90" in message
     assert "\n" not in message
     with pytest.raises(DatabaseTargetError):
-        emit_source(SMALL, dtype="int8", target=CUDA, work_dir=work_dir)
+        emit_source(DIGITS_CONV, dtype="int8", target=CUDA, work_dir=work_dir)
     with pytest.raises(DatabaseTargetError):
-        tune_conv(SMALL, target=CUDA, trials=1, work_dir=work_dir, runner=CannedRunner())
+        tune_conv(DIGITS_CONV, target=CUDA, trials=1, work_dir=work_dir, runner=CannedRunner())
     with pytest.raises(DatabaseTargetError):  # another CPU is another target too
-        apply_database(workload.func, dict(host, mcpu="skylake-avx512"), work_dir)
+        load_records([("x", work_dir)], dict(host, mcpu="skylake-avx512"))
     # without our metadata file the target is read from the records themselves
     copy = str(tmp_path / "nometa")
     shutil.copytree(work_dir, copy)
     os.remove(os.path.join(copy, TARGET_FILE))
     with pytest.raises(DatabaseTargetError):
-        apply_database(workload.func, CUDA, copy)
+        load_records([("x", copy)], CUDA)
 
 
-def test_corrupt_lines_are_skipped_with_a_warning(host, tuned_dir, tmp_path):
-    work_dir, result = tuned_dir
+def test_corrupt_lines_are_skipped_with_a_warning(host, canned_dir, tmp_path):
+    work_dir, result = canned_dir
     copy = str(tmp_path / "corrupt")
     shutil.copytree(work_dir, copy)
     path = os.path.join(copy, RECORD_FILE)
@@ -424,6 +352,6 @@ def test_corrupt_lines_are_skipped_with_a_warning(host, tuned_dir, tmp_path):
         assert len(fh.read().splitlines()) == 3
     with warnings.catch_warnings():
         warnings.simplefilter("error", DatabaseWarning)  # cleaned: no warning the second time
-        workload = conv_workload(SMALL, dtype="int8", target=host)
-        _, report = apply_database(workload.func, host, copy, compile=False)
-    assert report.num_from_database == 1
+        records = load_records([("x", copy)], host)
+    assert len(records) == result.trials
+    json.dumps(result.as_dict())  # the result is plain data (reports, scripts)

@@ -1,0 +1,74 @@
+"""The harness's default schedules: what every kernel no tuning database covers is built with.
+
+``analysis``: the block analysis and helpers the schedules share; ``int8_conv``: the analysis and
+operand packing of the 8-bit convs; ``intrinsics``: the tensor intrinsics (VNNI, vpmaddwd, dp4a)
+and which a target has; ``cpu``: the llvm family (register-tiled conv / dense / pool, vectorized
+elementwise kernels, 8-bit convs on the CPU's exact dot product); ``cuda``: the dp4a schedule of
+the int8 convs on CUDA.
+
+A *schedule family* (:class:`ScheduleFamily`) is what the build pipeline and the search need of
+one: which targets it serves, a kernel's default schedule (and the name of the rule that made
+it), the sampled version that is its search space, and its module passes. :func:`schedule_family`
+picks the family for a target from the config's ``build.schedules`` switches
+(:class:`ScheduleOptions`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """Which of the harness's schedule families a build uses (the config's ``build.schedules``)."""
+
+    cpu_default: bool = True  # llvm: default CPU schedules (off: TVM's own llvm pipeline, scalar loops)
+    cpu_int8_dot: bool = True  # llvm: 8-bit convs on the CPU's exact dot product (off: the plain schedule)
+    cuda_int8_dp4a: bool = True  # cuda: 8-bit convs on __dp4a (off: TVM's GPU schedules)
+
+    @classmethod
+    def none(cls) -> "ScheduleOptions":
+        """Every family off: what a build falls back to when one with the families fails."""
+        return cls(**{f.name: False for f in dataclasses.fields(cls)})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class ScheduleFamily(Protocol):  # pylint: disable=too-few-public-methods
+    """What the build pipeline and the search use of a family of default schedules."""
+
+    name: str
+    pads_odd_widths: bool  # the build computes odd output widths wider for it (CPU)
+
+    def applies_to(self, target) -> bool: ...
+
+    def default_schedule(self, func, target, name: str = "func"):
+        """``(Schedule, kind)`` of a kernel, or ``(None, None)`` where the family has none."""
+
+    def sample_schedule(self, sch, target) -> None:
+        """The default schedule with its tile sizes sampled (a MetaSchedule ``ScheduleFn``)."""
+
+    def schedule_passes(self, target, scheduled_by: Optional[dict] = None) -> list: ...
+
+
+def schedule_family(target, options: Optional[ScheduleOptions] = None) -> Optional[ScheduleFamily]:
+    """The family of default schedules that serves `target` with `options` (default: all on):
+    :class:`~harness.schedules.cpu.CPUSchedules` on llvm, :class:`~harness.schedules.cuda.CUDASchedules`
+    on CUDA; None where the family is switched off or the target has none."""
+    from .cpu import CPUSchedules  # pylint: disable=import-outside-toplevel
+    from .cuda import CUDASchedules  # pylint: disable=import-outside-toplevel
+
+    options = options or ScheduleOptions()
+    if target is None:
+        return None
+    kind = target.kind.name
+    if kind == "llvm" and options.cpu_default:
+        return CPUSchedules(int8_dot=options.cpu_int8_dot)
+    if kind == "cuda" and options.cuda_int8_dp4a:
+        return CUDASchedules()
+    return None
+
+
+__all__ = ["ScheduleFamily", "ScheduleOptions", "schedule_family"]

@@ -1,0 +1,453 @@
+"""Default CPU schedules for the kernels nobody tuned (what TOPI's x86 templates used to give).
+
+TVM 0.27's Relax CPU pipeline leaves every legalized kernel as naive, single-threaded scalar
+loops; only kernels found in a MetaSchedule database get real schedules. This module gives
+every other PrimFunc of a fused Relax module a plain, deterministic schedule:
+
+* one reduction block (conv2d, grouped / depthwise / dilated conv2d, matmul / dense, pooling,
+  sums), fp32 or 8-bit x 8-bit -> int32, with its fused epilogue (bias add, ReLU, the int8
+  dequantize multiply / cast / round / clip / requantize of :mod:`harness.quantize.realize`):
+  the elementwise epilogue is inlined into one output block, the padding stage stays a stage of
+  its own (parallel, vectorized), and the reduction is tiled as a register block
+
+      parallel for (outer spatial tiles):          # n, oc / reg, oh, ow / vec, fused
+          acc[reg, vec] = 0                         # local accumulator (decomposed init)
+          for (reduction loops: ic, kh, kw):
+              unroll for r in reg:                  # e.g. output channels
+                  vectorize for v in vec:           # output width / columns (contiguous)
+                      acc[r, v] += data * weight
+          epilogue(acc) -> output                   # reverse_compute_at, vectorized
+
+  Per output element the reduction order is the unscheduled one, so integer kernels are
+  bit-exact and float ones differ only by FMA contraction.
+* no reduction block (elementwise / injective, quantize, reshape, padding): producers inlined;
+  the innermost loops (joined until two vectors long) split by a divisor of at most the vector
+  width, that part vectorized, the outer loops fused and made parallel.
+* anything else: only the outer data-parallel loops of each block are made parallel.
+
+Output widths with no divisor near the vector length (inception_v3's 17, 71, 73, 149) would
+leave that schedule scalar: before legalization such NCHW conv2d and pools are computed a few
+columns wider (more right padding) and sliced back (:func:`harness.build.passes.pad_conv_width_pass`; the slice fuses
+into the kernel). Measured on a 2-core Zen 2: inception_v3 fp32 706 -> 309 ms (convs), -> 286 ms
+(pools too), its 80->192 3x3 conv at 71 columns 104 -> 26 ms.
+
+A function the rule cannot handle is left as it was (never an error: it is logged at debug
+level); functions already scheduled (``tirx.is_scheduled``, e.g. from a tuning database) are
+not touched. :class:`CPUSchedules` is this family as the build pipeline
+(:mod:`harness.build.pipeline`) and the search (:mod:`harness.tune.spaces`) use it; the config's
+``build.schedules.cpu_default: false`` switches all of it off (then llvm builds are what
+``tvm.compile``'s default pipeline gives), ``build.schedules.cpu_int8_dot: false`` only the
+dot-product schedule of the 8-bit convs.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import List, Optional
+
+import tvm
+from tvm import s_tir, tirx
+
+from ..targets import vector_bits, vector_registers
+from .analysis import (SCHEDULED_ATTR, Block, NotApplicable, block_bits, const_int, dtype_bits, inline_all, is_padding,
+                       is_reduction_iter, is_scheduled, largest_divisor_at_most, param_buffers,
+                       pick_vector_factor, root_blocks, schedule_pass, uses, writes_param, region_vars, vars_of)
+from .int8_conv import int8_conv_iters, pack_int8_conv
+
+logger = logging.getLogger(__name__)
+
+# below this many output elements an elementwise kernel stays on one thread
+_PARALLEL_MIN_ELEMENTS = 4096
+
+
+def schedule_injective(sch: s_tir.Schedule, block_rv, bits: int) -> None:
+    """Parallel outer loops, a vectorized (or plain, for LLVM to vectorize) inner row."""
+    loops = sch.get_loops(block_rv)
+    if not loops:
+        return
+    extents = [const_int(sch.get(lp).extent) for lp in loops]
+    lanes = max(1, bits // block_bits(sch, block_rv))
+    total = math.prod(extents)
+    # the inner row: the innermost loop, joined with the next ones while it is short
+    n_inner, inner_ext = 1, extents[-1]
+    while n_inner < len(loops) and inner_ext < 2 * lanes:
+        n_inner += 1
+        inner_ext *= extents[-n_inner]
+    inner = sch.fuse(*loops[-n_inner:]) if n_inner > 1 else loops[-1]
+    outer = loops[:-n_inner]
+    vec = pick_vector_factor(inner_ext, lanes)
+    if vec >= max(2, lanes // 2):
+        _, vi = sch.split(inner, factors=[None, vec])
+        sch.vectorize(vi)
+    if outer and total >= _PARALLEL_MIN_ELEMENTS:
+        fo = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+        if const_int(sch.get(fo).extent) > 1:
+            sch.parallel(fo)
+
+
+def _choose_axes(sch: s_tir.Schedule, anchor: Block):
+    """(vector axis, register axis or None) as indices into the anchor's iters."""
+    block = sch.get(anchor.rv)
+    spatial = [i for i, iv in enumerate(anchor.iters) if not is_reduction_iter(iv) and const_int(iv.dom.extent) > 1]
+    if not spatial:
+        raise NotApplicable("no spatial iteration to vectorize")
+
+    def index_of(var) -> Optional[int]:
+        return next((i for i, iv in enumerate(anchor.iters) if iv.var.same_as(var)), None)
+
+    vec = None
+    out_region = block.writes[0].region
+    for rng in reversed(out_region):  # the output's innermost dimension that varies
+        used = [index_of(v) for v in vars_of(rng.min)]
+        used = [i for i in used if i in spatial]
+        if used:
+            vec = max(used)
+            break
+    if vec is None:
+        vec = spatial[-1]
+    vec_var = anchor.iters[vec].var
+    reg, reg_ext = None, 0
+    for i in spatial:
+        if i == vec:
+            continue
+        var = anchor.iters[i].var
+        # an axis some operand does not depend on while it streams along the vector axis:
+        # that operand's vector is loaded once for all `reg` accumulators
+        if any(uses(region_vars(r), vec_var) and not uses(region_vars(r), var) for r in block.reads):
+            ext = const_int(anchor.iters[i].dom.extent)
+            if ext > reg_ext:
+                reg, reg_ext = i, ext
+    return vec, reg
+
+
+def schedule_reduction(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, target) -> None:
+    """Register-tiled, parallel, vectorized schedule of the one reduction block and its epilogue."""
+    params = param_buffers(sch)
+    bits = vector_bits(target)
+    idx = next(i for i, b in enumerate(blocks) if b is anchor)
+    before, after = blocks[:idx], blocks[idx + 1:]
+    # prologue: keep padding as a stage of its own; inline the rest where legal
+    prologue = inline_all(sch, before, params, keep=is_padding)
+    # epilogue: inline the elementwise chain into the block that writes the output
+    rest = inline_all(sch, after, params)
+    acc_dtype = sch.get(anchor.rv).writes[0].source.dtype
+    if writes_param(sch, anchor.rv, params):
+        if sch.get_consumers(anchor.rv):
+            raise NotApplicable("reduction output is both a result and read again")
+        epilogue = sch.cache_write(anchor.rv, 0, "local")
+    else:
+        consumers = sch.get_consumers(anchor.rv)
+        if len(consumers) != 1:
+            raise NotApplicable(f"{len(consumers)} consumers of the reduction")
+        epilogue = consumers[0]
+        sch.set_scope(anchor.rv, 0, "local")
+    rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
+
+    lanes = max(1, bits // dtype_bits(acc_dtype))
+    vec, reg = _choose_axes(sch, anchor)
+    extents = [const_int(iv.dom.extent) for iv in anchor.iters]
+    vec_factor = pick_vector_factor(extents[vec], lanes)
+    n_vec = math.ceil(vec_factor / lanes)
+    acc_budget = min(16, max(1, (vector_registers(bits) - 4) // n_vec))
+    reg_factor = largest_divisor_at_most(extents[reg], acc_budget) if reg is not None else 1
+
+    outer, reduce_loops, reg_inner, vec_inner = [], [], None, None
+    for i, (loop, iv) in enumerate(zip(anchor.loops, anchor.iters)):
+        if is_reduction_iter(iv):
+            reduce_loops.append(loop)
+        elif i == vec:
+            lo, li = sch.split(loop, factors=[None, vec_factor])
+            outer.append(lo)
+            vec_inner = li
+        elif i == reg and reg_factor > 1:
+            lo, li = sch.split(loop, factors=[None, reg_factor])
+            outer.append(lo)
+            reg_inner = li
+        else:
+            outer.append(loop)
+    inner = [lp for lp in (reg_inner, vec_inner) if lp is not None]
+    sch.reorder(*outer, *reduce_loops, *inner)
+    sch.reverse_compute_at(epilogue, outer[-1], preserve_unit_loops=False)
+    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    if const_int(sch.get(fused).extent) > 1:
+        sch.parallel(fused)
+    if vec_factor > 1:
+        sch.vectorize(vec_inner)
+    if reg_inner is not None:
+        sch.unroll(reg_inner)
+    if reduce_loops:  # (unit reduction loops are gone after normalization: 1x1 windows)
+        sch.decompose_reduction(anchor.rv, reduce_loops[0])  # the init loops keep these loop kinds
+    epi_loops = sch.get_loops(epilogue)
+    if len(epi_loops) > 1 and const_int(sch.get(epi_loops[-1]).extent) > 1:
+        sch.vectorize(epi_loops[-1])
+    for blk in prologue + rest:
+        schedule_injective(sch, blk.rv, bits)
+
+
+def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, target, *,
+                           sample: bool = False) -> None:
+    """The 8-bit NCHW conv2d (``conv2d_nchw``: 8-bit data, int8 weights, int32 accumulation) on
+    the CPU's exact 8-bit dot product (:func:`harness.schedules.intrinsics.cpu_int8_dots`: the best one
+    whose vector of output channels and group of input channels divide the conv's).
+
+    Inside the kernel, channels are packed so that one instruction multiplies ``red`` adjacent
+    input channels of one pixel by ``lanes`` output channels' weights:
+
+        data   [n, c, y, x]   -> [n, c / red, y, x, red]          (the padding stage writes it)
+        weight [k, c, r, s]   -> [k / lanes, c / red, r, s, lanes, red]   (a layout-rewrite block:
+                                 split out of the kernel and folded into the constant at build)
+        acc    [n, k, y, x]   -> [n, k / lanes, y, x, lanes]      (a register tile, int32)
+
+        parallel for (n, k-blocks / kb, y, x / xi):
+            for (c / red, r, s):
+                unroll xi pixels x kb k-blocks:  acc[lanes] += dot(data[red], weight[lanes, red])
+            epilogue (dequantize, bias, ReLU, requantize) -> output NCHW
+
+    Integer sums in another order: bit-identical to the plain schedule.  Not applicable (the
+    plain register-tiled schedule is used) to grouped convs, to channel counts no dot product
+    divides.
+
+    ``sample=True`` makes it a search space (:func:`harness.tune.spaces.cpu_int8_dot_space`): the
+    register tile -- ``xi`` pixels x ``kb`` channel blocks, and ``yi`` rows -- is drawn with
+    ``sample_perfect_tile`` instead of fixed, so that MetaSchedule's search tunes it.
+    """
+    from .intrinsics import cpu_int8_dots  # pylint: disable=import-outside-toplevel
+
+    conv = int8_conv_iters(sch, anchor)
+    k_i, c_i, y_i, x_i = conv.k_i, conv.c_i, conv.y_i, conv.x_i
+    k_ext, c_ext, x_ext = conv.k_ext, conv.c_ext, conv.x_ext
+    fitting = [d for d in cpu_int8_dots(target, conv.data_dtype) if k_ext % d[1] == 0 and c_ext % d[2] == 0]
+    if not fitting:
+        raise NotApplicable(f"no 8-bit dot product for {conv.data_dtype} data, {k_ext} output and "
+                            f"{c_ext} input channels on this target")
+    intrin, lanes, red = fitting[0]
+    iters = anchor.iters
+    parts = pack_int8_conv(sch, blocks, anchor, red,
+                           lambda k, c, r, s: (k // lanes, c // red, r, s, k % lanes, c % red))
+    if parts.epilogue is None:
+        raise NotApplicable("the accumulator is not read by exactly one epilogue")
+    epilogue, prologue, rest, weights = parts.epilogue, parts.prologue, parts.rest, parts.weights
+    sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, k // lanes, y, x, k % lanes))
+
+    bits = vector_bits(target)
+    budget = vector_registers(bits) - 4  # accumulators; the rest: operands
+    xi = largest_divisor_at_most(x_ext, 4)
+    kb = largest_divisor_at_most(k_ext // lanes, max(1, budget // xi))
+    loops = sch.get_loops(anchor.rv)
+    spatial, reduce, rows = [], [], []
+
+    def tile(loop, inner: int, most: int):
+        factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=most) if sample else [None, inner]
+        return sch.split(loop, factors)
+
+    k_in = x_in = c_in = None
+    for i, loop in enumerate(loops):
+        if i == k_i:
+            k_out, k_in = sch.split(loop, [None, lanes])
+            k_out, kb_in = tile(k_out, kb, max(1, budget // 2))
+            spatial.append(k_out)
+        elif i == x_i:
+            x_out, x_in = tile(loop, xi, 8)
+            spatial.append(x_out)
+        elif sample and i == y_i:
+            y_out, y_in = tile(loop, 1, 2)
+            spatial.append(y_out)
+            rows.append(y_in)
+        elif i == c_i:
+            c_out, c_in = sch.split(loop, [None, red])
+            reduce.append(c_out)
+        elif is_reduction_iter(iters[i]):
+            reduce.append(loop)
+        else:
+            spatial.append(loop)
+    sch.reorder(*spatial, *reduce, *rows, x_in, kb_in, k_in, c_in)
+    # a sampled tile may be 1 wide: unit loops are kept so that every sample has the same loops
+    # (a trace replayed with other decisions must see as many as it was written with)
+    sch.reverse_compute_at(epilogue, spatial[-1], preserve_unit_loops=sample)
+    outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    if const_int(sch.get(outer).extent) > 1:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(anchor.rv, reduce[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(k_in, intrin)
+    for loop in (*rows, x_in, kb_in):
+        sch.unroll(loop)
+    epi_loops = sch.get_loops(epilogue)
+    if len(epi_loops) > 1 and const_int(sch.get(epi_loops[-1]).extent) > 1:
+        sch.vectorize(epi_loops[-1])
+    for blk in prologue + rest:
+        schedule_injective(sch, blk.rv, bits)
+    schedule_injective(sch, weights, bits)
+
+
+def schedule_parallel_only(sch: s_tir.Schedule, target) -> None:  # pylint: disable=unused-argument
+    """Fallback: the leading data-parallel loops of every root block made parallel."""
+    changed = False
+    for blk in root_blocks(sch):
+        lead = []
+        for loop, iv in zip(blk.loops, blk.iters):
+            if is_reduction_iter(iv):
+                break
+            lead.append(loop)
+        if not lead:
+            continue
+        if math.prod(const_int(sch.get(lp).extent) for lp in lead) < 2:
+            continue
+        fused = sch.fuse(*lead) if len(lead) > 1 else lead[0]
+        sch.parallel(fused)
+        changed = True
+    if not changed:
+        raise NotApplicable("no data-parallel loop")
+
+
+def _schedule_int8_dot(sch: s_tir.Schedule, target, sample: bool = False) -> str:
+    blocks = root_blocks(sch)
+    reductions = [b for b in blocks if b.is_reduction]
+    if len(reductions) != 1:
+        raise NotApplicable(f"{len(reductions)} reduction blocks")
+    schedule_int8_dot_conv(sch, blocks, reductions[0], target, sample=sample)
+    return "int8 dot-product conv"
+
+
+def sample_int8_dot(sch: s_tir.Schedule, target) -> None:
+    """The int8 dot-product schedule of a fused conv kernel with its register tile sampled
+    (a MetaSchedule ``ScheduleFn``); raises where the default schedule would not use it."""
+    _schedule_int8_dot(sch, target, sample=True)
+
+
+def _schedule_main(sch: s_tir.Schedule, target) -> str:
+    blocks = root_blocks(sch)
+    if not blocks:
+        raise NotApplicable("no blocks")
+    reductions = [b for b in blocks if b.is_reduction]
+    if len(reductions) == 1:
+        schedule_reduction(sch, blocks, reductions[0], target)
+        return "reduction"
+    if not reductions:
+        params = param_buffers(sch)
+        bits = vector_bits(target)
+        for blk in inline_all(sch, blocks, params):
+            schedule_injective(sch, blk.rv, bits)
+        return "injective"
+    raise NotApplicable(f"{len(reductions)} reduction blocks")
+
+
+def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = True):
+    """``(schedule, kind)``: the default schedule of `func` (a PrimFunc, or an IRModule whose main
+    is one) as a Schedule (its trace replays it, e.g. as a tuning record) and which rule made it
+    (``"cpu_int8_dot"`` for 8-bit convs on the dot product, ``"cpu"`` otherwise), or
+    ``(None, None)`` where no rule applies. ``int8_dot=False``: 8-bit convs get the plain schedule."""
+    render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
+    rules = [(_schedule_int8_dot, "cpu_int8_dot")] if int8_dot else []
+    rules += [(_schedule_main, "cpu"), (schedule_parallel_only, "cpu")]
+    for rule, kind in rules:
+        try:
+            sch = s_tir.Schedule(func, debug_mask="none", error_render_level=render)
+            detail = rule(sch, target) or rule.__name__
+        except Exception as err:  # pylint: disable=broad-except
+            logger.debug("cpu default schedule: %s: %s not applied: %s: %s", name, rule.__name__,
+                         type(err).__name__, str(err).strip()[-2000:])
+            continue
+        logger.debug("cpu default schedule: %s: %s", name, detail)
+        return sch, kind
+    return None, None
+
+
+def default_schedule(func, target, name: str = "func", *, int8_dot: bool = True) -> Optional[s_tir.Schedule]:
+    """The default schedule of `func` (:func:`default_schedule_kind`), or None."""
+    return default_schedule_kind(func, target, name, int8_dot=int8_dot)[0]
+
+
+def schedule_func(func: tirx.PrimFunc, target, name: str = "func", *, int8_dot: bool = True,
+                  scheduled_by: Optional[dict] = None) -> Optional[tirx.PrimFunc]:
+    """The default-scheduled `func` (with `tirx.is_scheduled`), or None where no rule applies;
+    ``scheduled_by[name]`` is set to ``"default:<kind>"`` when it is scheduled."""
+    if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
+        return None
+    sch, kind = default_schedule_kind(func, target, name, int8_dot=int8_dot)
+    if sch is None:
+        return None
+    if scheduled_by is not None:
+        scheduled_by[name] = f"default:{kind}"
+    return sch.mod["main"].with_attr(SCHEDULED_ATTR, True)
+
+
+def _row_vector_ops(width: int, lanes: int) -> int:
+    """Vector instructions per output row and accumulator when the row is vectorized by the
+    factor :func:`pick_vector_factor` chooses (a factor of 1 is a scalar instruction per column)."""
+    vec = pick_vector_factor(width, lanes)
+    return (width // vec) * math.ceil(vec / lanes)
+
+
+def padded_width(width: int, lanes: int) -> int:
+    """The output width a convolution is computed at (the extra columns are sliced off).
+
+    An output width with no divisor near the vector length (17, 71, 73, 149: inception_v3's) leaves
+    the register-tiled schedule scalar; computing a few more columns makes it vectorizable. The
+    width is only padded when that at least halves the vector instructions per row, and to the
+    smallest width that reaches the fewest, so shapes that vectorize well (56, 28, 14, 7, 35 on
+    AVX2) keep their kernels, and their tuning records, as they are."""
+    best, best_ops = width, _row_vector_ops(width, lanes)
+    for cand in range(width + 1, width + lanes + 1):
+        ops = _row_vector_ops(cand, lanes)
+        if ops < best_ops:
+            best, best_ops = cand, ops
+    return best if 2 * best_ops <= _row_vector_ops(width, lanes) else width
+
+
+def dlight_rule():
+    """The same schedules as a `tvm.s_tir.dlight` ScheduleRule (for ApplyDefaultSchedule)."""
+    from tvm.s_tir.dlight.base import ScheduleRule
+
+    class CPUDefault(ScheduleRule):  # pylint: disable=too-few-public-methods
+        def apply(self, func, target, tunable):  # pylint: disable=unused-argument
+            scheduled = schedule_func(func, target)
+            if scheduled is None:
+                return None
+            return s_tir.Schedule(scheduled.without_attr(SCHEDULED_ATTR))
+
+        def is_target_available(self, target) -> bool:
+            return target.kind.name == "llvm"
+
+    return CPUDefault()
+
+
+def default_schedule_pass(target=None, *, int8_dot: bool = True,
+                          scheduled_by: Optional[dict] = None) -> tvm.transform.Pass:
+    """Module pass: default CPU schedules for the unscheduled PrimFuncs of a (fused) module
+    (``scheduled_by``: kernel name -> ``"default:<kind>"`` for those it scheduled)."""
+    return schedule_pass(lambda func, tgt, name: schedule_func(func, tgt, name, int8_dot=int8_dot,
+                                                               scheduled_by=scheduled_by),
+                         target, "HarnessCPUDefaultSchedule")
+
+
+class CPUSchedules:
+    """The default schedules of llvm targets as a schedule family (see
+    :func:`harness.schedules.schedule_family`)."""
+
+    name = "cpu"
+
+    def __init__(self, *, int8_dot: bool = True):
+        self.int8_dot = int8_dot
+
+    @staticmethod
+    def applies_to(target) -> bool:
+        return target is not None and target.kind.name == "llvm"
+
+    # the build computes odd output widths a few columns wider before legalizing, so that these
+    # schedules vectorize them (harness.build.passes.pad_conv_width)
+    pads_odd_widths = True
+
+    def default_schedule(self, func, target, name: str = "func"):
+        """``(schedule, kind)`` of `func`, or ``(None, None)``."""
+        return default_schedule_kind(func, target, name, int8_dot=self.int8_dot)
+
+    def sample_schedule(self, sch: s_tir.Schedule, target) -> None:
+        """The family's search space for a kernel whose default is the dot-product schedule: that
+        schedule with its register tile sampled (raises where it does not apply)."""
+        if not self.int8_dot:
+            raise NotApplicable("build.schedules.cpu_int8_dot is off")
+        sample_int8_dot(sch, target)
+
+    def schedule_passes(self, target, scheduled_by: Optional[dict] = None) -> list:
+        return [default_schedule_pass(target, int8_dot=self.int8_dot, scheduled_by=scheduled_by)]

@@ -1,0 +1,97 @@
+"""The analysis and operand packing that every int8 conv schedule of the harness shares (CPU dot
+products, CUDA dp4a): where the loops of a plain 8-bit ``conv2d_nchw`` block are, and how its data
+and weights are packed inside the kernel for an instruction that reduces ``red`` input channels."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from tvm import s_tir, tirx
+
+from .analysis import (Block, NotApplicable, const_int, inline_all, is_padding, param_buffers,
+                       writes_param)
+
+
+def _var_index(expr, iters) -> Optional[int]:
+    """Index into `iters` of the block iter `expr` is (None for a constant, error otherwise)."""
+    if isinstance(expr, tirx.IntImm):
+        return None
+    for i, iv in enumerate(iters):
+        if iv.var.same_as(expr):
+            return i
+    raise NotApplicable(f"index {expr} is not a plain block iter")
+
+
+class Int8Conv:  # pylint: disable=too-few-public-methods,too-many-instance-attributes
+    """Where the loops of a plain 8-bit ``conv2d_nchw`` block are: the block-iter indices of the
+    output channel (k), input channel (c), output row (y) and column (x), their extents, and the
+    data's element type."""
+
+    def __init__(self, data_dtype: str, k_i: int, c_i: int, y_i: Optional[int], x_i: int, extents: list):
+        self.data_dtype = data_dtype
+        self.k_i, self.c_i, self.y_i, self.x_i = k_i, c_i, y_i, x_i
+        self.k_ext, self.c_ext, self.x_ext = extents[k_i], extents[c_i], extents[x_i]
+        self.y_ext = 1 if y_i is None else extents[y_i]
+
+
+def int8_conv_iters(sch: s_tir.Schedule, anchor: Block) -> Int8Conv:
+    """The :class:`Int8Conv` of `anchor`, which must be TOPI's ``conv2d_nchw`` with 8-bit data,
+    int8 weights that are a parameter of the kernel, and an int32 result (NotApplicable else)."""
+    block = sch.get(anchor.rv)
+    if block.name_hint != "conv2d_nchw" or len(block.reads) != 2 or len(block.writes) != 1:
+        raise NotApplicable("not a plain conv2d_nchw")
+    data_region, weight_region = block.reads
+    out_region = block.writes[0]
+    data_dtype = str(data_region.source.dtype)
+    if data_dtype not in ("int8", "uint8") or str(weight_region.source.dtype) != "int8" \
+            or str(out_region.source.dtype) != "int32":
+        raise NotApplicable("not an 8-bit x int8 -> int32 conv")
+    if not any(weight_region.source.same_as(p) for p in param_buffers(sch)):
+        raise NotApplicable("weights are computed in the kernel")
+    iters = anchor.iters
+    w_idx = [_var_index(rng.min, iters) if const_int(rng.extent) == 1 else None for rng in weight_region.region]
+    o_idx = [_var_index(rng.min, iters) if const_int(rng.extent) == 1 else None for rng in out_region.region]
+    k_i, c_i, x_i = w_idx[0], w_idx[1], o_idx[3]
+    if k_i is None or c_i is None or x_i is None or k_i != o_idx[1]:
+        raise NotApplicable("unexpected conv2d_nchw indexing")
+    return Int8Conv(data_dtype, k_i, c_i, o_idx[2], x_i, [const_int(iv.dom.extent) for iv in iters])
+
+
+class PackedConv:  # pylint: disable=too-few-public-methods
+    """What :func:`pack_int8_conv` left around the conv block."""
+
+    def __init__(self, prologue: list, rest: list, epilogue, weights):
+        self.prologue = prologue  # blocks before the conv that stay (the data packing stage among them)
+        self.rest = rest  # blocks after the epilogue that stay
+        self.epilogue = epilogue  # the one block reading the accumulator, or None (it is an output)
+        self.weights = weights  # the weight layout-rewrite block
+
+
+def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red: int, weight_map) -> PackedConv:
+    """Inline what can be inlined around an 8-bit conv and pack its operands for a dot product of
+    `red` input channels: the data becomes ``[n, c / red, y, x, red]`` (written by the padding
+    stage, or by a packing stage of its own), the weights ``weight_map(k, c, r, s)`` in a
+    layout-rewrite block (split out of the kernel and folded into the constant at build)."""
+    params = param_buffers(sch)
+    data = sch.get(anchor.rv).reads[0].source
+    idx = next(i for i, b in enumerate(blocks) if b is anchor)
+    prologue = inline_all(sch, blocks[:idx], params, keep=is_padding)
+    rest = inline_all(sch, blocks[idx + 1:], params)
+    consumers = sch.get_consumers(anchor.rv)
+    epilogue = None
+    if not writes_param(sch, anchor.rv, params):
+        if len(consumers) != 1:
+            raise NotApplicable("the accumulator is read by several blocks")
+        epilogue = consumers[0]
+        rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
+    producers = [p for p in sch.get_producers(anchor.rv)
+                 if any(w.source.same_as(data) for w in sch.get(p).writes)]
+    if producers:
+        pack = producers[0]
+    else:
+        pack = sch.cache_read(anchor.rv, 0, "global")
+        prologue.append(Block(pack, [], [], False))
+    sch.transform_layout(pack, ("write", 0), lambda n, c, y, x: (n, c // red, y, x, c % red))
+    weights = sch.cache_read(anchor.rv, 1, "global")
+    sch.transform_layout(weights, ("write", 0), weight_map)
+    sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", True)
+    return PackedConv(prologue, rest, epilogue, weights)

@@ -1,0 +1,223 @@
+"""Tensor intrinsics the harness's int8 schedules use, registered once per process: TVM's own
+(``tvm.s_tir.tensor_intrin``: dp4a, wmma), a corrected VNNI ``vpdpbusd`` (TVM's ``dot_16x4_vnni``
+does not build with the wheel's LLVM 22) and the exact ``vpmaddwd`` on int16-widened operands
+(AVX-512BW and AVX2); which of them a target has (:func:`cpu_int8_dots`), and which one a schedule
+trace uses (:func:`trace_uses_intrinsic`).
+
+``vpmaddubsw`` (TVM's ``dot_16x4_avx512``) is never used: it saturates its pairwise u8 x s8 sums
+to int16 (2 x 255 x 127 > 32767).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ..targets import cuda_sm, normalize_target, target_has_feature
+
+
+_INTRIN_LOADED = False
+
+
+def load_tensor_intrinsics() -> None:
+    """Register TVM's tensor intrinsics (imports ``tvm.s_tir.tensor_intrin``).
+
+    The import parses a few hundred TVMScript functions and takes ~15-20 s on this machine;
+    it is done once per process.
+    """
+    global _INTRIN_LOADED  # pylint: disable=global-statement
+    if not _INTRIN_LOADED:
+        import tvm.s_tir.tensor_intrin  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+        _INTRIN_LOADED = True
+
+
+VNNI_INTRIN = "harness_dot_16x4_vnni"
+
+
+def _register_vnni_intrinsic() -> None:
+    """Register :data:`VNNI_INTRIN`: ``C[0:16] += sum_k u8 A[k] * s8 B[0:16, k]`` via vpdpbusd.
+
+    TVM 0.27 ships ``dot_16x4_vnni`` whose implementation calls
+    ``llvm.x86.avx512.vpdpbusd.512`` with ``<16 x i32>`` operands.  LLVM 21 changed that
+    intrinsic to take the byte vectors as ``<64 x i8>``; TVM 0.27's wheel is built with a newer
+    LLVM, so every kernel using ``dot_16x4_vnni`` fails LLVM's verifier ("Call parameter type
+    does not match function signature").  This registers the same computation with the byte
+    operands passed as 64 x 8-bit vectors (the broadcast 4 activations, and the 16x4 weights).
+    """
+    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    if TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is not None:
+        return
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        a: T.Buffer((4,), "uint8", offset_factor=1),
+        b: T.Buffer((16, 4), "int8", offset_factor=1),
+        c: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            for lane, red in T.grid(16, 4):
+                with T.sblock("update"):
+                    vl, vr = T.axis.remap("SR", [lane, red])
+                    c[vl] = c[vl] + T.cast(a[vr], "int32") * T.cast(b[vl, vr], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        a: T.Buffer((4,), "uint8", offset_factor=1),
+        b: T.Buffer((16, 4), "int8", offset_factor=1),
+        c: T.Buffer((16,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+            T.writes(c[0:16])
+            # the 4 activation bytes, seen as one int32, repeated in all 16 lanes
+            a_word = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+            a_bytes = T.reinterpret(T.broadcast(a_word, 16), dtype="uint8x64")
+            c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                c.vload([0], dtype="int32x16"),
+                a_bytes,
+                b.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    TensorIntrin.register(VNNI_INTRIN, desc, impl)
+
+
+def vnni_intrinsic() -> str:
+    """Name of a VNNI 16x4 intrinsic that compiles with the LLVM TVM was built with."""
+    from tvm.target import codegen  # pylint: disable=import-outside-toplevel
+
+    try:
+        major = int(codegen.llvm_version_major())
+    except Exception:  # pylint: disable=broad-except
+        major = 0
+    if major and major < 21:
+        load_tensor_intrinsics()
+        return "dot_16x4_vnni"  # TVM's own registration matches the old <16 x i32> signature
+    _register_vnni_intrinsic()
+    return VNNI_INTRIN
+
+
+_PMADDWD_LLVM = {8: ("llvm.x86.avx2.pmadd.wd", "avx2"), 16: ("llvm.x86.avx512.pmaddw.d.512", "avx512bw")}
+
+
+def pmaddwd_intrinsic(lanes: int, data_dtype: str) -> str:
+    """Register (once) and name ``C[0:lanes] += sum_(k<2) A[k] * B[0:lanes, k]`` with one vpmaddwd.
+
+    A: two 8-bit activations (``uint8`` or ``int8``), B: ``lanes`` x 2 int8 weights, C: int32.
+    Both operands are widened to int16 first, so the pairwise sums (at most 2 * 255 * 128) never
+    saturate: the result is exact, unlike ``vpmaddubsw``'s.  ``lanes`` 8 is AVX2 (ymm), 16 is
+    AVX-512BW (zmm).  This is the 8-bit dot product of x86 CPUs without VNNI.
+    """
+    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    llvm_name = _PMADDWD_LLVM[lanes][0]
+    name = f"harness_dot_{lanes}x2_{'u8' if data_dtype == 'uint8' else 's8'}_pmaddwd"
+    if TensorIntrin.get(name, allow_missing=True) is not None:
+        return name
+    a_pair, halves, wide = f"{data_dtype}x2", f"int16x{2 * lanes}", f"int32x{lanes}"
+    weights = f"int8x{2 * lanes}"
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        a: T.Buffer((2,), data_dtype, offset_factor=1),
+        b: T.Buffer((lanes, 2), "int8", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
+            T.writes(c[0:lanes])
+            for lane, red in T.grid(lanes, 2):
+                with T.sblock("update"):
+                    vl, vr = T.axis.remap("SR", [lane, red])
+                    c[vl] = c[vl] + T.cast(a[vr], "int32") * T.cast(b[vl, vr], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        a: T.Buffer((2,), data_dtype, offset_factor=1),
+        b: T.Buffer((lanes, 2), "int8", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
+            T.writes(c[0:lanes])
+            # the two activations widened to int16, seen as one int32, repeated in every lane
+            a_word = T.reinterpret(T.Cast("int16x2", a.vload([0], a_pair)), dtype="int32")
+            a_halves = T.reinterpret(T.broadcast(a_word, lanes), dtype=halves)
+            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=wide) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_name), a_halves,
+                T.Cast(halves, b.vload([0, 0], dtype=weights)), dtype=wide,
+            )
+
+    TensorIntrin.register(name, desc, impl)
+    return name
+
+
+def register_cpu_int8_intrinsics() -> None:
+    """Register the harness's x86 8-bit dot products (:func:`vnni_intrinsic`, every
+    :func:`pmaddwd_intrinsic` variant): database records of kernels that use one name it, and
+    replaying such a record needs it registered."""
+    vnni_intrinsic()
+    for lanes in _PMADDWD_LLVM:
+        for data_dtype in ("uint8", "int8"):
+            pmaddwd_intrinsic(lanes, data_dtype)
+
+
+def cpu_int8_dots(target: Any, data_dtype: str) -> list:
+    """The exact 8-bit dot products of an llvm target, best first, as ``(intrinsic, lanes,
+    reduction)``: VNNI ``vpdpbusd`` (16 x 4, unsigned activations only), then ``vpmaddwd`` on
+    AVX-512BW (16 x 2) and on AVX2 (8 x 2).  Empty for other CPUs."""
+    tgt = normalize_target(target)
+    if tgt.kind.name != "llvm" or data_dtype not in ("uint8", "int8"):
+        return []
+    found = []
+    if data_dtype == "uint8" and target_has_feature(tgt, "avx512vnni"):
+        found.append((vnni_intrinsic(), 16, 4))
+    for lanes in (16, 8):
+        if target_has_feature(tgt, _PMADDWD_LLVM[lanes][1]):
+            found.append((pmaddwd_intrinsic(lanes, data_dtype), lanes, 2))
+    return found
+
+
+def int8_intrinsics_for(target: Any, data_dtype: str = "int8") -> list[str]:
+    """Names of the int8 intrinsics the int8 rules try for ``target`` (may be empty)."""
+    tgt = normalize_target(target)
+    kind = tgt.kind.name
+    if kind == "llvm":
+        # The best exact dot product (VNNI for u8 data, else vpmaddwd on int16-widened
+        # operands); the packed tune-conv layout is made for it (workloads.packed_blocks).
+        # TVM's "dot_16x4_avx512" (vpmaddubsw + vpmaddwd) is never used: vpmaddubsw saturates
+        # its pairwise u8*s8 sums to int16 (255*127*2 > 32767).
+        dots = cpu_int8_dots(tgt, data_dtype)
+        return [dots[0][0]] if dots else []
+    if kind == "cuda":
+        names = ["dp4a_u8s8s32" if data_dtype == "uint8" else "dp4a_s8s8s32"]
+        if data_dtype == "int8" and cuda_sm(tgt) >= 75:
+            names.append("wmma_sync_16x16x16_s8s8s32_trans")
+        return names
+    return []
+
+
+def trace_uses_intrinsic(trace: Any, intrinsics: list[str] | None = None) -> str | None:
+    """Name of the tensor intrinsic a schedule trace tensorizes with, or None.
+
+    Looks for ``tensorize`` instructions and for the ``meta_schedule.auto_tensorize``
+    annotations the intrinsic rules leave for the ``RewriteTensorize`` postprocessor.
+    """
+    text = str(trace)
+    names = list(intrinsics) if intrinsics else []
+    found = re.findall(r'"((?:harness_dot_|dot_16x4|dp4a|wmma_sync|mma_)[A-Za-z0-9_]*)"', text)
+    for name in found:
+        if not names or name in names:
+            return name
+    return None
+
+
+def dp4a_intrinsic(data_dtype: str) -> str:
+    """TVM's dp4a intrinsic for 8-bit data x int8 weights (u8 x s8 is PTX's mixed ``dp4a.u32.s32``)."""
+    return "dp4a_u8s8s32" if data_dtype == "uint8" else "dp4a_s8s8s32"
