@@ -49,12 +49,37 @@ def _device(manifest: Dict, device: Optional[str], bundle_dir: str):
                           f"--device {device} cannot run them (valid: {want}; or build a bundle with "
                           f"--target {'cuda' if device == 'cuda' else 'llvm'})")
     if want == "cuda":
+        why = load_cuda_runtime()
         dev = tvm.cuda(0)
         if not dev.exist:
-            raise BundleError(f"{bundle_dir}: built for {target['key']}, but no CUDA GPU is visible here; run it "
-                              "on a machine with one, or build a bundle with --target llvm")
+            raise BundleError(f"{bundle_dir}: built for {target['key']}, but no CUDA GPU is visible here"
+                              f"{f' ({why})' if why else ''}; run it on a machine with one, or build a bundle "
+                              "with --target llvm")
+        arch = "sm_" + dev.compute_version.replace(".", "")
+        if target.get("arch") and arch != target["arch"]:
+            raise BundleError(f"{bundle_dir}: built for {target['arch']}, but this GPU ({dev.device_name}) is {arch}; "
+                              f"rebuild it with --arch {arch}")
         return dev
     return tvm.cpu(0)
+
+
+def load_cuda_runtime() -> str:
+    """Load TVM's CUDA runtime library (``lib/libtvm_runtime_cuda.so``) where ``import tvm`` did not: TVM
+    loads its backends only when its compiler is there. Returns why it could not be loaded ("" if it is)."""
+    from pathlib import Path
+
+    from tvm.base import _LOADED_LIBS
+    from tvm_ffi.libinfo import load_lib_ctypes
+
+    if "tvm_runtime_cuda" in _LOADED_LIBS:
+        return ""
+    try:
+        _LOADED_LIBS["tvm_runtime_cuda"] = load_lib_ctypes(
+            package="tvm", target_name="tvm_runtime_cuda", mode="RTLD_LOCAL",
+            extra_lib_paths=[Path(_LOADED_LIBS["tvm_runtime"]._name).resolve().parent])  # pylint: disable=protected-access
+    except (OSError, RuntimeError) as e:
+        return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return ""
 
 
 class _Library:

@@ -1,5 +1,6 @@
 """A runtime-only copy of the installed TVM: the ``tvm`` package without ``lib/libtvm_compiler.so``,
-``3rdparty/`` and byte-code caches (about 9 MB of files instead of 300 MB). With
+``3rdparty/``, its C++ sources and headers (``src/``, ``include/``), the web runtime (``web/``) and
+byte-code caches (about 12 MiB of files instead of 300 MiB). With
 ``TVM_USE_RUNTIME_LIB=1`` its ``import tvm`` loads ``libtvm_runtime.so`` only, which is all
 `harness bench-bundle` needs (plus ``tvm_ffi`` and numpy).
 
@@ -11,8 +12,10 @@ import os
 import shutil
 import sys
 
-#: Left out of the copy: the compiler, the bundled third-party sources, caches.
-EXCLUDED = ("libtvm_compiler.so", "3rdparty", "__pycache__")
+#: Left out of the copy, anywhere: the compiler library and byte-code caches.
+EXCLUDED = ("libtvm_compiler.so", "__pycache__")
+#: Left out of the copy, at the package's top: third-party and C++ sources, headers, the web runtime.
+EXCLUDED_TOP = ("3rdparty", "src", "include", "web")
 
 
 def installed_tvm_dir() -> str:
@@ -32,7 +35,13 @@ def copy_runtime(dest: str, source: str = None) -> str:
     target = os.path.join(dest, "tvm")
     if os.path.exists(target):
         shutil.rmtree(target)
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*EXCLUDED))
+    anywhere = shutil.ignore_patterns(*EXCLUDED)
+
+    def ignore(folder, names):
+        top = os.path.abspath(folder) == os.path.abspath(source)
+        return set(anywhere(folder, names)) | ({n for n in names if n in EXCLUDED_TOP} if top else set())
+
+    shutil.copytree(source, target, ignore=ignore)
     return target
 
 
