@@ -17,8 +17,11 @@ from .manifest import MAIN, TRANSFORM, BundleError, load_manifest, seeded_weight
 Status = Callable[[str], None]
 
 #: The reference case passes when the target's int8 output is within this of the CPU's, relative to
-#: the largest |CPU output| (integer arithmetic is exact; the float epilogues may round differently).
-REFERENCE_MAX_REL_ERR = 1e-3
+#: the largest |CPU output|, and every image's top-1 class is the CPU's. The integer sums are exact,
+#: but the float requantize / dequantize epilogues may round differently (a contracted multiply-add
+#: on the GPU), which moves an 8-bit activation by one step now and then: about 1e-4..1e-3 of the
+#: largest logit each. A wrong kernel (layout, packing, accumulation) is off by the logits' own size.
+REFERENCE_MAX_REL_ERR = 1e-2
 DEVICES = ("cpu", "cuda")
 
 
@@ -127,7 +130,7 @@ def check_reference(bundle_dir: str, manifest: Dict, dev, status: Status = lambd
         out = _Library(bundle_dir, entry, dev, [stored[w["name"]] for w in entry["weights"]]).run(x)
         err = float(np.abs(out.astype(np.float64) - expected).max() / max(float(np.abs(expected).max()), 1e-12))
         top1 = float((out.argmax(-1) == expected.argmax(-1)).mean())
-        ok = bool(np.isfinite(out).all() and err <= REFERENCE_MAX_REL_ERR)
+        ok = bool(np.isfinite(out).all() and err <= REFERENCE_MAX_REL_ERR and top1 == 1.0)
         result["variants"][entry["variant"]] = {"max_rel_err": err, "bit_identical": bool(np.array_equal(out, expected)),
                                                 "top1_agreement": top1, "passed": ok}
         status(f"reference {ref['model']} {entry['variant']}: max rel err {err:.3g} vs the CPU's int8 output "

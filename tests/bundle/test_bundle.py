@@ -251,3 +251,44 @@ def test_unknown_variant(tmp_path, capsys):
     line = _error_line(capsys, ["bundle", str(config), "--target", "llvm", "--variants", "tvm-int4",
                                 "--out", str(tmp_path / "b")])
     assert line == "error: --variants: unknown 'tvm-int4'; valid: tvm-int8, tvm-int8-dlight, tvm-fp32"
+
+
+# ----------------------------------------------------------------------------- CUDA, without a GPU
+
+
+@pytest.mark.slow
+def test_cuda_bundle_of_resnet18_builds_without_a_gpu(tmp_path):
+    """resnet18_v1 int8 for sm_90 on a machine with nvcc only: dp4a kernels in the library, a complete
+    manifest, the torch peers' graph without weights, and a size that travels."""
+    from harness.bundle.build import build_bundle, bundle_configs
+    from harness.bundle.runtime import copy_runtime, tree_bytes
+
+    configs = bundle_configs(os.path.join(ROOT, "configs", "resnet18_v1_int8.yaml"), target_kind="cuda",
+                             arch="sm_90", batches=[1])
+    out = tmp_path / "b"
+    manifest = build_bundle(configs, str(out), variants=["tvm-int8"], reference=None)
+
+    assert manifest["target"]["kind"] == "cuda" and manifest["target"]["key"] == "cuda-sm_90"
+    assert manifest["target"]["arch"] == "sm_90"
+    assert manifest["switches"]["variants"] == ["tvm-int8"] and manifest["switches"]["cuda_int8_dp4a"] is True
+    assert manifest["switches"]["peers"] == ["torch-fp32", "torch-fp16"]
+    case = manifest["cases"][0]
+    assert case["run_key"] == "resnet18_v1-B1-int8"
+    assert case["input"] == {"name": "data", "shape": [1, 3, 224, 224], "dtype": "float32", "seed": 0}
+    (v,) = case["variants"]
+    lib = out / v["library"]
+    assert lib.stat().st_size == v["bytes"]
+    # 20 convs: the first stays fp32 (skip_conv_layers [0]); the other 19 are int8 (conv weights
+    # [K, C, R, S] int8), and their kernels call __dp4a
+    convs = [w for w in v["weights"] if len(w["shape"]) == 4]
+    assert len(convs) == 20 and sum(w["dtype"] == "int8" for w in convs) == 19
+    assert v["dp4a_kernels"] >= 18
+    assert b"__dp4a" in lib.read_bytes()
+    graph = json.loads((out / case["peers"]["graph"]).read_text())
+    names = {n["name"] for n in graph["nodes"] if n["op"] == "null"}
+    assert {w["name"] for w in case["peers"]["weights"]} == names - {"data"}
+    assert not any(f.endswith((".params", ".npz")) for _, _, fs in os.walk(out) for f in fs)  # no weights travel
+
+    runtime = copy_runtime(str(tmp_path / "rt"))
+    wheel = 4 * 2**20  # the apache-tvm-ffi cp312 wheel is 3.2 MB
+    assert manifest["bytes"] + tree_bytes(runtime) + wheel < 60 * 2**20
