@@ -319,6 +319,8 @@ def bundle_configs(path: str, *, target_kind: str, arch: Optional[str], batches:
             data = yaml.safe_load(f) or {}
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    if arch and target_kind != "cuda":
+        raise ConfigError(f"--arch {arch}: only for --target cuda")
     target = {"kind": target_kind, **({"arch": arch} if arch else {})}
     if isinstance(data, dict) and "models" in data:
         from ..suite import cells, load_suite

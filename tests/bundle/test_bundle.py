@@ -59,13 +59,12 @@ def run_runtime_only(site, *args, cwd):
 
 @pytest.fixture(scope="module")
 def digits_bundle(tmp_path_factory):
-    from harness.bundle.build import build_bundle, bundle_configs
-
     tmp = tmp_path_factory.mktemp("bundle")
     config = tmp / "digits.yaml"
     config.write_text(DIGITS_CONFIG)
-    configs = bundle_configs(str(config), target_kind="llvm", arch=None, batches=None)
-    manifest = build_bundle(configs, str(tmp / "b"), reference=str(config))
+    assert main(["bundle", str(config), "--target", "llvm", "--reference", str(config), "--out", str(tmp / "b"),
+                 "--quiet"]) == 0
+    manifest = json.loads((tmp / "b" / "manifest.json").read_text())
     return str(tmp / "b"), str(config), manifest
 
 
@@ -278,8 +277,9 @@ def test_cuda_bundle_of_resnet18_builds_without_a_gpu(tmp_path):
     (v,) = case["variants"]
     lib = out / v["library"]
     assert lib.stat().st_size == v["bytes"]
-    # 20 convs: the first stays fp32 (skip_conv_layers [0]); the other 19 are int8 (conv weights
-    # [K, C, R, S] int8), and their kernels call __dp4a
+    # 20 convs: the first stays fp32 (skip_conv_layers [0]), the other 19 are int8 (weights [K, C, R, S]
+    # int8); their kernels call __dp4a (counted in the CUDA source: 18 kernels on 2026-12-02, convs of
+    # the same shape and epilogue share one)
     convs = [w for w in v["weights"] if len(w["shape"]) == 4]
     assert len(convs) == 20 and sum(w["dtype"] == "int8" for w in convs) == 19
     assert v["dp4a_kernels"] >= 18
