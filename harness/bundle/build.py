@@ -358,7 +358,9 @@ def build_bundle(configs: Sequence, out_dir: str, *, variants: Optional[Sequence
     for p in peers:
         if p not in ("torch-fp32", "torch-fp16"):
             raise ConfigError(f"--peers: '{p}' cannot run from a bundle; valid: torch-fp32, torch-fp16")
-    if os.path.exists(os.path.join(out_dir, MANIFEST)):
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not os.path.exists(os.path.join(out_dir, MANIFEST)):
+            raise ConfigError(f"--out {out_dir}: exists and is not a bundle; give a new or empty directory")
         shutil.rmtree(out_dir)  # a bundle is rebuilt whole: no library of an older build may stay
     os.makedirs(out_dir, exist_ok=True)
     from ..tune import cuda_default

@@ -292,3 +292,21 @@ def test_cuda_bundle_of_resnet18_builds_without_a_gpu(tmp_path):
     runtime = copy_runtime(str(tmp_path / "rt"))
     wheel = 4 * 2**20  # the apache-tvm-ffi cp312 wheel is 3.2 MB
     assert manifest["bytes"] + tree_bytes(runtime) + wheel < 60 * 2**20
+
+
+def test_seeded_weights_are_per_name_and_seed():
+    """The runner's weights: the same tensor for the same name and seed whatever the order (so TVM fp32
+    and the torch peers can share them by name), in the dtype's range, BatchNorm variances positive."""
+    from harness.bundle.manifest import seeded_weight, seeded_weights
+
+    specs = [{"name": "conv0_weight", "shape": [64, 3, 7, 7], "dtype": "float32"},
+             {"name": "bn0_running_var", "shape": [64], "dtype": "float32"},
+             {"name": "w3", "shape": [128, 64, 3, 3], "dtype": "int8"}]
+    a = seeded_weights(specs, 7)
+    b = seeded_weights(specs[::-1], 7)[::-1]
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a[0], seeded_weight("conv0_weight", [64, 3, 7, 7], "float32", 8))
+    assert a[0].dtype == np.float32 and abs(float(a[0].std()) - np.sqrt(2 / 147)) < 0.01  # He-normal, fan-in 147
+    assert a[1].min() >= 0.5 and a[1].max() <= 1.5
+    assert a[2].dtype == np.int8 and a[2].min() >= -127 and a[2].max() <= 127
