@@ -6,8 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
-import tvm
-from tvm import relax
+import tvm  # the runtime is enough here (`harness bench-bundle`); tvm.relax is imported where needed
 
 
 @dataclass
@@ -44,7 +43,9 @@ class LatencyStats:
                    batch * 1e3 / mean, batch, number, repeat, min_repeat_ms, [float(x) for x in ms])
 
 
-def make_vm(executable, dev) -> relax.VirtualMachine:
+def make_vm(executable, dev) -> "relax.VirtualMachine":
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
     return relax.VirtualMachine(executable, dev)
 
 
@@ -109,10 +110,18 @@ def time_vm(vm, dev, inputs: Sequence[np.ndarray], *, number: int = 10, repeat: 
             min_repeat_ms: int = 200, warmup: int = 1, batch: int = 1) -> LatencyStats:
     """`vm.time_evaluator("main", dev, number, repeat, min_repeat_ms)` after `warmup` plain runs."""
     args = [tvm.runtime.tensor(x, dev) for x in inputs]
+    return time_vm_args(vm, dev, args, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms, warmup=warmup,
+                        batch=batch)
+
+
+def time_vm_args(vm, dev, args: Sequence, *, number: int = 10, repeat: int = 5, min_repeat_ms: int = 200,
+                 warmup: int = 1, batch: int = 1, func: str = "main") -> LatencyStats:
+    """:func:`time_vm` on arguments already on `dev` (tensors), e.g. the input and the weights of a
+    library whose weights are parameters (`harness bench-bundle`)."""
     for _ in range(warmup):
-        vm["main"](*args)
+        vm[func](*args)
     dev.sync()
-    timer = vm.time_evaluator("main", dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    timer = vm.time_evaluator(func, dev, number=number, repeat=repeat, min_repeat_ms=min_repeat_ms)
     result = timer(*args)
     return LatencyStats.from_samples(list(result.results), batch=batch, number=number, repeat=repeat,
                                      min_repeat_ms=min_repeat_ms)

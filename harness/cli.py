@@ -277,6 +277,40 @@ def cmd_report(args) -> int:
     return 1 if any(c.status == "regression" for c in cells) else 0
 
 
+def cmd_bundle(args) -> int:
+    from .bundle.build import REFERENCE_CONFIG, build_bundle, bundle_configs
+    from .pipeline import REPO_ROOT
+
+    configs = bundle_configs(args.config, target_kind=args.target, arch=args.arch, batches=_csv(args.batches, int),
+                             models=_csv(args.models))
+    reference = args.reference or os.path.join(REPO_ROOT, REFERENCE_CONFIG)
+    peers = None if args.peers is None else ([] if args.peers == "none" else _csv(args.peers))
+    manifest = build_bundle(configs, args.out, variants=_csv(args.variants), peers=peers,
+                            reference=None if reference == "none" else reference,
+                            status=_status_printer(args.quiet))
+    n = sum(len(c["variants"]) for c in manifest["cases"])
+    ref = manifest["reference"]
+    print(f"bundle: {args.out} ({manifest['target']['key']}, {len(manifest['cases'])} case(s), {n} libraries"
+          f"{', reference ' + ref['model'] if ref else ''}; {manifest['bytes'] / 2**20:.1f} MiB)")
+    return 0
+
+
+def cmd_bench_bundle(args) -> int:
+    from .bundle.runner import bench_bundle
+    from .report import latency_table
+
+    records = bench_bundle(args.bundle, args.out, device=args.device, peers=not args.no_peers,
+                           status=_status_printer(args.quiet))
+    print(latency_table(records))
+    ref = records[0]["bundle"]["reference"] if records else None
+    if ref is not None:
+        for name, r in ref["variants"].items():
+            print(f"reference {ref['model']} {name}: max rel err {r['max_rel_err']:.3g} vs the CPU's int8 output, "
+                  f"top-1 agreement {r['top1_agreement']:.3f}: {'passed' if r['passed'] else 'FAILED'}")
+    print(f"records: {os.path.dirname(records[0]['path']) if records else '-'} ({len(records)})")
+    return 0 if ref is None or ref["passed"] else 1
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -384,6 +418,40 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--fail-over", metavar="AMOUNT",
                     help="with --compare: allowed slow-down, as 5%% or 0.05 (default: 5%%)")
     rp.set_defaults(func=cmd_report)
+
+    b = sub.add_parser("bundle", help="build here, run there: export every variant's library with its weights as "
+                                      "parameters, for `bench-bundle` on a machine with only the TVM runtime",
+                       description="Compile the models of a run config or suite file (every batch) as TVM int8 with "
+                                   "the harness's schedules, int8 with TVM's own GPU schedules (CUDA) and fp32, each "
+                                   "with its weights as parameters (their packing runs once at load), plus a small "
+                                   "reference case with real weights and the CPU's int8 output. No GPU is needed "
+                                   "for --target cuda (nvcc is).")
+    b.add_argument("config", help="run config (configs/*.yaml) or suite file (configs/suites/*.yaml)")
+    b.add_argument("--target", choices=["cuda", "llvm"], required=True, help="what the libraries are built for")
+    b.add_argument("--arch", help="CUDA architecture, e.g. sm_90 (default: target.arch, else sm_90)")
+    b.add_argument("--batches", help="comma-separated batch sizes (default: the config's)")
+    b.add_argument("--models", help="suite files: comma-separated subset of models")
+    b.add_argument("--variants", help="comma-separated subset of tvm-int8, tvm-int8-dlight (CUDA), tvm-fp32 "
+                                      "(default: all the target has)")
+    b.add_argument("--peers", help="torch peers to carry (torch-fp32, torch-fp16) or 'none' "
+                                   "(default: both for cuda, none for llvm)")
+    b.add_argument("--reference", metavar="CONFIG", help="the reference case's config, or 'none' "
+                                                         "(default: configs/digits_cnn_int8.yaml)")
+    b.add_argument("--out", required=True, help="bundle directory (rebuilt whole)")
+    b.add_argument("--quiet", action="store_true", help="no progress messages")
+    b.set_defaults(func=cmd_bundle)
+
+    bb = sub.add_parser("bench-bundle", help="run a bundle with the TVM runtime alone: check the reference case, "
+                                             "time every variant and peer, write result records",
+                        description="Needs only the TVM runtime (TVM_USE_RUNTIME_LIB=1 works) and numpy; torch "
+                                    "for the torch peers. Records are those of `harness run`: `harness report` "
+                                    "merges them. Exit status 1 when the reference case does not match.")
+    bb.add_argument("bundle", help="directory made by `harness bundle`")
+    bb.add_argument("--out", metavar="RESULTS", help="records folder (default: BUNDLE/results)")
+    bb.add_argument("--device", help="cpu or cuda (default: the kind the bundle was built for)")
+    bb.add_argument("--no-peers", action="store_true", help="skip the torch peers")
+    bb.add_argument("--quiet", action="store_true", help="no progress messages")
+    bb.set_defaults(func=cmd_bench_bundle)
     return p
 
 

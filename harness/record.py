@@ -44,14 +44,22 @@ def gpu_name() -> Optional[str]:
     return None
 
 
-def machine_info() -> Dict[str, Any]:
-    import tvm
+def _llvm_cpu() -> Optional[str]:
+    """LLVM's name of this CPU; None where TVM runs without its compiler (`harness bench-bundle`)."""
+    try:
+        import tvm
 
+        return tvm.target.codegen.llvm_get_system_cpu()
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def machine_info() -> Dict[str, Any]:
     return {
         "hostname": platform.node(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
-        "llvm_cpu": tvm.target.codegen.llvm_get_system_cpu(),
+        "llvm_cpu": _llvm_cpu(),
         "gpu": gpu_name(),
         "os": platform.platform(),
         "python": platform.python_version(),

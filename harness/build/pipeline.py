@@ -56,7 +56,7 @@ def _tvm_rules(target) -> list:
                                     dl.gpu.GeneralReduction(), dl.gpu.Fallback())]
 
 
-def _lower_passes(target) -> list:
+def lower_passes(target) -> list:
     """What TVM's own pipeline runs after scheduling, from TVM's own lists (so that the two cannot
     drift apart)."""
     if target.kind.name == "cuda":
@@ -109,6 +109,6 @@ def relax_pipeline(target, family: Optional[ScheduleFamily] = None, records=None
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         mod = fuse_and_schedule(mod, target, family, records, scheduled_by)
         with target:
-            return tvm.transform.Sequential(_lower_passes(target))(mod)
+            return tvm.transform.Sequential(lower_passes(target))(mod)
 
     return _pipeline

@@ -14,7 +14,6 @@ multiply-add.
 """
 from __future__ import annotations
 
-import ast
 import json
 import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -25,43 +24,10 @@ from tvm import relax
 
 from ..errors import ConversionError, InputShapeError, UnsupportedOpError
 from .deformable import deformable_conv2d_nchw
+from .mxnet_attrs import (  # noqa: F401 (shared with the torch peers)
+    _attr_bool, _attr_float, _attr_int, _attr_str, _attr_tuple, mxnet_reshape_shape)
 
 Shape = Tuple[int, ...]
-
-# ----------------------------------------------------------------------------- attrs
-
-
-def _attr_tuple(attrs: dict, key: str, default: Sequence[int]) -> Tuple[int, ...]:
-    raw = attrs.get(key)
-    if raw is None or raw in ("()", "[]", "None"):
-        return tuple(default)
-    value = ast.literal_eval(raw)
-    if isinstance(value, int):
-        value = (value,) * len(default)
-    return tuple(int(v) for v in value)
-
-
-def _attr_int(attrs: dict, key: str, default: int) -> int:
-    raw = attrs.get(key)
-    return default if raw is None or raw == "None" else int(float(raw))
-
-
-def _attr_float(attrs: dict, key: str, default: float) -> float:
-    raw = attrs.get(key)
-    return default if raw is None or raw == "None" else float(raw)
-
-
-def _attr_bool(attrs: dict, key: str, default: bool) -> bool:
-    raw = attrs.get(key)
-    if raw is None:
-        return default
-    return str(raw).strip().lower() in ("true", "1")
-
-
-def _attr_str(attrs: dict, key: str, default: str) -> str:
-    raw = attrs.get(key)
-    return default if raw is None else str(raw)
-
 
 # ----------------------------------------------------------------------------- loading
 
@@ -569,33 +535,6 @@ def _clip(cv, idx, node, attrs):
     if lo == 0.0 and hi == 6.0:
         return cv.emit(relax.op.nn.relu6(x), node)
     return cv.emit(relax.op.clip(x, lo, hi), node)
-
-
-def mxnet_reshape_shape(in_shape: Sequence[int], spec: Sequence[int]) -> List[int]:
-    """MXNet Reshape's special codes (0 copy, -1 infer, -2 rest, -3 merge two, -4 split one)."""
-    out: List[int] = []
-    i = j = 0
-    while j < len(spec):
-        s = spec[j]
-        if s == 0:
-            out.append(in_shape[i]); i += 1
-        elif s == -1:
-            out.append(-1); i += 1
-        elif s == -2:
-            out.extend(in_shape[i:]); i = len(in_shape)
-        elif s == -3:
-            out.append(in_shape[i] * in_shape[i + 1]); i += 2
-        elif s == -4:
-            a, b = spec[j + 1], spec[j + 2]
-            if a == -1:
-                a = in_shape[i] // b
-            if b == -1:
-                b = in_shape[i] // a
-            out.extend([a, b]); i += 1; j += 2
-        else:
-            out.append(s); i += 1
-        j += 1
-    return out
 
 
 @_register("Reshape", "reshape")

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConversionError, UnsupportedOpError
-from ..frontends.mxnet import (_attr_bool, _attr_float, _attr_int, _attr_str, _attr_tuple, load_params,
-                              mxnet_reshape_shape)
+from ..frontends.mxnet_attrs import _attr_bool, _attr_float, _attr_int, _attr_str, _attr_tuple, mxnet_reshape_shape
 
 Step = Callable[..., Any]
 
@@ -338,6 +337,8 @@ class MXNetGraphModule(torch.nn.Module):
 def gluon_graph(block) -> Tuple[dict, Dict[str, np.ndarray]]:
     """Symbol JSON (as a dict) and weights of a Gluon HybridBlock (input variable 'data')."""
     import mxnet as mx
+
+    from ..frontends.mxnet import load_params
 
     sym = block(mx.sym.var("data"))
     if isinstance(sym, (list, tuple)):
