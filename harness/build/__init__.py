@@ -140,13 +140,14 @@ def _build(mod, target, records, schedules: ScheduleOptions, opt_level: int):
 
 def cuda_source(ex) -> str:
     """The CUDA C the executable carries (for inspection on machines without a GPU)."""
-    for m in _walk_modules(ex.mod):
+    for m in walk_modules(ex.mod):
         if m.kind == "cuda":
             return m.inspect_source()
     return ""
 
 
-def _walk_modules(mod):
+def walk_modules(mod):
+    """A runtime module and every module it imports."""
     stack, seen = [mod], []
     while stack:
         m = stack.pop()

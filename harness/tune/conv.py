@@ -307,7 +307,7 @@ def emit_source(shape: ConvShape | str, *, dtype: str = "int8", target: Any, wor
     else its default schedule): x86 assembly (``fmt="asm"``, default) or LLVM IR (``"ll"``) of the
     conv function; CUDA C (``"cu"``, default; the conv and its packing kernels) or PTX (``"ptx"``),
     compiled for real with nvcc (no GPU needed)."""
-    from ..build import compile_module, cuda_source  # pylint: disable=import-outside-toplevel
+    from ..build import compile_module, cuda_source, walk_modules  # pylint: disable=import-outside-toplevel
     from .database import load_records  # pylint: disable=import-outside-toplevel
     from .runners import nvcc_mode  # pylint: disable=import-outside-toplevel
 
@@ -331,7 +331,7 @@ def emit_source(shape: ConvShape | str, *, dtype: str = "int8", target: Any, wor
         with tgt:
             ptx = nvcc.compile_cuda(source, target_format="ptx", arch=str(tgt.attrs["arch"]), compiler="nvcc")
         return bytes(ptx).decode("utf-8", errors="replace")
-    llvm = next(m for m in _modules(built.executable.mod) if m.kind == "llvm")
+    llvm = next(m for m in walk_modules(built.executable.mod) if m.kind == "llvm")
     text = llvm.inspect_source("ll" if fmt in ("ll", "llvm") else "asm")
     conv = next((k for k in built.report.kernels if "conv2d" in k), None)
     return _function_text(text, conv) if conv else text
@@ -341,15 +341,6 @@ def _nullcontext():
     import contextlib  # pylint: disable=import-outside-toplevel
 
     return contextlib.nullcontext()
-
-
-def _modules(mod):
-    stack, out = [mod], []
-    while stack:
-        m = stack.pop()
-        out.append(m)
-        stack.extend(m.imports)
-    return out
 
 
 def _function_text(text: str, name: str) -> str:
