@@ -20,6 +20,9 @@ every other PrimFunc of a fused Relax module a plain, deterministic schedule:
 
   Per output element the reduction order is the unscheduled one, so integer kernels are
   bit-exact and float ones differ only by FMA contraction.
+* 8-bit convs: on the CPU's 8-bit dot product (:func:`schedule_int8_dot_conv`); depthwise ones
+  vectorized across channels (:func:`schedule_int8_depthwise_conv`), where the plain schedule
+  above would vectorize along a (strided) output row and broadcast every weight.
 * no reduction block (elementwise / injective, quantize, reshape, padding): producers inlined;
   the innermost loops (joined until two vectors long) split by a divisor of at most the vector
   width, that part vectorized, the outer loops fused and made parallel.
@@ -563,6 +566,92 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _B
     schedule_injective(sch, weights, bits)
 
 
+def schedule_int8_depthwise_conv(sch: s_tir.Schedule, blocks: List[_Block], anchor: _Block, target) -> None:
+    """The 8-bit depthwise NCHW conv2d (``group_conv2d_nchw`` / ``depthwise_conv2d_nchw`` with one
+    input channel per group and one output channel per input channel: 8-bit data, int8 weights,
+    int32 accumulation) vectorized across channels.
+
+    The plain schedule vectorizes along the output row, where a stride-2 window gathers every
+    other byte and every weight is broadcast per vector; here channels are the vector, like the
+    dot-product schedule's output channels, and each weight vector serves a tile of pixels:
+
+        data   [n, c, y, x]   -> [n, c / lanes, y, x, lanes]   (the padding stage writes it)
+        weight [c, 1, r, s]   -> [c / lanes, 1, r, s, lanes]   (layout-rewrite block, folded at build)
+        acc    [n, c, y, x]   -> [n, c / lanes, y, x, lanes]   (a register tile, int32)
+
+        parallel for (n, c / lanes, y, x / xi):
+            for (r, s):
+                unroll xi pixels:  acc[xi, lanes] += int32(data[lanes]) * int32(weight[lanes])
+            epilogue (dequantize, bias, ReLU6, requantize) -> output NCHW
+
+    ``lanes`` is one vector of int32 (16 on AVX-512, 8 on AVX2); the 8 x 8-bit products LLVM
+    emits as ``vpmaddwd`` (both operands fit in 16 bits). The same integer sums per output as the
+    plain schedule, in another order: bit-identical. Not applicable (the plain schedule is used)
+    to grouped convs with several channels per group, to channel counts no vector divides, or
+    with ``HARNESS_CPU_INT8_DOT=0``.
+    """
+    if not _switched_on(INT8_DOT_SWITCH):
+        raise NotApplicable(f"{INT8_DOT_SWITCH}=0")
+    block = sch.get(anchor.rv)
+    if block.name_hint not in ("group_conv2d_nchw", "depthwise_conv2d_nchw") \
+            or len(block.reads) != 2 or len(block.writes) != 1:
+        raise NotApplicable("not a grouped / depthwise NCHW conv")
+    data_region, weight_region = block.reads
+    out_region = block.writes[0]
+    data, weight, out = data_region.source, weight_region.source, out_region.source
+    if str(data.dtype) not in ("int8", "uint8") or str(weight.dtype) != "int8" or str(out.dtype) != "int32":
+        raise NotApplicable("not an 8-bit x int8 -> int32 conv")
+    if not any(weight.same_as(p) for p in _param_buffers(sch)):
+        raise NotApplicable("weights are computed in the kernel")
+    channels = _int(out.shape[1])
+    if _int(weight.shape[1]) != 1 or _int(weight.shape[0]) != channels or _int(data.shape[1]) != channels:
+        raise NotApplicable("not depthwise (one input and one output channel per group)")
+    iters = anchor.iters
+    o_idx = [_var_index(rng.min, iters) if _int(rng.extent) == 1 else None for rng in out_region.region]
+    k_i, x_i = o_idx[1], o_idx[3]
+    if k_i is None or x_i is None or _var_index(weight_region.region[0].min, iters) != k_i:
+        raise NotApplicable("unexpected group_conv2d_nchw indexing")
+    bits = vector_bits(target)
+    lanes = next((n for n in (bits // 32, bits // 64) if n > 1 and channels % n == 0), None)
+    if lanes is None:
+        raise NotApplicable(f"{channels} channels: no int32 vector divides them")
+    parts = pack_int8_conv(sch, blocks, anchor, lanes, lambda k, c, r, s: (k // lanes, c, r, s, k % lanes))
+    if parts.epilogue is None:
+        raise NotApplicable("the accumulator is not read by exactly one epilogue")
+    sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, k // lanes, y, x, k % lanes))
+    # accumulators: xi vectors; the rest hold the weight and data vectors
+    xi = _largest_divisor_at_most(_int(iters[x_i].dom.extent), min(8, _vector_registers(bits) // 2))
+    spatial, reduce = [], []
+    k_in = x_in = None
+    for i, loop in enumerate(sch.get_loops(anchor.rv)):
+        if i == k_i:
+            k_out, k_in = sch.split(loop, [None, lanes])
+            spatial.append(k_out)
+        elif i == x_i:
+            x_out, x_in = sch.split(loop, [None, xi])
+            spatial.append(x_out)
+        elif _is_reduction_iter(iters[i]):
+            reduce.append(loop)
+        else:
+            spatial.append(loop)
+    sch.reorder(*spatial, *reduce, x_in, k_in)
+    sch.reverse_compute_at(parts.epilogue, spatial[-1], preserve_unit_loops=False)
+    outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    if _int(sch.get(outer).extent) > 1:
+        sch.parallel(outer)
+    sch.vectorize(k_in)
+    sch.unroll(x_in)
+    if reduce:
+        init = sch.decompose_reduction(anchor.rv, reduce[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+    epi_loops = sch.get_loops(parts.epilogue)
+    if len(epi_loops) > 1 and _int(sch.get(epi_loops[-1]).extent) > 1:
+        sch.vectorize(epi_loops[-1])
+    for blk in parts.prologue + parts.rest:
+        schedule_injective(sch, blk.rv, bits)
+    schedule_injective(sch, parts.weights, bits)
+
+
 def schedule_parallel_only(sch: s_tir.Schedule, target) -> None:  # pylint: disable=unused-argument
     """Fallback: the leading data-parallel loops of every root block made parallel."""
     changed = False
@@ -592,6 +681,15 @@ def _schedule_int8_dot(sch: s_tir.Schedule, target, sample: bool = False) -> str
     return "int8 dot-product conv"
 
 
+def _schedule_int8_depthwise(sch: s_tir.Schedule, target) -> str:
+    blocks = _root_blocks(sch)
+    reductions = [b for b in blocks if b.is_reduction]
+    if len(reductions) != 1:
+        raise NotApplicable(f"{len(reductions)} reduction blocks")
+    schedule_int8_depthwise_conv(sch, blocks, reductions[0], target)
+    return "int8 depthwise conv"
+
+
 def sample_int8_dot(sch: s_tir.Schedule, target) -> None:
     """The int8 dot-product schedule of a fused conv kernel with its register tile sampled
     (a MetaSchedule ``ScheduleFn``); raises where the default schedule would not use it."""
@@ -615,11 +713,15 @@ def _schedule_main(sch: s_tir.Schedule, target) -> str:
     raise NotApplicable(f"{len(reductions)} reduction blocks")
 
 
+#: the rules :func:`default_schedule` tries, in order (the first that applies wins)
+RULES = (_schedule_int8_dot, _schedule_int8_depthwise, _schedule_main, schedule_parallel_only)
+
+
 def default_schedule(func, target, name: str = "func") -> Optional[s_tir.Schedule]:
     """The default schedule of `func` (a PrimFunc, or an IRModule whose main is one) as a
     Schedule (its trace replays it, e.g. as a tuning record), or None where no rule applies."""
     render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
-    for rule in (_schedule_int8_dot, _schedule_main, schedule_parallel_only):
+    for rule in RULES:
         try:
             sch = s_tir.Schedule(func, debug_mask="none", error_render_level=render)
             kind = rule(sch, target) or rule.__name__
