@@ -501,6 +501,8 @@ def test_int8_depthwise_conv_is_vectorized_across_channels(case, target, monkeyp
     text = conv.script()
     assert "meta_schedule.layout_rewrite_preproc" in text
     assert f"pad_temp = T.sblock_alloc_buffer((T.int64(1), T.int64({shape[1] // lanes}), " in text  # packed data
+    names = [gv.name_hint for gv in cpu_default.fuse_and_schedule(mod, target).functions.keys()]
+    assert [n for n in names if n.endswith("_prepacked")] and not [n for n in names if n.endswith("_weight_prepack")]
     ref = _run_switch(mod, _codes(shape, dtype), target, monkeypatch, dot=False)
     got = _run_switch(mod, _codes(shape, dtype), target, monkeypatch, dot=True)
     assert got.dtype == ref.dtype and got.shape == ref.shape
