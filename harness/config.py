@@ -55,6 +55,7 @@ class SchedulesConfig:
 
     cpu_default: bool = True  # llvm: default CPU schedules for kernels no database covers (off: TVM's own loops)
     cpu_int8_dot: bool = True  # llvm: 8-bit convs on the CPU's exact dot product (off: the plain schedule)
+    cpu_int8_depthwise: bool = True  # llvm: 8-bit depthwise convs vectorized across channels (off: the plain one)
     cuda_int8_dp4a: bool = True  # cuda: 8-bit convs on __dp4a (off: TVM's GPU schedules)
 
     def options(self):

@@ -1,14 +1,18 @@
 #!/usr/bin/env python
 """Whole-model int8 on this CPU with and without its 8-bit dot-product instructions, beside fp32.
 
-For each model: one calibration, then three builds timed in alternating rounds (this machine is
+For each model: one calibration, then four builds timed in alternating rounds (this machine is
 shared; the ratios are what to read): fp32, int8 with the plain register-tiled conv schedule
 (build.schedules.cpu_int8_dot off), int8 with the dot-product conv schedule (vpdpbusd / vpmaddwd, see
-harness.schedules.cpu.schedule_int8_dot_conv). With --tuned, two more: fp32 and int8 with the
+harness.schedules.cpu.schedule_int8_dot_conv) but depthwise convs on the plain schedule
+(build.schedules.cpu_int8_depthwise off: what builds did before the depthwise schedule), and int8 as
+built today (dot product + the int8 depthwise schedule, harness.schedules.cpu.schedule_int8_depthwise_conv).
+With --tuned, two more: fp32 and int8 with the
 model's tuning databases (tuning_logs/<target>/<model>-B1-{float32,int8}, as `harness run` applies
 them). The int8 builds must give the same logits. Prints a Markdown table.
 
     .venv/bin/python scripts/bench_int8_dot.py [--models resnet18_v1,resnet50_v1] [--rounds 3] [--tuned]
+    .venv/bin/python scripts/bench_int8_dot.py --models mobilenetv2_1.0,efficientnet_lite0
 """
 import argparse
 import datetime
@@ -36,14 +40,16 @@ CONFIGS = {
     "resnet18_v1": "configs/resnet18_v1_int8.yaml",
     "resnet50_v1": "configs/resnet50_v1_int8.yaml",
     "efficientnet_lite0": "configs/efficientnet_lite0_int8.yaml",
+    "mobilenetv2_1.0": "configs/mobilenetv2_1.0_int8.yaml",
 }
 
 
-def _build(mod, target, dot: bool, database=None):
-    """Each variant built with its own schedule switches (build.schedules.cpu_int8_dot)."""
+def _build(mod, target, dot: bool, database=None, depthwise: bool = True):
+    """Each variant built with its own schedule switches (build.schedules.cpu_int8_dot,
+    cpu_int8_depthwise)."""
     records = load_records([(os.path.basename(database), database)], target) if database else None
-    built = build.compile_module(mod, target, records=records, schedules=ScheduleOptions(cpu_int8_dot=dot),
-                                 fallback=False)
+    built = build.compile_module(mod, target, records=records, fallback=False,
+                                 schedules=ScheduleOptions(cpu_int8_dot=dot, cpu_int8_depthwise=depthwise and dot))
     if database:
         print(f"tuned: {built.report}", file=sys.stderr)
     return built.executable
@@ -69,8 +75,9 @@ def main():
         vms = {
             "fp32": bench.make_vm(_build(build.bind_params(model.mod, model.params), target, True), dev),
             "int8 plain": bench.make_vm(_build(qmod, target, False), dev),
-            "int8 dot": bench.make_vm(_build(qmod, target, True), dev),
         }
+        vms["int8 dot, plain dw"] = bench.make_vm(_build(qmod, target, True, depthwise=False), dev)
+        vms["int8 dot"] = bench.make_vm(_build(qmod, target, True), dev)
         if args.tuned:
             for dkey, mod in (("float32", build.bind_params(model.mod, model.params)), ("int8", qmod)):
                 work_dir = tuning_dir(logs_root(cfg), target, run_key(model.name, model.input_shape[0], dkey))
@@ -87,15 +94,17 @@ def main():
         ms = {k: statistics.median(v) for k, v in times.items()}
         tuned = [f"{ms['fp32 tuned']:.1f}", f"{ms['int8 tuned']:.1f}",
                  f"{ms['fp32 tuned'] / ms['int8 tuned']:.2f}x"] if args.tuned else []
-        rows.append([name, f"{ms['fp32']:.1f}", f"{ms['int8 plain']:.1f}", f"{ms['int8 dot']:.1f}",
-                     f"{ms['int8 plain'] / ms['int8 dot']:.2f}x", f"{ms['fp32'] / ms['int8 dot']:.2f}x", *tuned,
+        rows.append([name, f"{ms['fp32']:.1f}", f"{ms['int8 plain']:.1f}", f"{ms['int8 dot, plain dw']:.1f}",
+                     f"{ms['int8 dot']:.1f}", f"{ms['int8 plain'] / ms['int8 dot']:.2f}x",
+                     f"{ms['fp32'] / ms['int8 dot, plain dw']:.2f}x", f"{ms['fp32'] / ms['int8 dot']:.2f}x", *tuned,
                      f"{diff:g}"])
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     instr = f"{dot[0]} ({dot[1]} lanes x {dot[2]})" if dot else "none (plain schedule only)"
     print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({os.cpu_count()} cores), TVM {tvm.__version__}, "
           f"{'untuned and tuned (tuning_logs)' if args.tuned else 'untuned'}, batch 1, median of {args.rounds} "
           f"alternating rounds; dot product: {instr}\n")
-    head = ["model", "fp32 ms", "int8 plain ms", "int8 dot ms", "dot vs plain", "int8 dot vs fp32",
+    head = ["model", "fp32 ms", "int8 plain ms", "int8 dot, plain dw ms", "int8 dot ms", "dot vs plain",
+            "int8 dot, plain dw vs fp32", "int8 dot vs fp32",
             *(["fp32 tuned ms", "int8 tuned ms", "tuned int8 vs tuned fp32"] if args.tuned else []),
             "max logit diff"]
     print("| " + " | ".join(head) + " |")

@@ -1,4 +1,5 @@
 """Peer baselines (harness.peers): agreement with TVM fp32 first, then timing; n/a with a reason otherwise."""
+import os
 import sys
 
 import mxnet as mx
@@ -21,7 +22,21 @@ from tests.helpers import rel_err
 
 # one run per measurement: these tests check logic, not speed
 QUICK = BenchConfig(number=1, repeat=2, min_repeat_ms=0, warmup=1)
-CPU_PEERS = ("mxnet-fp32", "mxnet-int8", "onnxruntime-int8", "torch-fp32")
+CPU_PEERS = ("mxnet-fp32", "mxnet-int8", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8",
+             "torch-fp32")
+
+
+def _host_isa() -> str:
+    """The widest ISA word OpenVINO's kernel names should carry on this CPU.
+
+    From the kernel's CPU flags, not LLVM's host CPU name (LLVM calls this AMX Xeon "rocketlake").
+    """
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    for flag, word in (("amx_int8", "avx512_amx"), ("avx512bw", "avx512"), ("avx2", "avx2")):
+        if flag in flags:
+            return word
+    return "sse42"
 
 
 def _tvm_fp32(mod, params, x):
@@ -82,8 +97,29 @@ def test_cpu_peers_agree_and_are_timed(fixture, request):
     assert by_name["mxnet-fp32"]["software"] == f"mxnet {mx.__version__}"
     assert by_name["torch-fp32"]["software"] == f"torch {torch.__version__}"
     assert by_name["onnxruntime-int8"]["software"].startswith("onnxruntime ")
-    # the ONNX export was checked in fp32 before quantizing
-    assert by_name["onnxruntime-int8"]["detail"]["fp32_export_agreement"]["max_rel_err"] <= FP32_MAX_REL_ERR
+    assert by_name["onnxruntime-fp32"]["software"] == by_name["onnxruntime-int8"]["software"]
+    # the ONNX export was checked in fp32 before quantizing (ONNX Runtime and OpenVINO read the same one)
+    for name in ("onnxruntime-int8", "openvino-int8"):
+        assert by_name[name]["detail"]["fp32_export_agreement"]["max_rel_err"] <= FP32_MAX_REL_ERR
+    assert by_name["openvino-fp32"]["software"].startswith("openvino 20")
+    assert by_name["openvino-int8"]["software"].startswith(by_name["openvino-fp32"]["software"] + ", nncf ")
+    # OpenVINO says which kernels it ran: fp32 really f32 (not bf16), int8 convs on int8 kernels, ISA named
+    ov32, ov8 = by_name["openvino-fp32"]["detail"], by_name["openvino-int8"]["detail"]
+    assert ov32["inference_precision"] == "f32" and ov32["threads"] == os.cpu_count()
+    assert all(k.endswith("_f32") for k in ov32["kernels"]), ov32["kernels"]
+    n_convs, n_dense = {"resnet18": (20, 1), "digits": (2, 2)}[fixture]
+    assert sum(ov32["kernels"].values()) == n_convs + n_dense
+    int8_kernels = sum(n for k, n in ov8["kernels"].items() if k.lower().endswith("_i8"))
+    assert int8_kernels == n_convs - 1, ov8["kernels"]  # all but the first conv (kept fp32 like TVM's default)
+    isa = _host_isa()
+    assert isa in ov8["isa"], (isa, ov8)
+    assert isa.replace("_amx", "") in ov32["isa"], (isa, ov32)
+    # MXNet's oneDNN reports the ISA it caps itself at (2.4 stops below AMX unless DNNL_MAX_CPU_ISA says)
+    for name in ("mxnet-fp32", "mxnet-int8"):
+        d = by_name[name]["detail"]
+        assert d["onednn"] == "v2.4.4" and d["isa"].startswith("Intel "), d
+        if d["DNNL_MAX_CPU_ISA"] is None:
+            assert "AMX" not in d["isa"], d
     # like TVM's default qconfig, the int8 peers keep the first conv and the dense layer fp32
     fp32_layers = by_name["mxnet-int8"]["detail"]["fp32_layers"]
     assert fp32_layers[0].endswith("conv0_fwd") and fp32_layers[1:] and all("dense" in n for n in fp32_layers[1:])
@@ -207,15 +243,16 @@ def test_deformable_conv_makes_torch_peers_na():
 def test_disagreeing_reference_is_na(digits):
     model, x, ref, calib = digits
     # 1% larger logits: beyond the fp32 tolerance, invisible to cosine
-    recs = run_peers(["mxnet-fp32", "torch-fp32", "onnxruntime-int8", "mxnet-int8"], model, x, ref * 1.01,
-                     bench=QUICK, calib_batches=calib)
-    for rec in recs[:2]:
+    recs = run_peers(["mxnet-fp32", "torch-fp32", "onnxruntime-fp32", "openvino-fp32", "onnxruntime-int8",
+                      "openvino-int8", "mxnet-int8"], model, x, ref * 1.01, bench=QUICK, calib_batches=calib)
+    for rec in recs[:4]:
         assert rec["latency"] is None
         assert rec["note"].startswith("n/a: output differs from TVM fp32 (cosine 1.0000, max rel err 9.9"), rec["note"]
         assert rec["agreement"]["max_rel_err"] > FP32_MAX_REL_ERR
-    # onnxruntime checks its fp32 export against the reference before quantizing
-    assert recs[2]["latency"] is None and "ONNX export differs from TVM fp32" in recs[2]["note"]
-    assert recs[3]["latency"] is not None and recs[3]["note"] == ""
+    # the ONNX int8 peers check their fp32 export against the reference before quantizing
+    assert recs[4]["latency"] is None and "ONNX export differs from TVM fp32 in ORT fp32" in recs[4]["note"]
+    assert recs[5]["latency"] is None and "ONNX export differs from TVM fp32 in OpenVINO fp32" in recs[5]["note"]
+    assert recs[6]["latency"] is not None and recs[6]["note"] == ""
     # the opposite logits: cosine -1 fails the int8 criterion too
     rec = run_peers(["mxnet-int8"], model, x, -ref, bench=QUICK, calib_batches=calib)[0]
     assert rec["latency"] is None and rec["agreement"]["cosine"] < 0
@@ -228,6 +265,13 @@ def test_missing_package_and_missing_definition_are_na(digits, monkeypatch):
     rec = run_peers(["onnxruntime-int8"], model, x, ref, bench=QUICK, calib_batches=calib)[0]
     assert rec == {"variant": "onnxruntime-int8", "target": "cpu", "software": "", "latency": None,
                    "note": "n/a: onnxruntime is not installed", "setup_s": rec["setup_s"]}
+    monkeypatch.setitem(sys.modules, "nncf", None)  # OpenVINO without NNCF: fp32 runs, int8 cannot
+    recs = run_peers(["openvino-int8", "openvino-fp32"], model, x, ref, bench=QUICK, calib_batches=calib)
+    assert recs[0]["note"] == "n/a: nncf is not installed" and recs[0]["latency"] is None
+    assert recs[1]["note"] == "" and recs[1]["latency"] is not None
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    rec = run_peers(["openvino-fp32"], model, x, ref, bench=QUICK, calib_batches=calib)[0]
+    assert rec["note"] == "n/a: openvino is not installed" and rec["latency"] is None
     bare = LoadedModel("file_model", "onnx", model.mod, model.params, "data", model.input_shape, source="")
     recs = run_peers(["mxnet-fp32", "torch-fp32"], bare, x, ref, bench=QUICK, calib_batches=calib)
     assert "no MXNet definition of 'file_model'" in recs[0]["note"]
@@ -238,9 +282,9 @@ def test_missing_package_and_missing_definition_are_na(digits, monkeypatch):
 def test_cuda_only_and_cpu_only_peers():
     model = LoadedModel("m", "mxnet", None, {}, "data", (1, 3, 8, 8))
     x = np.zeros((1, 3, 8, 8), np.float32)
-    recs = run_peers(["mxnet-int8", "onnxruntime-int8"], model, x, np.zeros((1, 4)), bench=QUICK,
-                     calib_batches=[x], device="cuda")
-    assert "CPU only" in recs[0]["note"] and "CPU only" in recs[1]["note"]
+    names = ["mxnet-int8", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8"]
+    recs = run_peers(names, model, x, np.zeros((1, 4)), bench=QUICK, calib_batches=[x], device="cuda")
+    assert all("CPU only" in r["note"] for r in recs), [r["note"] for r in recs]
     if not torch.cuda.is_available():
         rec = run_peers(["torch-fp16"], model, x, np.zeros((1, 4)), bench=QUICK, calib_batches=[x],
                         device="cuda")[0]

@@ -19,26 +19,36 @@ Peers
     MXNet's engine on the model's Gluon block (registry MXNet models only).
 ``mxnet-int8``
     MXNet's oneDNN (MKLDNN) int8 path: ``quantize_net_v2`` with entropy calibration on `calib_batches`.
-``onnxruntime-int8``
-    ONNX Runtime static QDQ quantization (entropy calibration, per-channel weights) of an ONNX
-    export of the same weights (via the torch module below; the file itself for ONNX-frontend
-    models), on ``CPUExecutionProvider``. The export is first checked in fp32 against TVM.
+``onnxruntime-fp32`` / ``onnxruntime-int8`` (:mod:`harness.peers.onnxruntime`)
+    ONNX Runtime on ``CPUExecutionProvider`` with an ONNX export of the same weights (via the torch
+    module below; the file itself for ONNX-frontend models): fp32 as exported, int8 by static QDQ
+    quantization (entropy calibration, per-channel weights). The int8 peer first checks its export
+    in fp32 against TVM.
+``openvino-fp32`` / ``openvino-int8`` (:mod:`harness.peers.openvino`)
+    OpenVINO's CPU plugin on the same ONNX export, latency hint, all cores; fp32 with
+    ``INFERENCE_PRECISION_HINT: f32`` (AMX CPUs otherwise run bf16), int8 quantized by NNCF
+    (``nncf.quantize``) on `calib_batches`. Each records the kernels OpenVINO ran (its ISA).
 ``torch-fp32`` / ``torch-fp16``
     PyTorch on the same weights: the PyTorch frontend's module, or for MXNet models the Gluon
     block's symbol graph run op by op with torch (:mod:`harness.peers.mxnet_torch`). fp16 runs on
     CUDA only.
 
-Both int8 peers keep the first convolution and the dense layers in fp32, like TVM's default
+The ONNX export is made once per :func:`run_peers` call and shared by the ONNX Runtime and
+OpenVINO peers. Where the library says which instruction set it ran, the record's ``detail`` has
+it (``isa``): OpenVINO's runtime model names each kernel; MXNet's oneDNN reports the ISA it caps
+itself at in its verbose log (read in a probe process with the same environment).
+
+The int8 peers keep the first convolution and the dense layers in fp32, like TVM's default
 qconfig (``skip_conv_layers=[0]``, ``skip_dense_layer=True``); see :data:`INT8_SKIP_FIRST_CONV`
 and :data:`INT8_SKIP_DENSE`.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -52,7 +62,8 @@ from ..errors import HarnessError
 
 log = logging.getLogger("harness")
 
-PEERS = ("mxnet-fp32", "mxnet-int8", "onnxruntime-int8", "torch-fp32", "torch-fp16")
+PEERS = ("mxnet-fp32", "mxnet-int8", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8",
+         "torch-fp32", "torch-fp16")
 
 #: fp32 peers must match TVM fp32 within this max |a - b| / max |b|.
 FP32_MAX_REL_ERR = 1e-3
@@ -97,6 +108,9 @@ class _Context:
         self.device = device
         self.status = status
         self._torch = None  # (module, None) or (None, exception)
+        self._onnx = None  # ((path, input name), None) or (None, exception)
+        self._tmp = None  # TemporaryDirectory holding the ONNX export, removed by close()
+        self.export_s = None  # seconds the ONNX export took
 
     @property
     def batch(self) -> int:
@@ -120,6 +134,27 @@ class _Context:
         if err is not None:
             raise err
         return module
+
+    def onnx_export(self) -> tuple:
+        """(path, input name) of the fp32 ONNX model of the same weights, exported once (shared by the ONNX peers)."""
+        if self._onnx is None:
+            self.status("exporting ONNX")
+            t0 = time.perf_counter()
+            try:
+                self._tmp = tempfile.TemporaryDirectory(prefix="harness-onnx-")
+                self._onnx = (_export_onnx(self, self._tmp.name), None)
+                self.export_s = round(time.perf_counter() - t0, 3)
+            except Exception as e:  # noqa: BLE001 - remembered and re-raised for each peer that needs it
+                self._onnx = (None, e)
+        export, err = self._onnx
+        if err is not None:
+            raise err
+        return export
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
     def calib_samples(self) -> np.ndarray:
         if not self.calib_batches:
@@ -196,6 +231,42 @@ def _mxnet_symbol_block(block):
     return net, sym
 
 
+_ONEDNN_PROBE = """
+import mxnet as mx
+x = mx.nd.ones((1, 8, 8, 8))
+mx.nd.Convolution(x, mx.nd.ones((8, 8, 3, 3)), kernel=(3, 3), num_filter=8, no_bias=True).wait_to_read()
+"""
+_onednn_isa_cache: Optional[dict] = None
+
+
+def mxnet_onednn_isa() -> dict:
+    """The instruction set MXNet's oneDNN caps itself at here, as its verbose log says it.
+
+    oneDNN reads ``DNNL_VERBOSE`` once, when it first runs, and MXNet exposes no call to turn it on,
+    so one small convolution runs in a probe process with this process's environment (same CPU, same
+    ``DNNL_MAX_CPU_ISA``); once per process. ``{"isa": ..., "onednn": ..., "DNNL_MAX_CPU_ISA": ...}``.
+    """
+    global _onednn_isa_cache
+    if _onednn_isa_cache is None:
+        env = dict(os.environ, DNNL_VERBOSE="1", MKLDNN_VERBOSE="1")
+        info = {"isa": None, "onednn": None, "DNNL_MAX_CPU_ISA": os.environ.get("DNNL_MAX_CPU_ISA")}
+        try:
+            out = subprocess.run([sys.executable, "-c", _ONEDNN_PROBE], env=env, capture_output=True, text=True,
+                                 timeout=120).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            out = ""
+            info["isa"] = f"not reported (probe failed: {type(e).__name__})"
+        for line in out.splitlines():
+            if line.startswith("dnnl_verbose,info,cpu,isa:"):
+                info["isa"] = line.split("isa:", 1)[1].strip()
+            elif line.startswith("dnnl_verbose,info,oneDNN "):
+                info["onednn"] = line.split("oneDNN ", 1)[1].split()[0]
+        if info["isa"] is None:
+            info["isa"] = "not reported (no oneDNN verbose output)"
+        _onednn_isa_cache = info
+    return dict(_onednn_isa_cache)
+
+
 def _mxnet_cpu_only(ctx, what: str) -> None:
     if ctx.device != "cpu":
         raise PeerUnavailable(f"{what} runs on CPU only (device {ctx.device} asked for)")
@@ -218,7 +289,9 @@ def _peer_mxnet_fp32(ctx: _Context, rec: dict) -> _Prepared:
     rec["software"] = f"mxnet {mx.__version__}"
     _mxnet_cpu_only(ctx, "the mxnet-fp32 peer (pip mxnet is a CPU build)")
     net, _ = _mxnet_symbol_block(ctx.gluon_block())
-    return _mxnet_runner(net, ctx.x)
+    prepared = _mxnet_runner(net, ctx.x)
+    prepared.detail = mxnet_onednn_isa()
+    return prepared
 
 
 def _peer_mxnet_int8(ctx: _Context, rec: dict) -> _Prepared:
@@ -249,7 +322,7 @@ def _peer_mxnet_int8(ctx: _Context, rec: dict) -> _Prepared:
                            calib_data=data_iter, calib_mode="entropy", ctx=mx.cpu())
     prepared = _mxnet_runner(qnet, ctx.x)
     prepared.detail = {"calibration": "entropy", "calib_samples": int(len(calib) // size * size),
-                       "fp32_layers": exclude}
+                       "fp32_layers": exclude, **mxnet_onednn_isa()}
     return prepared
 
 
@@ -299,20 +372,11 @@ def _peer_torch(ctx: _Context, rec: dict, half: bool) -> _Prepared:
                      cleanup=restore)
 
 
-# ----------------------------------------------------------------------------- ONNX Runtime
-
-
-def _ort_session(path: str):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = os.cpu_count() or 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+# ----------------------------------------------------------------------------- ONNX export (ONNX Runtime, OpenVINO)
 
 
 def _export_onnx(ctx: _Context, tmp: str) -> tuple:
-    """(path, input name) of an fp32 ONNX model of the same weights."""
+    """(path, input name) of an fp32 ONNX model of the same weights (use :meth:`_Context.onnx_export`)."""
     model = ctx.model
     if model.frontend == "onnx" and model.source and os.path.isfile(model.source):
         return model.source, model.input_name
@@ -342,60 +406,18 @@ def _onnx_fp32_skips(path: str) -> List[str]:
     return [s for s in skip if s]
 
 
-def _peer_onnxruntime_int8(ctx: _Context, rec: dict) -> _Prepared:
-    import onnxruntime as ort
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    rec["software"] = f"onnxruntime {ort.__version__}"
-    if ctx.device != "cpu":
-        raise PeerUnavailable("onnxruntime-int8 runs on CPU only (CPUExecutionProvider)")
-
-    class Reader(CalibrationDataReader):
-        def __init__(self, name: str, chunks: Sequence[np.ndarray]):
-            self._items = iter([{name: c} for c in chunks])
-
-        def get_next(self):
-            return next(self._items, None)
-
-    with tempfile.TemporaryDirectory(prefix="harness-ort-") as tmp:
-        t0 = time.perf_counter()
-        ctx.status("onnxruntime-int8: exporting ONNX")
-        src, input_name = _export_onnx(ctx, tmp)
-        pre = os.path.join(tmp, "fp32-pre.onnx")
-        quant_pre_process(src, pre, skip_symbolic_shape=True)
-        export_s = time.perf_counter() - t0
-        fp32_out = _ort_session(pre).run(None, {input_name: ctx.x})[0]
-        g32 = agreement(fp32_out, ctx.reference)
-        if not g32["max_rel_err"] <= FP32_MAX_REL_ERR:
-            raise PeerUnavailable(f"the ONNX export differs from TVM fp32 in ORT fp32 ({_differs(g32)})")
-        chunks = ctx.calib_chunks(ctx.batch)
-        skip = _onnx_fp32_skips(pre)
-        ctx.status(f"onnxruntime-int8: entropy calibration on {len(chunks) * ctx.batch} samples")
-        t1 = time.perf_counter()
-        qpath = os.path.join(tmp, "int8.onnx")
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # it prints progress
-            warnings.simplefilter("ignore")
-            quantize_static(pre, qpath, Reader(input_name, chunks), quant_format=QuantFormat.QDQ,
-                            per_channel=True, calibrate_method=CalibrationMethod.Entropy, nodes_to_exclude=skip)
-        calib_s = time.perf_counter() - t1
-        sess = _ort_session(qpath)
-    feed = {input_name: ctx.x}
-
-    def run():
-        return sess.run(None, feed)[0]
-
-    return _Prepared(run, detail={"calibration": "entropy", "calib_samples": len(chunks) * ctx.batch,
-                                  "fp32_nodes": skip, "export_s": round(export_s, 3),
-                                  "calibration_s": round(calib_s, 3), "fp32_export_agreement": g32})
-
-
 # ----------------------------------------------------------------------------- driver
+
+from .onnxruntime import peer_onnxruntime_fp32, peer_onnxruntime_int8  # noqa: E402 - they use the helpers above
+from .openvino import peer_openvino_fp32, peer_openvino_int8  # noqa: E402
 
 _PEER_FUNCS = {
     "mxnet-fp32": _peer_mxnet_fp32,
     "mxnet-int8": _peer_mxnet_int8,
-    "onnxruntime-int8": _peer_onnxruntime_int8,
+    "onnxruntime-fp32": peer_onnxruntime_fp32,
+    "onnxruntime-int8": peer_onnxruntime_int8,
+    "openvino-fp32": peer_openvino_fp32,
+    "openvino-int8": peer_openvino_int8,
     "torch-fp32": lambda ctx, rec: _peer_torch(ctx, rec, half=False),
     "torch-fp16": lambda ctx, rec: _peer_torch(ctx, rec, half=True),
 }
@@ -461,4 +483,7 @@ def run_peers(names: Sequence[str], model, x: np.ndarray, reference: np.ndarray,
     if device not in ("cpu", "cuda"):
         raise HarnessError(f"peers: unknown device '{device}'; valid: cpu, cuda")
     ctx = _Context(model, x, reference, bench, calib_batches, device, status)
-    return [run_peer(name, ctx) for name in names]
+    try:
+        return [run_peer(name, ctx) for name in names]
+    finally:
+        ctx.close()

@@ -25,6 +25,7 @@ class ScheduleOptions:
 
     cpu_default: bool = True  # llvm: default CPU schedules (off: TVM's own llvm pipeline, scalar loops)
     cpu_int8_dot: bool = True  # llvm: 8-bit convs on the CPU's exact dot product (off: the plain schedule)
+    cpu_int8_depthwise: bool = True  # llvm: 8-bit depthwise convs vectorized across channels (off: the plain one)
     cuda_int8_dp4a: bool = True  # cuda: 8-bit convs on __dp4a (off: TVM's GPU schedules)
 
     @classmethod
@@ -65,7 +66,7 @@ def schedule_family(target, options: Optional[ScheduleOptions] = None) -> Option
         return None
     kind = target.kind.name
     if kind == "llvm" and options.cpu_default:
-        return CPUSchedules(int8_dot=options.cpu_int8_dot)
+        return CPUSchedules(int8_dot=options.cpu_int8_dot, int8_depthwise=options.cpu_int8_depthwise)
     if kind == "cuda" and options.cuda_int8_dp4a:
         return CUDASchedules()
     return None

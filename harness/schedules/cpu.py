@@ -20,6 +20,9 @@ every other PrimFunc of a fused Relax module a plain, deterministic schedule:
 
   Per output element the reduction order is the unscheduled one, so integer kernels are
   bit-exact and float ones differ only by FMA contraction.
+* 8-bit convs: on the CPU's 8-bit dot product (:func:`schedule_int8_dot_conv`); depthwise ones
+  vectorized across channels (:func:`schedule_int8_depthwise_conv`), where the plain schedule
+  above would vectorize along a (strided) output row and broadcast every weight.
 * no reduction block (elementwise / injective, quantize, reshape, padding): producers inlined;
   the innermost loops (joined until two vectors long) split by a divisor of at most the vector
   width, that part vectorized, the outer loops fused and made parallel.
@@ -52,7 +55,7 @@ from ..targets import vector_bits, vector_registers
 from .analysis import (SCHEDULED_ATTR, Block, NotApplicable, block_bits, const_int, dtype_bits, inline_all, is_padding,
                        is_reduction_iter, is_scheduled, largest_divisor_at_most, param_buffers,
                        pick_vector_factor, root_blocks, schedule_pass, uses, writes_param, region_vars, vars_of)
-from .int8_conv import int8_conv_iters, pack_int8_conv
+from .int8_conv import int8_conv_iters, pack_int8_conv, var_index
 
 logger = logging.getLogger(__name__)
 
@@ -280,6 +283,90 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     schedule_injective(sch, weights, bits)
 
 
+def schedule_int8_depthwise_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, target) -> None:
+    """The 8-bit depthwise NCHW conv2d (``group_conv2d_nchw`` / ``depthwise_conv2d_nchw`` with one
+    input channel per group and one output channel per input channel: 8-bit data, int8 weights,
+    int32 accumulation) vectorized across channels.
+
+    The plain schedule vectorizes along the output row, where a stride-2 window gathers every
+    other byte and every weight is broadcast per vector; here channels are the vector, like the
+    dot-product schedule's output channels, and each weight vector serves a tile of pixels:
+
+        data   [n, c, y, x]   -> [n, c / lanes, y, x, lanes]   (the padding stage writes it)
+        weight [c, 1, r, s]   -> [c / lanes, 1, r, s, lanes]   (layout-rewrite block, folded at build)
+        acc    [n, c, y, x]   -> [n, c / lanes, y, x, lanes]   (a register tile, int32)
+
+        parallel for (n, c / lanes, y, x / xi):
+            for (r, s):
+                unroll xi pixels:  acc[xi, lanes] += int32(data[lanes]) * int32(weight[lanes])
+            epilogue (dequantize, bias, ReLU6, requantize) -> output NCHW
+
+    ``lanes`` is one vector of int32 (16 on AVX-512, 8 on AVX2); the 8 x 8-bit products LLVM
+    emits as ``vpmaddwd`` (both operands fit in 16 bits). The same integer sums per output as the
+    plain schedule, in another order: bit-identical. Not applicable (the plain schedule is used)
+    to grouped convs with several channels per group and to channel counts no vector divides;
+    ``build.schedules.cpu_int8_depthwise: false`` switches it off.
+    """
+    block = sch.get(anchor.rv)
+    if block.name_hint not in ("group_conv2d_nchw", "depthwise_conv2d_nchw") \
+            or len(block.reads) != 2 or len(block.writes) != 1:
+        raise NotApplicable("not a grouped / depthwise NCHW conv")
+    data_region, weight_region = block.reads
+    out_region = block.writes[0]
+    data, weight, out = data_region.source, weight_region.source, out_region.source
+    if str(data.dtype) not in ("int8", "uint8") or str(weight.dtype) != "int8" or str(out.dtype) != "int32":
+        raise NotApplicable("not an 8-bit x int8 -> int32 conv")
+    if not any(weight.same_as(p) for p in param_buffers(sch)):
+        raise NotApplicable("weights are computed in the kernel")
+    channels = const_int(out.shape[1])
+    if const_int(weight.shape[1]) != 1 or const_int(weight.shape[0]) != channels or const_int(data.shape[1]) != channels:
+        raise NotApplicable("not depthwise (one input and one output channel per group)")
+    iters = anchor.iters
+    o_idx = [var_index(rng.min, iters) if const_int(rng.extent) == 1 else None for rng in out_region.region]
+    k_i, x_i = o_idx[1], o_idx[3]
+    if k_i is None or x_i is None or var_index(weight_region.region[0].min, iters) != k_i:
+        raise NotApplicable("unexpected group_conv2d_nchw indexing")
+    bits = vector_bits(target)
+    lanes = next((n for n in (bits // 32, bits // 64) if n > 1 and channels % n == 0), None)
+    if lanes is None:
+        raise NotApplicable(f"{channels} channels: no int32 vector divides them")
+    parts = pack_int8_conv(sch, blocks, anchor, lanes, lambda k, c, r, s: (k // lanes, c, r, s, k % lanes))
+    if parts.epilogue is None:
+        raise NotApplicable("the accumulator is not read by exactly one epilogue")
+    sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, k // lanes, y, x, k % lanes))
+    # accumulators: xi vectors; the rest hold the weight and data vectors
+    xi = largest_divisor_at_most(const_int(iters[x_i].dom.extent), min(8, vector_registers(bits) // 2))
+    spatial, reduce = [], []
+    k_in = x_in = None
+    for i, loop in enumerate(sch.get_loops(anchor.rv)):
+        if i == k_i:
+            k_out, k_in = sch.split(loop, [None, lanes])
+            spatial.append(k_out)
+        elif i == x_i:
+            x_out, x_in = sch.split(loop, [None, xi])
+            spatial.append(x_out)
+        elif is_reduction_iter(iters[i]):
+            reduce.append(loop)
+        else:
+            spatial.append(loop)
+    sch.reorder(*spatial, *reduce, x_in, k_in)
+    sch.reverse_compute_at(parts.epilogue, spatial[-1], preserve_unit_loops=False)
+    outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    if const_int(sch.get(outer).extent) > 1:
+        sch.parallel(outer)
+    sch.vectorize(k_in)
+    sch.unroll(x_in)
+    if reduce:
+        init = sch.decompose_reduction(anchor.rv, reduce[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+    epi_loops = sch.get_loops(parts.epilogue)
+    if len(epi_loops) > 1 and const_int(sch.get(epi_loops[-1]).extent) > 1:
+        sch.vectorize(epi_loops[-1])
+    for blk in parts.prologue + parts.rest:
+        schedule_injective(sch, blk.rv, bits)
+    schedule_injective(sch, parts.weights, bits)
+
+
 def schedule_parallel_only(sch: s_tir.Schedule, target) -> None:  # pylint: disable=unused-argument
     """Fallback: the leading data-parallel loops of every root block made parallel."""
     changed = False
@@ -309,6 +396,15 @@ def _schedule_int8_dot(sch: s_tir.Schedule, target, sample: bool = False) -> str
     return "int8 dot-product conv"
 
 
+def _schedule_int8_depthwise(sch: s_tir.Schedule, target) -> str:
+    blocks = root_blocks(sch)
+    reductions = [b for b in blocks if b.is_reduction]
+    if len(reductions) != 1:
+        raise NotApplicable(f"{len(reductions)} reduction blocks")
+    schedule_int8_depthwise_conv(sch, blocks, reductions[0], target)
+    return "int8 depthwise conv"
+
+
 def sample_int8_dot(sch: s_tir.Schedule, target) -> None:
     """The int8 dot-product schedule of a fused conv kernel with its register tile sampled
     (a MetaSchedule ``ScheduleFn``); raises where the default schedule would not use it."""
@@ -332,13 +428,16 @@ def _schedule_main(sch: s_tir.Schedule, target) -> str:
     raise NotApplicable(f"{len(reductions)} reduction blocks")
 
 
-def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = True):
+def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = True,
+                          int8_depthwise: bool = True):
     """``(schedule, kind)``: the default schedule of `func` (a PrimFunc, or an IRModule whose main
     is one) as a Schedule (its trace replays it, e.g. as a tuning record) and which rule made it
-    (``"cpu_int8_dot"`` for 8-bit convs on the dot product, ``"cpu"`` otherwise), or
-    ``(None, None)`` where no rule applies. ``int8_dot=False``: 8-bit convs get the plain schedule."""
+    (``"cpu_int8_dot"`` for 8-bit convs on the dot product, ``"cpu_int8_depthwise"`` for 8-bit
+    depthwise convs vectorized across channels, ``"cpu"`` otherwise), or ``(None, None)`` where no
+    rule applies. ``int8_dot`` / ``int8_depthwise`` False: those convs get the plain schedule."""
     render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
     rules = [(_schedule_int8_dot, "cpu_int8_dot")] if int8_dot else []
+    rules += [(_schedule_int8_depthwise, "cpu_int8_depthwise")] if int8_depthwise else []
     rules += [(_schedule_main, "cpu"), (schedule_parallel_only, "cpu")]
     for rule, kind in rules:
         try:
@@ -353,18 +452,19 @@ def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = 
     return None, None
 
 
-def default_schedule(func, target, name: str = "func", *, int8_dot: bool = True) -> Optional[s_tir.Schedule]:
+def default_schedule(func, target, name: str = "func", *, int8_dot: bool = True,
+                     int8_depthwise: bool = True) -> Optional[s_tir.Schedule]:
     """The default schedule of `func` (:func:`default_schedule_kind`), or None."""
-    return default_schedule_kind(func, target, name, int8_dot=int8_dot)[0]
+    return default_schedule_kind(func, target, name, int8_dot=int8_dot, int8_depthwise=int8_depthwise)[0]
 
 
 def schedule_func(func: tirx.PrimFunc, target, name: str = "func", *, int8_dot: bool = True,
-                  scheduled_by: Optional[dict] = None) -> Optional[tirx.PrimFunc]:
+                  int8_depthwise: bool = True, scheduled_by: Optional[dict] = None) -> Optional[tirx.PrimFunc]:
     """The default-scheduled `func` (with `tirx.is_scheduled`), or None where no rule applies;
     ``scheduled_by[name]`` is set to ``"default:<kind>"`` when it is scheduled."""
     if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
         return None
-    sch, kind = default_schedule_kind(func, target, name, int8_dot=int8_dot)
+    sch, kind = default_schedule_kind(func, target, name, int8_dot=int8_dot, int8_depthwise=int8_depthwise)
     if sch is None:
         return None
     if scheduled_by is not None:
@@ -412,11 +512,12 @@ def dlight_rule():
     return CPUDefault()
 
 
-def default_schedule_pass(target=None, *, int8_dot: bool = True,
+def default_schedule_pass(target=None, *, int8_dot: bool = True, int8_depthwise: bool = True,
                           scheduled_by: Optional[dict] = None) -> tvm.transform.Pass:
     """Module pass: default CPU schedules for the unscheduled PrimFuncs of a (fused) module
     (``scheduled_by``: kernel name -> ``"default:<kind>"`` for those it scheduled)."""
     return schedule_pass(lambda func, tgt, name: schedule_func(func, tgt, name, int8_dot=int8_dot,
+                                                               int8_depthwise=int8_depthwise,
                                                                scheduled_by=scheduled_by),
                          target, "HarnessCPUDefaultSchedule")
 
@@ -427,8 +528,9 @@ class CPUSchedules:
 
     name = "cpu"
 
-    def __init__(self, *, int8_dot: bool = True):
+    def __init__(self, *, int8_dot: bool = True, int8_depthwise: bool = True):
         self.int8_dot = int8_dot
+        self.int8_depthwise = int8_depthwise
 
     @staticmethod
     def applies_to(target) -> bool:
@@ -440,7 +542,7 @@ class CPUSchedules:
 
     def default_schedule(self, func, target, name: str = "func"):
         """``(schedule, kind)`` of `func`, or ``(None, None)``."""
-        return default_schedule_kind(func, target, name, int8_dot=self.int8_dot)
+        return default_schedule_kind(func, target, name, int8_dot=self.int8_dot, int8_depthwise=self.int8_depthwise)
 
     def sample_schedule(self, sch: s_tir.Schedule, target) -> None:
         """The family's search space for a kernel whose default is the dot-product schedule: that
@@ -450,4 +552,5 @@ class CPUSchedules:
         sample_int8_dot(sch, target)
 
     def schedule_passes(self, target, scheduled_by: Optional[dict] = None) -> list:
-        return [default_schedule_pass(target, int8_dot=self.int8_dot, scheduled_by=scheduled_by)]
+        return [default_schedule_pass(target, int8_dot=self.int8_dot, int8_depthwise=self.int8_depthwise,
+                                      scheduled_by=scheduled_by)]

@@ -11,7 +11,7 @@ from .analysis import (Block, NotApplicable, const_int, inline_all, is_padding, 
                        writes_param)
 
 
-def _var_index(expr, iters) -> Optional[int]:
+def var_index(expr, iters) -> Optional[int]:
     """Index into `iters` of the block iter `expr` is (None for a constant, error otherwise)."""
     if isinstance(expr, tirx.IntImm):
         return None
@@ -48,8 +48,8 @@ def int8_conv_iters(sch: s_tir.Schedule, anchor: Block) -> Int8Conv:
     if not any(weight_region.source.same_as(p) for p in param_buffers(sch)):
         raise NotApplicable("weights are computed in the kernel")
     iters = anchor.iters
-    w_idx = [_var_index(rng.min, iters) if const_int(rng.extent) == 1 else None for rng in weight_region.region]
-    o_idx = [_var_index(rng.min, iters) if const_int(rng.extent) == 1 else None for rng in out_region.region]
+    w_idx = [var_index(rng.min, iters) if const_int(rng.extent) == 1 else None for rng in weight_region.region]
+    o_idx = [var_index(rng.min, iters) if const_int(rng.extent) == 1 else None for rng in out_region.region]
     k_i, c_i, x_i = w_idx[0], w_idx[1], o_idx[3]
     if k_i is None or c_i is None or x_i is None or k_i != o_idx[1]:
         raise NotApplicable("unexpected conv2d_nchw indexing")

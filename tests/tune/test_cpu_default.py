@@ -79,16 +79,17 @@ def odd_pools(c=8, hw=17):
     return _module((1, c, hw, hw), "float32", body)
 
 
-def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True, stride=1, data="uint8"):
+def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True, stride=1, data="uint8", groups=1):
     """uint8 (or int8) x int8 -> int32 conv; with `epilogue`, realize.py's dequantize / bias / ReLU /
     requantize chain after it (cast, per-channel multiply, add, relu, multiply, floor(+0.5), clip,
     cast); with epilogue "int_bias", an int32 bias add (integers all through: exact)."""
-    w = RNG.randint(-127, 128, size=(co, ci, k, k)).astype("int8")
+    w = RNG.randint(-127, 128, size=(co, ci // groups, k, k)).astype("int8")
     scale = RNG.uniform(1e-3, 1e-2, size=(1, co, 1, 1)).astype("float32")
     bias = RNG.normal(size=(1, co, 1, 1)).astype("float32")
 
     def body(bb, x):
-        acc = bb.emit(relax.op.nn.conv2d(x, _const(w), strides=stride, padding=k // 2, out_dtype="int32"))
+        acc = bb.emit(relax.op.nn.conv2d(x, _const(w), strides=stride, padding=k // 2, groups=groups,
+                                         out_dtype="int32"))
         if not epilogue:
             return acc
         if epilogue == "int_bias":
@@ -115,12 +116,12 @@ def _run(mod, x, target, on: bool, options=None):
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
 
-def _scheduled_funcs(mod, target, int8_dot=True):
+def _scheduled_funcs(mod, target, int8_dot=True, int8_depthwise=True):
     """{name: PrimFunc} of `mod` fused and given default schedules (fails if one was not)."""
     fmod = fused(mod, target, schedule_family(target))
     names = [gv.name_hint for gv, f in fmod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
     with target:
-        smod = cpu_default.default_schedule_pass(target, int8_dot=int8_dot)(fmod)
+        smod = cpu_default.default_schedule_pass(target, int8_dot=int8_dot, int8_depthwise=int8_depthwise)(fmod)
     out = {}
     for name in names:
         func = smod[name]
@@ -481,3 +482,139 @@ def test_int8_dot_search_space_replays_every_tile(case, target):
         for inst, decision in zip(samples, combo):
             replay = replay.with_decision(inst, decision, remove_postproc=True)
         replay.apply_to_schedule(s_tir.Schedule(task.dispatched[0]), remove_postproc=True)
+
+
+# ----------------------------------------------------------------------------- 8-bit depthwise convs
+
+DW_CASES = {  # (module, input shape, data dtype): mobilenet / efficientnet-lite depthwise shapes, small
+    "3x3_requantize": (int8_conv(ci=32, co=32, hw=14, groups=32), (1, 32, 14, 14), "uint8"),
+    "3x3_stride2_int8_data": (int8_conv(ci=48, co=48, hw=15, stride=2, epilogue="int_bias", data="int8", groups=48),
+                              (1, 48, 15, 15), "int8"),
+    "5x5_stride2_int_bias": (int8_conv(ci=32, co=32, hw=13, k=5, stride=2, epilogue="int_bias", groups=32),
+                             (1, 32, 13, 13), "uint8"),
+}
+
+
+def _dw_lanes(target, channels: int) -> int:
+    """The channel vector the depthwise schedule should pick: one vector of int32, else half of one."""
+    bits = vector_bits(target)
+    return next(n for n in (bits // 32, bits // 64) if channels % n == 0)
+
+
+def _channel_vector(func) -> str:
+    """The loop right around the depthwise conv's update block (its innermost loop)."""
+    lines = func.script().splitlines()
+    at = next(i for i, line in enumerate(lines) if 'T.sblock("group_conv2d_nchw_update")' in line)
+    return lines[at - 1].strip()
+
+
+@pytest.mark.parametrize("case", sorted(DW_CASES))
+def test_int8_depthwise_conv_is_vectorized_across_channels(case, target):
+    """8-bit depthwise convs get the channel-vector schedule: packed data and weights, the channel
+    vector innermost (int32 lanes of the target) and the plain schedule's numbers."""
+    mod, shape, dtype = DW_CASES[case]
+    funcs = _scheduled_funcs(mod, target)
+    [conv] = [f for name, f in funcs.items() if "conv2d" in name]
+    lanes = _dw_lanes(target, shape[1])
+    assert _channel_vector(conv) == f"for ax0_1 in T.vectorized(T.int64({lanes})):", _channel_vector(conv)
+    text = conv.script()
+    assert "meta_schedule.layout_rewrite_preproc" in text
+    assert f"pad_temp = T.sblock_alloc_buffer((T.int64(1), T.int64({shape[1] // lanes}), " in text  # packed data
+    names = [gv.name_hint for gv in fuse_and_schedule(mod, target, schedule_family(target)).functions.keys()]
+    assert [n for n in names if n.endswith("_prepacked")] and not [n for n in names if n.endswith("_weight_prepack")]
+    ref = _run_switch(mod, _codes(shape, dtype), target, dot=False)
+    got = _run_switch(mod, _codes(shape, dtype), target, dot=True)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    if got.dtype == np.int32:  # integers all through: exact
+        np.testing.assert_array_equal(got, ref)
+    else:  # the same fp32 epilogue on the same int32 sums
+        assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1 and (got == ref).mean() > 0.99
+
+
+def test_int8_depthwise_schedule_scope(target):
+    """Grouped convs with several channels per group, channel counts no vector divides, and the
+    switch off keep the plain schedule (the output row is the vector)."""
+    cases = [int8_conv(ci=32, co=32, hw=14, groups=8), int8_conv(ci=12, co=12, hw=14, groups=12)]
+    for mod in cases:
+        [conv] = [f for name, f in _scheduled_funcs(mod, target).items() if "conv2d" in name]
+        assert "ax0_1 in T.vectorized" not in _channel_vector(conv) and "T.vectorized" in _channel_vector(conv)
+    off = _scheduled_funcs(DW_CASES["3x3_requantize"][0], target, int8_depthwise=False)
+    [conv] = [f for name, f in off.items() if "conv2d" in name]
+    assert "ax0_1 in T.vectorized" not in _channel_vector(conv)
+
+
+@pytest.mark.parametrize("mcpu,register", [("skylake-avx512", "zmm"), ("haswell", "ymm")])
+def test_int8_depthwise_compiles_for_other_cpus(mcpu, register):
+    """Built for CPUs this machine may not be (no run): the 8-bit products of the channel vector are
+    vpmaddwd on whole registers of the target (16 int32 lanes on AVX-512, 8 on AVX2)."""
+    import re
+
+    tgt = tvm.target.Target(llvm_target(mcpu, 4))
+    ex = tvm.compile(DW_CASES["3x3_requantize"][0], tgt, relax_pipeline=_pipeline(tgt))
+    asm = next(m.inspect_source("s") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    assert re.search(rf"vpmaddwd\s+[^\n]*%{register}", asm)
+
+
+def _mobilenetv2_like():
+    """A small MobileNetV2: stem conv, two inverted residual blocks (1x1 expand, 3x3 depthwise, 1x1
+    project; the first with stride 2, the second with a residual add), global pool, dense."""
+    import mxnet as mx
+    from mxnet.gluon import nn
+
+    from harness.models import _randomize_batchnorm
+
+    class Block(mx.gluon.HybridBlock):
+        def __init__(self, cin, cout, stride, **kwargs):
+            super().__init__(**kwargs)
+            mid = cin * 2
+            self.residual = stride == 1 and cin == cout
+            with self.name_scope():
+                self.body = nn.HybridSequential()
+                self.body.add(nn.Conv2D(mid, 1, use_bias=False, in_channels=cin), nn.BatchNorm(in_channels=mid),
+                              nn.Activation("relu"),
+                              nn.Conv2D(mid, 3, strides=stride, padding=1, groups=mid, use_bias=False, in_channels=mid),
+                              nn.BatchNorm(in_channels=mid), nn.Activation("relu"),
+                              nn.Conv2D(cout, 1, use_bias=False, in_channels=mid), nn.BatchNorm(in_channels=cout))
+
+        def hybrid_forward(self, F, x):
+            y = self.body(x)
+            return x + y if self.residual else y
+
+    net = nn.HybridSequential(prefix="mnv2like_")
+    with net.name_scope():
+        net.add(nn.Conv2D(16, 3, strides=2, padding=1, in_channels=3), nn.Activation("relu"),
+                Block(16, 16, 2), Block(16, 16, 1), nn.GlobalAvgPool2D(), nn.Flatten(), nn.Dense(10, in_units=16))
+    mx.random.seed(0)
+    net.initialize(mx.init.Xavier(rnd_type="gaussian", factor_type="in", magnitude=2))
+    _randomize_batchnorm(net, 0)
+    net.hybridize()
+    return net
+
+
+def test_mobilenetv2_like_int8_agrees_with_fp32(target):
+    """Int8 with the depthwise schedule gives what int8 gave before it (plain depthwise schedule),
+    both agreeing with fp32; every depthwise kernel of the model took the channel-vector schedule."""
+    from harness.frontends.mxnet import from_mxnet
+    from harness.models import input_data
+    from harness.peers import agreement
+    from harness.quantize import calibrate, qconfig, apply_table
+
+    shape = (1, 3, 32, 32)
+    mod, params = from_mxnet(_mobilenetv2_like(), shape={"data": shape})
+    fmod = bind_params(mod, params)
+    calib = [{"data": input_data(shape, seed=10 + i)} for i in range(4)]
+    with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
+        table = calibrate(fmod, None, calib, config=cfg)
+        qmod = apply_table(fmod, None, table, config=cfg)
+    dws = [f for name, f in _scheduled_funcs(qmod, target).items() if "group_conv2d" in f.script()]
+    assert len(dws) == 2
+    for func in dws:
+        assert _channel_vector(func).startswith("for ax0_1 in T.vectorized"), _channel_vector(func)
+    x = input_data(shape, seed=0)
+    fp32 = _run(fmod, x, target, on=True)
+    after = _run(qmod, x, target, on=True)
+    before = _run(qmod, x, target, on=True, options=ScheduleOptions(cpu_int8_depthwise=False))
+    assert rel_err(after, before) <= 1e-5
+    g_after, g_before = agreement(after, fp32), agreement(before, fp32)
+    assert g_after["cosine"] == pytest.approx(g_before["cosine"], abs=1e-6) and g_after["cosine"] >= 0.99, g_after
+    assert g_after["top1_agree"] == 1.0
