@@ -156,8 +156,12 @@ def search(cfg, model, table: dict, data: EvalData, *, status: Status = lambda m
     if ranking is not None:  # what each layer alone gains, kept fp32 on its own (the first step)
         result["first_step"] = ranking[:RERANK]
     if not met:
-        why = ("every quantized layer is fp32 already" if len(chosen) == len(candidates)
-               else f"the bound of {target['max_fp32_layers']} fp32 layers was hit")
+        if len(chosen) == len(candidates):
+            why = "every quantized layer is fp32 already"
+        elif len(chosen) >= target["max_fp32_layers"]:
+            why = f"the bound of {target['max_fp32_layers']} fp32 layers was hit"
+        else:
+            why = f"the {RERANK} layers that gained most on their own are all fp32"
         result["note"] = (f"target not met: {why}; raise quantize.accuracy_target.max_fp32_layers, or relax "
                           f"the target")
     return result

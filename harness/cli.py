@@ -294,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantize", help="calibrate only: write a calibration table, show the plan, "
                                         "per-layer sensitivity",
                        description="Calibrate the config's model on its `quantize.calib` data and write the "
-                                   "calibration table (re-used by `quantize.table:` without data).")
+                                   "calibration table (re-used by `quantize.table:` without data). With "
+                                   "`quantize.accuracy_target` it also chooses the fewest layers to keep fp32 "
+                                   "that reach the target on the `accuracy:` data, and records them in the table.")
     q.add_argument("config", help="YAML config with a quantize: section (relay's defaults if absent)")
     q.add_argument("--table", help="write the calibration table here (default: quantize.table)")
     q.add_argument("--show-plan", action="store_true", help="list which tensors are quantized and which kept fp32")
