@@ -12,7 +12,7 @@ from harness.config import config_from_dict
 from harness.errors import ConfigError
 from harness.frontends import load_model
 from harness.pipeline import calibration_table, int8_module, run
-from harness.quantize import fallback_layers, load_table, save_table
+from harness.quantize import fallback_layers, load_table
 from tests.conftest import run_cli
 
 DIGITS = {
