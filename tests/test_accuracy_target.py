@@ -164,7 +164,7 @@ def test_efficientnet_lite0_cosine_target(tmp_path):
     fp32 (besides conv2d_0, skipped by default). One search (`harness quantize`), then the saved
     table re-applied reproduces the cosine the search reached, to the last bit."""
     from harness.accuracy import compare, predict
-    from harness.build import bind_params
+    from harness.build import bind_params, resolve_target
     from harness.config import load_config
     from harness.data import load_photos
     from harness.models import MODELS
@@ -188,7 +188,7 @@ def test_efficientnet_lite0_cosine_target(tmp_path):
     model = load_model(cfg.model)
     spec = MODELS["efficientnet_lite0"]
     x = load_photos(224, spec.mean, spec.std)
-    target = tvm.target.Target("llvm")
+    target = resolve_target(cfg.target)  # the search's target (this CPU's mcpu): the same code, bit for bit
 
     def logits(mod):
         vm = make_vm(compile_module(mod, target).executable, tvm.cpu())
