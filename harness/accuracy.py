@@ -16,11 +16,24 @@ class EvalData:
     labels: Optional[np.ndarray] = None
 
 
-def eval_data(cfg, spec, input_shape) -> EvalData:
-    """The evaluation set an AccuracyConfig names, preprocessed for the model."""
+def eval_data(cfg, spec, input_shape, num_classes: Optional[int] = None) -> EvalData:
+    """The evaluation set an AccuracyConfig names, preprocessed for the model.
+
+    ``images`` with class sub-folders is labeled (harness.data.labeled_images); num_classes, the
+    width of the model's output, bounds the class indices its labels may have.
+    """
     from . import data as hdata
 
     n = cfg.num_samples
+    if cfg.dataset == "images" and hdata.is_labeled_folder(cfg.path):
+        images = hdata.labeled_images(cfg.path, labels_file=getattr(cfg, "labels", None),
+                                      synsets_file=getattr(cfg, "synsets", None), num_classes=num_classes,
+                                      num_samples=n)
+        x = hdata.load_labeled_images(images, input_shape[2:], spec.mean, spec.std)
+        return EvalData(f"images {cfg.path} ({len(x)}, {len(images.classes)} classes)", x, images.labels)
+    if cfg.dataset == "images" and (getattr(cfg, "labels", None) or getattr(cfg, "synsets", None)):
+        raise ConfigError(f"accuracy.{'labels' if cfg.labels else 'synsets'}: {cfg.path} has no class "
+                          "sub-folders to label (one sub-folder per class)")
     if cfg.dataset == "digits":
         from .models.digits import load_digits_split
 
@@ -86,6 +99,22 @@ def compare(fp32: np.ndarray, int8: np.ndarray, labels: Optional[np.ndarray] = N
     out["confident_samples"] = int(confident.sum())
     out["top1_agreement_confident"] = float((top1_f == top1_q)[confident].mean()) if confident.any() else None
     if labels is not None:
-        out["top1_fp32"] = float((top1_f == labels).mean())
-        out["top1_int8"] = float((top1_q == labels).mean())
+        labels = np.asarray(labels).reshape(-1, 1)
+        out["top1_fp32"] = float((top1_f == labels[:, 0]).mean())
+        out["top1_int8"] = float((top1_q == labels[:, 0]).mean())
+        out["top5_fp32"] = float((top5_f == labels).any(1).mean())
+        out["top5_int8"] = float((top5_q == labels).any(1).mean())
     return out
+
+
+def output_classes(mod) -> Optional[int]:
+    """The width of a Relax module's (first) output, the number of classes; None if not static 2-D."""
+    sinfo = mod["main"].ret_ty
+    if hasattr(sinfo, "fields"):
+        sinfo = sinfo.fields[0]
+    shape = getattr(sinfo, "shape", None)
+    try:
+        dims = [int(d) for d in shape]
+    except (TypeError, ValueError):
+        return None
+    return dims[-1] if len(dims) == 2 else None

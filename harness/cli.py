@@ -49,7 +49,7 @@ def cmd_models(args) -> int:
 def cmd_run(args) -> int:
     from .config import load_config
     from .pipeline import run
-    from .report import accuracy_table, latency_table
+    from .report import accuracy_table, accuracy_target_lines, latency_table
 
     overrides = _target_overrides(args)
     if args.batch is not None:
@@ -58,6 +58,8 @@ def cmd_run(args) -> int:
     record = run(cfg, compile_only=args.compile_only, status=_status_printer(args.quiet),
                  progress=not args.quiet)
     print(latency_table([record]))
+    if record.get("accuracy_target"):
+        print(accuracy_target_lines(record["accuracy_target"]))
     if record.get("accuracy"):
         print(accuracy_table(record))
     if record.get("path"):
@@ -72,7 +74,7 @@ def cmd_quantize(args) -> int:
     from .frontends import load_model
     from .pipeline import calibration_table, qconfig_of, sensitivity
     from .quantize import plan, plan_table, save_table
-    from .report import format_table
+    from .report import accuracy_target_lines, format_table
 
     cfg = load_config(args.config)
     if cfg.quantize is None:
@@ -84,13 +86,16 @@ def cmd_quantize(args) -> int:
         print(format_table(["tensor", "op", "weight", "as", "why"], plan_table(ops), aligns="lllll"))
         if not (args.table or args.sensitivity):
             return 0
+    # with quantize.accuracy_target the fp32 layers are chosen too, and recorded in the table
     table = calibration_table(cfg, model, status=status, progress=not args.quiet, recalibrate=True)
     out = args.table or cfg.quantize.table
+    if table.get("accuracy_target") and cfg.quantize.accuracy_target is not None:
+        print(accuracy_target_lines(table["accuracy_target"]))
     if out:
         save_table(table, out)
         print(f"calibration table: {out} ({sum(t['enabled'] for t in table['tensors'])} tensors)")
     if args.sensitivity:
-        result = sensitivity(cfg, model, table, status=status)
+        result = sensitivity(cfg, model, table, status=status, progress=not args.quiet)
         rows = [[r["op"], f"{r['cosine_mean']:.5f}", f"{r['top1_agreement']:.3f}",
                  f"{r.get('top1_int8', float('nan')):.3f}" if "top1_int8" in r else ""] for r in result["layers"]]
         print(f"per-layer sensitivity on {result['dataset']} (only that layer int8):")
@@ -332,20 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target", choices=["auto", "llvm", "cuda"], help="override target.kind")
     r.add_argument("--batch", type=int, help="override model.batch")
     r.add_argument("--compile-only", action="store_true", help="build (and export) only; no timing")
-    r.add_argument("--quiet", action="store_true", help="no progress messages")
+    r.add_argument("--quiet", action="store_true", help="no progress messages or bars")
     r.set_defaults(func=cmd_run)
 
     q = sub.add_parser("quantize", help="calibrate only: write a calibration table, show the plan, "
                                         "per-layer sensitivity",
                        description="Calibrate the config's model on its `quantize.calib` data and write the "
-                                   "calibration table (re-used by `quantize.table:` without data).")
+                                   "calibration table (re-used by `quantize.table:` without data). With "
+                                   "`quantize.accuracy_target` it also chooses the fewest layers to keep fp32 "
+                                   "that reach the target on the `accuracy:` data, and records them in the table.")
     q.add_argument("config", help="YAML config with a quantize: section (relay's defaults if absent)")
     q.add_argument("--table", help="write the calibration table here (default: quantize.table)")
     q.add_argument("--show-plan", action="store_true", help="list which tensors are quantized and which kept fp32")
     q.add_argument("--sensitivity", action="store_true",
                    help="quantize one layer at a time and report each layer's accuracy cost")
     q.add_argument("--json", help="with --sensitivity: write the per-layer results here")
-    q.add_argument("--quiet", action="store_true", help="no progress messages")
+    q.add_argument("--quiet", action="store_true", help="no progress messages or bars")
     q.set_defaults(func=cmd_quantize)
 
     t = sub.add_parser("tune", help="tune the conv2d/dense kernels of the config's model (fp32 and int8)",

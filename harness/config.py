@@ -97,11 +97,25 @@ class CalibConfig:
 
 
 @dataclass
+class AccuracyTargetConfig:
+    """Keep the fewest layers fp32 that bring int8 to this accuracy (harness.accuracy_target).
+
+    Measured on the `accuracy:` data against fp32 (cosine, top1_agreement) or the labels (top1_drop).
+    """
+
+    metric: Literal["cosine", "top1_agreement", "top1_drop"] = "cosine"
+    min: Optional[float] = None  # cosine, top1_agreement: reach at least this
+    max: Optional[float] = None  # top1_drop: fp32 top-1 minus int8 top-1 (a fraction) at most this
+    max_fp32_layers: int = 3  # never keep more layers fp32 than this (besides skip_conv_layers etc.)
+
+
+@dataclass
 class QuantizeConfig(QConfig):
     """relay.quantize's qconfig knobs (harness.quantize.QConfig) plus where calibration comes from."""
 
     calib: CalibConfig = field(default_factory=CalibConfig)
     table: Optional[str] = None  # re-apply this calibration table instead of calibrating
+    accuracy_target: Optional[AccuracyTargetConfig] = None  # choose fp32 fallback layers to reach it
 
 
 @dataclass
@@ -109,8 +123,10 @@ class AccuracyConfig:
     """How `harness run` measures int8 accuracy against fp32 (and labels where there are any)."""
 
     dataset: Literal["photos", "images", "digits", "synthetic"] = "photos"
-    path: Optional[str] = None  # images: folder
-    num_samples: Optional[int] = None  # default: all (photos, digits), 16 (synthetic)
+    path: Optional[str] = None  # images: folder (labeled when it has one sub-folder per class)
+    num_samples: Optional[int] = None  # default: all (photos, digits, labeled images), 16 (synthetic, images)
+    labels: Optional[str] = None  # images: YAML/JSON file, class folder name -> the model's class index
+    synsets: Optional[str] = None  # images: text file, line i = class i's folder name (ImageNet synsets)
 
 
 @dataclass
@@ -271,7 +287,7 @@ def _resolve_paths(cfg, base_dir: str) -> None:
         setattr(model, key, resolved)
     # data and table paths: relative to the config's folder when not absolute (need not exist yet)
     for obj, key in ((cfg.quantize, "table"), (cfg.quantize and cfg.quantize.calib, "path"),
-                     (cfg.accuracy, "path")):
+                     (cfg.accuracy, "path"), (cfg.accuracy, "labels"), (cfg.accuracy, "synsets")):
         if obj is not None and getattr(obj, key) and not os.path.isabs(getattr(obj, key)):
             value = getattr(obj, key)
             candidate = os.path.normpath(os.path.join(base_dir, value))
@@ -303,9 +319,47 @@ def _validate(cfg) -> None:
         raise ConfigError(f"tuning.tracker: expected host:port, got {t.tracker!r}")
     if t.trials < 0:
         raise ConfigError(f"tuning.trials: must be >= 0, got {t.trials}")
+    _validate_accuracy(cfg)
     b = cfg.bench
     if b.number < 1 or b.repeat < 1 or b.min_repeat_ms < 0 or b.warmup < 0:
         raise ConfigError("bench: number and repeat must be >= 1, min_repeat_ms and warmup >= 0")
+
+
+def _validate_accuracy(cfg) -> None:
+    a = cfg.accuracy
+    if a is not None:
+        if a.num_samples is not None and a.num_samples < 1:
+            raise ConfigError(f"accuracy.num_samples: must be >= 1, got {a.num_samples}")
+        if a.dataset == "images" and not a.path:
+            raise ConfigError("accuracy.path: dataset images needs a folder of images")
+        for key in ("labels", "synsets"):
+            if getattr(a, key) and a.dataset != "images":
+                raise ConfigError(f"accuracy.{key}: only for dataset images (a folder with one sub-folder "
+                                  f"per class), not {a.dataset}")
+        if a.labels and a.synsets:
+            raise ConfigError("accuracy: give `labels:` or `synsets:`, not both")
+    t = cfg.quantize.accuracy_target if cfg.quantize is not None else None
+    if t is None:
+        return
+    want, other = ("max", "min") if t.metric == "top1_drop" else ("min", "max")
+    if getattr(t, other) is not None:
+        raise ConfigError(f"quantize.accuracy_target: metric {t.metric} takes `{want}:`, not `{other}:`")
+    value = getattr(t, want)
+    if value is None:
+        example = "{metric: top1_drop, max: 0.005}" if want == "max" else f"{{metric: {t.metric}, min: 0.995}}"
+        raise ConfigError(f"quantize.accuracy_target: metric {t.metric} needs `{want}:`, e.g. {example}")
+    lo_ok = value >= 0.0 if want == "max" else value > 0.0
+    if not (lo_ok and value <= 1.0):
+        raise ConfigError(f"quantize.accuracy_target.{want}: must be in {'[0, 1]' if want == 'max' else '(0, 1]'}, "
+                          f"got {value}")
+    if t.max_fp32_layers < 1:
+        raise ConfigError(f"quantize.accuracy_target.max_fp32_layers: must be >= 1, got {t.max_fp32_layers}")
+    if a is None:
+        raise ConfigError("quantize.accuracy_target: needs an `accuracy:` section (the data the target is "
+                          "measured on)")
+    if t.metric == "top1_drop" and a.dataset not in ("digits", "images"):
+        raise ConfigError(f"quantize.accuracy_target: metric top1_drop needs labels; accuracy.dataset "
+                          f"{a.dataset} has none (valid: digits, or images with one sub-folder per class)")
 
 
 def _registry_names():

@@ -503,3 +503,166 @@ def calibration_arrays(spec: CalibSpec, **kwargs) -> np.ndarray:
     """All calibration samples of `spec` in one array (N, C, H, W); kwargs as calibration_batches."""
     name = kwargs.setdefault("input_name", "data")
     return np.concatenate([b[name] for b in calibration_batches(spec, **kwargs)])
+
+
+# ----------------------------------------------------------------------------- labeled image folders
+
+
+@dataclass
+class LabeledImages:
+    """A labeled image folder: one sub-folder per class (the ImageFolder convention).
+
+    files: image paths, in evaluation order. labels: the model's class index of each file.
+    classes: the class folder names, sorted. class_index: folder name -> the model's class index.
+    """
+
+    files: List[str]
+    labels: np.ndarray
+    classes: List[str]
+    class_index: Dict[str, int]
+
+
+def class_folders(path: str) -> List[str]:
+    """The sub-folders of `path` (sorted, hidden ones left out): its classes when it is a labeled folder."""
+    if not os.path.isdir(path):
+        return []
+    return sorted(n for n in os.listdir(path) if not n.startswith(".") and os.path.isdir(os.path.join(path, n)))
+
+
+def is_labeled_folder(path: str) -> bool:
+    """True when `path` is a folder with class sub-folders (else its images are unlabeled)."""
+    return bool(class_folders(os.path.expanduser(str(path))))
+
+
+def _read_labels_file(path: str) -> Dict[str, int]:
+    """A ``labels:`` file: a YAML (or JSON) mapping of class folder name -> the model's class index."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"accuracy.labels: file not found: {path}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"accuracy.labels: cannot read {path}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(f"accuracy.labels: {path} must map class folder names to class indices "
+                          "(lines like `cat: 281`)")
+    out = {}
+    for name, index in data.items():
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ConfigError(f"accuracy.labels: {path}: class '{name}' maps to {index!r}, not an integer "
+                              "class index")
+        out[str(name)] = index
+    return out
+
+
+def _read_synsets_file(path: str) -> Dict[str, int]:
+    """A ``synsets:`` file: one class per line (line i is class i), its first word the folder name
+    (ImageNet's ``n01440764 tench, Tinca tinca``)."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"accuracy.synsets: file not found: {path}")
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"accuracy.synsets: cannot read {path}: {exc}".splitlines()[0]) from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    out = {}
+    for i, line in enumerate(lines):
+        words = line.split()
+        if not words:
+            raise ConfigError(f"accuracy.synsets: {path} line {i + 1} is empty (line i names class i - 1)")
+        if words[0] in out:
+            raise ConfigError(f"accuracy.synsets: {path} lists '{words[0]}' twice (lines {out[words[0]] + 1} "
+                              f"and {i + 1})")
+        out[words[0]] = i
+    if not out:
+        raise ConfigError(f"accuracy.synsets: {path} lists no classes")
+    return out
+
+
+def labeled_images(
+    path: str,
+    *,
+    labels_file: Optional[str] = None,
+    synsets_file: Optional[str] = None,
+    num_classes: Optional[int] = None,
+    num_samples: Optional[int] = None,
+) -> LabeledImages:
+    """The images of a labeled folder and their labels (checked before any image is decoded).
+
+    Class indices: the sorted sub-folder names are 0, 1, ... (default); or `labels_file` maps folder
+    names to the model's class indices; or `synsets_file` lists the model's classes one per line
+    (ImageNet synsets), the folder named like line i being class i. Every index must be a class of
+    the model (0 .. num_classes - 1). Each class folder is searched recursively and must hold images.
+    num_samples: take this many, going round the classes (one image of each class in turn), so that
+    a subset still covers every class; default all.
+    """
+    path = os.path.expanduser(str(path))
+    if not os.path.isdir(path):
+        raise ConfigError(f"accuracy.path: folder not found: {path}")
+    classes = class_folders(path)
+    if not classes:
+        raise ConfigError(f"accuracy.path: {path} has no class sub-folders")
+    loose = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)
+                   and os.path.isfile(os.path.join(path, n)))
+    if loose:
+        raise ConfigError(f"accuracy.path: {path} has class sub-folders and also images at its top ({loose[0]}, "
+                          "...): put every image in its class folder")
+    if labels_file and synsets_file:
+        raise ConfigError("accuracy: give `labels:` or `synsets:`, not both")
+    limit = f"the model has {num_classes} classes (0..{num_classes - 1})" if num_classes else ""
+    if labels_file or synsets_file:
+        key, src = ("labels", labels_file) if labels_file else ("synsets", synsets_file)
+        mapping = _read_labels_file(src) if labels_file else _read_synsets_file(src)
+        for name, index in mapping.items():
+            if index < 0 or (num_classes is not None and index >= num_classes):
+                raise ConfigError(f"accuracy.{key}: {src} gives class '{name}' the index {index}; "
+                                  + (limit or "class indices start at 0"))
+        missing = [c for c in classes if c not in mapping]
+        if missing:
+            raise ConfigError(f"accuracy.{key}: {src} has no class index for the folder '{missing[0]}' "
+                              f"({len(missing)} of {len(classes)} class folders missing)")
+        class_index = {c: mapping[c] for c in classes}
+    else:
+        if num_classes is not None and len(classes) > num_classes:
+            raise ConfigError(f"accuracy.path: {path} has {len(classes)} class folders but {limit}; "
+                              "map the folders to the model's classes with `labels:` or `synsets:`")
+        class_index = {c: i for i, c in enumerate(classes)}
+    per_class = []
+    for c in classes:
+        folder = os.path.join(path, c)
+        files = []
+        for root, dirs, names in os.walk(folder):
+            dirs.sort()
+            files.extend(os.path.join(root, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise ConfigError(f"accuracy.path: class folder {folder} holds no images "
+                              f"(looked for {', '.join(IMAGE_EXTENSIONS)})")
+        per_class.append(sorted(files))
+    order = []  # round the classes: the first image of each, then the second, ...
+    for k in range(max(len(f) for f in per_class)):
+        order += [(files[k], class_index[c]) for c, files in zip(classes, per_class) if k < len(files)]
+    if num_samples:
+        order = order[:num_samples]
+    return LabeledImages([f for f, _ in order], np.array([y for _, y in order], dtype=np.int64), classes,
+                         class_index)
+
+
+def load_labeled_images(
+    images: LabeledImages,
+    image_size: Union[int, Sequence[int]],
+    mean: Sequence[float],
+    std: Sequence[float],
+    progress: Progress = None,
+) -> np.ndarray:
+    """Decode and preprocess the images of a labeled folder: float32 (N, C, H, W)."""
+    channels = len(np.atleast_1d(mean))
+    chw_mean, chw_std = _norm_stats(mean, std, channels)
+    hw = _size_hw(image_size)
+    batches = _batches(lambda lo, hi: np.stack([preprocess_image(read_image(images.files[i]), hw, chw_mean,
+                                                                 chw_std) for i in range(lo, hi)]),
+                       len(images.files), 16, "x", np.float32, progress)
+    return np.concatenate([b["x"] for b in batches])

@@ -51,17 +51,24 @@ def build_module(cfg, mod, target, run_key_: str, *, export: Optional[str] = Non
                                 schedules=cfg.build.schedules.options(), fallback=cfg.build.fallback)
 
 
-def variant_modules(cfg, model: LoadedModel, *, status: Status, progress: bool = False):
-    """[(variant name, dtype key, bound module, extra record fields)] for fp32 and, if configured, int8."""
+def variant_modules(cfg, model: LoadedModel, *, status: Status, progress: bool = False, data=None):
+    """[(variant name, dtype key, bound module, extra record fields)] for fp32 and, if configured, int8.
+
+    `data`: the accuracy data (harness.accuracy.EvalData), when the caller has it loaded already."""
     modules = [("tvm-fp32", "float32", build.bind_params(model.mod, model.params), {})]
     if cfg.quantize is not None:
-        table = calibration_table(cfg, model, status=status, progress=progress)
-        if cfg.quantize.table and not os.path.isfile(cfg.quantize.table):
-            from .quantize import save_table
+        from .quantize import fallback_layers, load_table, save_table
 
-            save_table(table, cfg.quantize.table)
+        path = cfg.quantize.table
+        before = load_table(path).get("accuracy_target") if path and os.path.isfile(path) else False
+        table = calibration_table(cfg, model, status=status, progress=progress, data=data)
+        if path and before is False:
+            save_table(table, path)
+        elif path and table.get("accuracy_target") != before:  # a search ran on a loaded table
+            save_table(table, path)
+            status(f"recorded the chosen fp32 layers in {path}")
         name = "tvm-int8-sim" if cfg.quantize.do_simulation else "tvm-int8"
-        n_q = sum(1 for t in table["tensors"] if t["enabled"])
+        n_q = sum(1 for t in table["tensors"] if t["enabled"]) - len(fallback_layers(table))
         modules.append((name, "int8", int8_module(cfg, model, table),
                         {"calibrate_mode": table["qconfig"]["calibrate_mode"], "quantized_ops": n_q,
                          "fp32_ops": len(table["tensors"]) - n_q, "_table": table}))
@@ -104,15 +111,62 @@ def calibration_inputs(calib_cfg, model: LoadedModel) -> List[Dict[str, np.ndarr
         image_size=model.input_shape[2]))
 
 
+def accuracy_data(cfg, model: LoadedModel):
+    """The `accuracy:` section's data, preprocessed for the model (labels checked against its classes)."""
+    from .accuracy import eval_data, output_classes
+
+    return eval_data(cfg.accuracy, _spec(model), model.input_shape, output_classes(model.mod))
+
+
 def calibration_table(cfg, model: LoadedModel, *, status: Status, progress: bool = False,
-                      recalibrate: bool = False) -> dict:
-    """Calibrate on the configured data, or load `quantize.table` when it exists (unless `recalibrate`)."""
-    from .quantize import calibrate, load_table
+                      recalibrate: bool = False, data=None) -> dict:
+    """Calibrate on the configured data, or load `quantize.table` when it exists (unless `recalibrate`);
+    then, with `quantize.accuracy_target`, choose the fp32 layers (accuracy_fallback). A table that
+    records a choice for the same target is used as it is (no data needed)."""
+    from .quantize import load_table
 
     qcfg = cfg.quantize
-    if qcfg.table and os.path.isfile(qcfg.table) and not recalibrate:
+    loaded = bool(qcfg.table) and os.path.isfile(qcfg.table) and not recalibrate
+    if loaded:
         status(f"using calibration table {qcfg.table}")
-        return load_table(qcfg.table)
+        table = load_table(qcfg.table)
+    else:
+        table = _calibrate(cfg, model, status=status, progress=progress)
+    return accuracy_fallback(cfg, model, table, status=status, progress=progress, data=data, force=not loaded)
+
+
+def accuracy_fallback(cfg, model: LoadedModel, table: dict, *, status: Status, progress: bool = False,
+                      data=None, force: bool = False) -> dict:
+    """`table` with the fp32 layers `quantize.accuracy_target` needs recorded (harness.accuracy_target).
+
+    Without a target the table is returned as it is (a choice recorded in it still applies). With one,
+    a choice the table records for the same target (metric, bound, max_fp32_layers) is kept unless
+    `force`; otherwise the search runs on the accuracy data (`data`, or loaded here)."""
+    from .accuracy_target import search, target_of
+    from .quantize import fallback_layers, set_accuracy_target
+
+    tcfg = cfg.quantize.accuracy_target
+    recorded = table.get("accuracy_target")
+    if tcfg is None:
+        if recorded:
+            status(f"calibration table keeps {', '.join(fallback_layers(table)) or 'no layers'} fp32 (chosen "
+                   f"for {recorded['metric']} {recorded['bound']} {recorded['value']:g})")
+        return table
+    want = target_of(tcfg)
+    if recorded and not force and all(recorded.get(k) == v for k, v in want.items()):
+        status(f"calibration table: fp32 layers for {want['metric']} {want['bound']} {want['value']:g}: "
+               f"{', '.join(fallback_layers(table)) or 'none'}")
+        return table
+    if data is None:
+        data = accuracy_data(cfg, model)
+    result = search(cfg, model, table, data, status=status, progress=progress)
+    return set_accuracy_target(table, result)
+
+
+def _calibrate(cfg, model: LoadedModel, *, status: Status, progress: bool = False) -> dict:
+    from .quantize import calibrate
+
+    qcfg = cfg.quantize
     c = qcfg.calib
     batches = calibration_inputs(c, model)
     status(f"calibrating ({qcfg.calibrate_mode}, {sum(len(next(iter(b.values()))) for b in batches)} "
@@ -131,11 +185,13 @@ def calibration_table(cfg, model: LoadedModel, *, status: Status, progress: bool
             bar.close()
 
 
-def int8_module(cfg, model: LoadedModel, table: dict, only=None):
+def int8_module(cfg, model: LoadedModel, table: dict, only=None, fp32_layers=None, switchable: bool = False):
+    """The int8 module of `table` (fp32_layers: default the table's recorded choice; see apply_table)."""
     from .quantize import apply_table
 
     return apply_table(model.mod, model.params, table, model_name=model.name, config=qconfig_of(cfg.quantize),
-                       table_path=cfg.quantize.table or "table", only=only)
+                       table_path=cfg.quantize.table or "table", only=only, fp32_layers=fp32_layers,
+                       switchable=switchable)
 
 
 # ----------------------------------------------------------------------------- run
@@ -165,7 +221,10 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
     if target.kind.name == "cuda" and not build.gpu_visible() and not compile_only:
         raise HarnessError("target cuda: no GPU is visible on this machine; add --compile-only to only build")
 
-    modules = variant_modules(cfg, model, status=status, progress=progress)
+    data = None
+    if cfg.accuracy is not None and cfg.quantize is not None and not compile_only:
+        data = accuracy_data(cfg, model)  # before any long work: a bad folder or label file fails now
+    modules = variant_modules(cfg, model, status=status, progress=progress, data=data)
     table = modules[1][3].pop("_table") if len(modules) > 1 else None
 
     x = input_data(model.input_shape, cfg.model.seed, model.dtype)
@@ -214,10 +273,9 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
         variants[1]["speedup_vs_fp32"] = variants[0]["latency"]["mean_ms"] / variants[1]["latency"]["mean_ms"]
 
     accuracy = None
-    if cfg.accuracy is not None and cfg.quantize is not None and not compile_only:
-        from .accuracy import compare, eval_data, predict
+    if data is not None:
+        from .accuracy import compare, predict
 
-        data = eval_data(cfg.accuracy, _spec(model), model.input_shape)
         status(f"accuracy on {data.name}")
         fp32 = predict(runners["tvm-fp32"], data.inputs, batch)
         q = predict(runners[modules[1][0]], data.inputs, batch)
@@ -235,6 +293,7 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
         variants=variants,
         accuracy=accuracy,
         calibration=None if table is None else {"tensors": len(table["tensors"]), "qconfig": table["qconfig"]},
+        accuracy_target=None if table is None else table.get("accuracy_target"),
     )
     if write:
         record["path"] = write_record(record, cfg.bench.results_dir, record["run_key"])
@@ -260,9 +319,10 @@ def peer_variants(cfg, model: LoadedModel, peers: Sequence[str], x: np.ndarray, 
 # ----------------------------------------------------------------------------- sensitivity
 
 
-def sensitivity(cfg, model: LoadedModel, table: dict, *, status: Status = lambda m: None) -> Dict:
+def sensitivity(cfg, model: LoadedModel, table: dict, *, status: Status = lambda m: None,
+                progress: bool = False) -> Dict:
     """Quantize one layer at a time; the accuracy cost of each, and a suggested skip list."""
-    from .accuracy import compare, eval_data, predict
+    from .accuracy import compare, eval_data, output_classes, predict
 
     target = build.resolve_target(dataclasses.replace(cfg.target, kind="llvm"))
     acc_cfg = cfg.accuracy
@@ -270,7 +330,7 @@ def sensitivity(cfg, model: LoadedModel, table: dict, *, status: Status = lambda
         from .config import AccuracyConfig
 
         acc_cfg = AccuracyConfig(dataset="synthetic", num_samples=8)
-    data = eval_data(acc_cfg, _spec(model), model.input_shape)
+    data = eval_data(acc_cfg, _spec(model), model.input_shape, output_classes(model.mod))
     batch = model.input_shape[0]
     dev = build.device_for(target)
 
@@ -281,10 +341,24 @@ def sensitivity(cfg, model: LoadedModel, table: dict, *, status: Status = lambda
     fp32 = logits(build.bind_params(model.mod, model.params))
     rows = []
     enabled = [t["tensor"].rsplit(".", 1)[0] for t in table["tensors"] if t["enabled"]]
-    for i, name in enumerate(enabled):
-        status(f"sensitivity {i + 1}/{len(enabled)}: {name}")
-        q = logits(int8_module(cfg, model, table, only=[name]))
-        rows.append({"op": name, **compare(fp32, q, data.labels)})
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(enabled), desc="sensitivity", unit="layer", leave=False)
+    try:
+        for i, name in enumerate(enabled):
+            if bar is None:
+                status(f"sensitivity {i + 1}/{len(enabled)}: {name}")
+            else:
+                bar.set_postfix_str(name)
+            q = logits(int8_module(cfg, model, table, only=[name], fp32_layers=[]))
+            rows.append({"op": name, **compare(fp32, q, data.labels)})
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     drops = np.array([1.0 - r["cosine_mean"] for r in rows])
     suggested = []
     if len(rows) and drops.sum() > 0:

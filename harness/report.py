@@ -63,7 +63,28 @@ def accuracy_table(record: Dict) -> str:
     if "top1_fp32" in a:
         headers += ["top1 fp32", "top1 int8"]
         row += [f"{a['top1_fp32']:.4f}", f"{a['top1_int8']:.4f}"]
+    if "top5_fp32" in a:
+        headers += ["top5 fp32", "top5 int8"]
+        row += [f"{a['top5_fp32']:.4f}", f"{a['top5_int8']:.4f}"]
     return format_table(headers, [row], aligns="l" + "r" * (len(headers) - 1))
+
+
+def accuracy_target_lines(result: Dict) -> str:
+    """What the accuracy-target search chose (harness.accuracy_target), for the terminal."""
+    bound = f"{result['bound']} {result['value']:g}"
+    layers = ", ".join(result["fp32_layers"]) or "none"
+    reached = result["reached"]
+    head = (f"accuracy target {result['metric']} {bound} on {result['dataset']}: "
+            + ("met" if result["met"] else "NOT met") + f" with {len(result['fp32_layers'])} layer(s) kept fp32 "
+            f"(bound {result['max_fp32_layers']}): {layers}")
+    got = f"reached: cosine {reached['cosine_mean']:.5f}, top-1 agreement {reached['top1_agreement']:.3f}"
+    if "top1_int8" in reached:
+        got += f", top-1 int8 {reached['top1_int8']:.4f} (fp32 {reached['top1_fp32']:.4f}, drop " \
+               f"{reached['top1_drop']:.4f})"
+    lines = [head, "  " + got]
+    if result.get("note"):
+        lines.append("  " + result["note"])
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- suite table (2019 "tvm-cuda-int8")

@@ -21,7 +21,8 @@ from .calib import (CALIBRATORS, HistogramCollector, get_calibrator, kl_divergen
 from .collect import collect_stats, threshold_of
 from .qconfig import QConfig, current_qconfig, qconfig
 from .realize import TensorQuant, data_quant, realize
-from .table import TableError, load_table, make_table, quants_from_table, save_table
+from .table import (TableError, fallback_layers, load_table, make_table, quants_from_table, save_table,
+                    set_accuracy_target)
 
 
 def _bound(mod: tvm.IRModule, params: Optional[Dict[str, np.ndarray]]) -> tvm.IRModule:
@@ -71,10 +72,16 @@ def calibrate(mod: tvm.IRModule, params, calib_data: Iterable[Dict[str, np.ndarr
 
 def apply_table(mod: tvm.IRModule, params, table: dict, *, model_name: str = "model",
                 config: Optional[QConfig] = None, table_path: str = "table",
-                only: Optional[Iterable[str]] = None) -> tvm.IRModule:
+                only: Optional[Iterable[str]] = None, fp32_layers: Optional[Iterable[str]] = None,
+                switchable: bool = False) -> tvm.IRModule:
     """Quantize with a calibration table (no data needed).
 
     `only`: quantize just these tensors' ops (op names like "conv2d_3"), for sensitivity analysis.
+    `fp32_layers`: keep these ops fp32; default: the ones an accuracy-target search recorded in the
+    table (table.fallback_layers), so that a saved table rebuilds the model it was chosen for.
+    `switchable`: main takes a second input, one float32 per quantized op (plan order): 1 runs that op
+    int8, 0 runs it fp32; one build then measures any choice of fp32 layers (accuracy_target.py). It
+    requantizes in float and is not partitioned, whatever `config` says.
     """
     cfg = config or current_qconfig()
     bound = _bound(mod, params)
@@ -83,7 +90,20 @@ def apply_table(mod: tvm.IRModule, params, table: dict, *, model_name: str = "mo
         keep = set(only)
         for op in ops:
             op.enabled = op.enabled and op.name in keep
+    skip = set(fallback_layers(table) if fp32_layers is None else fp32_layers)
+    unknown = sorted(skip - {op.name for op in ops})
+    if unknown:
+        raise TableError(f"{table_path}: fp32 layer '{unknown[0]}' is not a conv2d / dense of this model")
+    for op in ops:
+        if op.enabled and op.name in skip:
+            op.enabled, op.reason = False, "accuracy_target"
     quants = quants_from_table(table, model_name, ops, table_path, cfg)
+    if switchable:
+        import dataclasses
+
+        return realize(bound, ops, quants,
+                       dataclasses.replace(cfg, requantize="float", partition_conversions="disabled"),
+                       switchable=True)
     return realize(bound, ops, quants, cfg)
 
 
@@ -100,4 +120,5 @@ __all__ = [
     "QConfig", "qconfig", "current_qconfig", "quantize", "calibrate", "apply_table", "plan", "plan_table",
     "kl_divergence_threshold", "percentile_threshold", "threshold_to_scale", "HistogramCollector",
     "get_calibrator", "CALIBRATORS", "load_table", "save_table", "TableError", "QuantOp", "TensorQuant",
+    "fallback_layers", "set_accuracy_target",
 ]

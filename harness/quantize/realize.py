@@ -122,15 +122,23 @@ def _quantize_expr(x: relax.Expr, tq: TensorQuant, cfg: QConfig) -> relax.Expr:
 
 @relax.expr_functor.mutator
 class _Realizer(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig):
+    def __init__(self, mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig,
+                 switchable: bool = False):
         super().__init__(mod)
         self.mod_ = mod
         self.by_var = {op.var: op for op in ops if op.enabled}
         self.quants = quants
         self.cfg = cfg
+        enabled = [op for op in ops if op.enabled]
+        self.switch_index = {op.name: i for i, op in enumerate(enabled)} if switchable else None
+        self.switch = relax.Var("quant_switch", relax.TensorType((len(enabled),), "float32")) \
+            if switchable else None
 
     def transform(self) -> tvm.IRModule:
         func = self.visit_expr(self.mod_["main"])
+        if self.switch is not None:
+            func = relax.Function(list(func.params) + [self.switch], func.body, func.ret_ty,
+                                  func.is_pure, func.attrs)
         self.builder_.update_func(self.mod_.get_global_var("main"), func)
         return self.builder_.get()
 
@@ -146,6 +154,13 @@ class _Realizer(relax.PyExprMutator):
         data = self.visit_expr(call.args[0])
         w = call.args[1].value.numpy()
         out = self._quantized(op, call, data, w)
+        if self.switch is not None:
+            # switch i: 1 keeps the int8 result, 0 the op's own fp32 result (one build, any choice)
+            quant = self.builder_.emit(out)
+            fp32 = self.builder_.emit(relax.Call(call.op, [data] + list(call.args[1:]), call.attrs))
+            flag = self.builder_.emit(relax.op.take(self.switch, relax.const(self.switch_index[op.name], "int64"),
+                                                    axis=0))
+            out = relax.op.where(relax.op.greater(flag, relax.const(0.5, "float32")), quant, fp32)
         if isinstance(binding.var, relax.DataflowVar):
             new_var = self.builder_.emit(out, name_hint=binding.var.name)
         else:
@@ -194,11 +209,14 @@ class _Realizer(relax.PyExprMutator):
         )
 
 
-def realize(mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig) -> tvm.IRModule:
+def realize(mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig,
+            switchable: bool = False) -> tvm.IRModule:
     """The int8 (or, with do_simulation, fake-quantized) module; with ``requantize: integer`` the
     requantization between two quantized ops is made integer-only (requantize.py), with
-    ``partition_conversions`` main is split into conversions and core (partition.py)."""
-    qmod = _Realizer(mod, ops, quants, cfg).transform()
+    ``partition_conversions`` main is split into conversions and core (partition.py).
+    ``switchable``: main's last input ``quant_switch`` (one float32 per enabled op) picks each op's
+    int8 (1) or fp32 (0) result at run time (see apply_table)."""
+    qmod = _Realizer(mod, ops, quants, cfg, switchable).transform()
     if cfg.requantize == "integer" and not cfg.do_simulation:
         from .requantize import integer_requantize  # pylint: disable=import-outside-toplevel
 

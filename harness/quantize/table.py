@@ -94,3 +94,19 @@ def quants_from_table(table: dict, model: str, ops: List[QuantOp], path: str = "
         quants[op.tensor] = TensorQuant(op.tensor, float(row["threshold"]), float(row["scale"]), row["dtype"],
                                         **means)
     return quants
+
+
+# The accuracy-target search (harness.accuracy_target) records its choice in the table as one field of
+# its own, "accuracy_target": {"fp32_layers": [op names], the target, what was reached, ...}, so that
+# re-applying the table without data builds the same model. Tables without it keep every planned op int8.
+ACCURACY_TARGET_FIELD = "accuracy_target"
+
+
+def fallback_layers(table: dict) -> List[str]:
+    """The ops (like "conv2d_47") an accuracy-target search chose to keep fp32; [] if none was made."""
+    return list((table.get(ACCURACY_TARGET_FIELD) or {}).get("fp32_layers", []))
+
+
+def set_accuracy_target(table: dict, result: dict) -> dict:
+    """`table` with the search's result recorded (a new dict; the calibration rows are unchanged)."""
+    return {**table, ACCURACY_TARGET_FIELD: result}
