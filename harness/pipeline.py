@@ -12,7 +12,7 @@ from . import bench, build
 from .errors import HarnessError
 from .frontends import LoadedModel, load_model
 from .models import MODELS, ModelSpec, input_data
-from .record import new_record, write_record
+from .record import check_writable_dir, new_record, write_record_somewhere
 from .tune.model import tuning_dir
 
 log = logging.getLogger("harness")
@@ -36,6 +36,10 @@ def variant_modules(cfg, model: LoadedModel, *, status: Status, progress: bool =
     """[(variant name, dtype key, bound module, extra record fields)] for fp32 and, if configured, int8."""
     modules = [("tvm-fp32", "float32", build.bind_params(model.mod, model.params), {})]
     if cfg.quantize is not None:
+        if cfg.quantize.table and not os.path.isfile(cfg.quantize.table):  # written after calibrating
+            from .quantize import check_table_path
+
+            check_table_path(cfg.quantize.table, key="quantize.table")
         table = calibration_table(cfg, model, status=status, progress=progress)
         if cfg.quantize.table and not os.path.isfile(cfg.quantize.table):
             from .quantize import save_table
@@ -43,8 +47,9 @@ def variant_modules(cfg, model: LoadedModel, *, status: Status, progress: bool =
             save_table(table, cfg.quantize.table)
         name = "tvm-int8-sim" if cfg.quantize.do_simulation else "tvm-int8"
         n_q = sum(1 for t in table["tensors"] if t["enabled"])
+        # what was built: the config's qconfig (a table of another plan or thresholds is refused above)
         modules.append((name, "int8", int8_module(cfg, model, table),
-                        {"calibrate_mode": table["qconfig"]["calibrate_mode"], "quantized_ops": n_q,
+                        {"calibrate_mode": cfg.quantize.calibrate_mode, "quantized_ops": n_q,
                          "fp32_ops": len(table["tensors"]) - n_q, "_table": table}))
     return modules
 
@@ -88,12 +93,16 @@ def calibration_inputs(calib_cfg, model: LoadedModel) -> List[Dict[str, np.ndarr
 def calibration_table(cfg, model: LoadedModel, *, status: Status, progress: bool = False,
                       recalibrate: bool = False) -> dict:
     """Calibrate on the configured data, or load `quantize.table` when it exists (unless `recalibrate`)."""
-    from .quantize import calibrate, load_table
+    from .quantize import calibrate, check_table_qconfig, load_table
 
     qcfg = cfg.quantize
     if qcfg.table and os.path.isfile(qcfg.table) and not recalibrate:
-        status(f"using calibration table {qcfg.table}")
-        return load_table(qcfg.table)
+        table = load_table(qcfg.table)
+        check_table_qconfig(table, qconfig_of(qcfg), qcfg.table)  # same plan and thresholds, or refused
+        made, want = table.get("qconfig", {}), qconfig_of(qcfg).to_dict()
+        other = "; ".join(f"{k} {v!r} (table: {made[k]!r})" for k, v in want.items() if k in made and made[k] != v)
+        status(f"using calibration table {qcfg.table}" + (f", building with the config's {other}" if other else ""))
+        return table
     c = qcfg.calib
     batches = calibration_inputs(c, model)
     status(f"calibrating ({qcfg.calibrate_mode}, {sum(len(next(iter(b.values()))) for b in batches)} "
@@ -137,6 +146,8 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
     `peers` (harness.peers.PEERS names) are checked against TVM fp32's output on the same input, then
     timed with the same settings, and added to the record's variants. `model` skips loading it again.
     """
+    if write:  # a folder that cannot take the record fails now, not after minutes of timing
+        check_writable_dir(cfg.bench.results_dir)
     if model is None:
         status(f"loading {cfg.model.name} ({cfg.model.frontend})")
         model = load_model(cfg.model)
@@ -214,10 +225,14 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
         target={"key": tkey, "target": str(target)},
         variants=variants,
         accuracy=accuracy,
-        calibration=None if table is None else {"tensors": len(table["tensors"]), "qconfig": table["qconfig"]},
+        calibration=None if table is None else {
+            "tensors": len(table["tensors"]), "qconfig": qconfig_of(cfg.quantize).to_dict(),
+            "table": cfg.quantize.table, "table_qconfig": table["qconfig"]},
     )
-    if write:
-        record["path"] = write_record(record, cfg.bench.results_dir, record["run_key"])
+    if write:  # should the folder refuse it now, the record goes elsewhere and `write_error` says where
+        record["path"], error = write_record_somewhere(record, cfg.bench.results_dir, record["run_key"])
+        if error:
+            record["write_error"] = error
     return record
 
 
