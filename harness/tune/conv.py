@@ -2,7 +2,7 @@
 
 * :func:`tune_conv` -- search int8 (or float32) schedules for one conv with MetaSchedule's
   evolutionary search and XGBoost cost model; results go to a ``JSONDatabase`` in ``work_dir``
-  (``database_workload.json`` + ``database_tuning_record.json``), one batch of trials at a time.
+  (``database_workload.json`` + ``database_tuning_record.json``), each trial as soon as it is measured.
 * :func:`emit_source` -- the kernel source of the best tuned schedule (CUDA C for CUDA, assembly
   for llvm), or of a fixed default int8 schedule when nothing was tuned yet (CUDA: dp4a,
   x86: VNNI), compiled for real (CUDA with ``nvcc``, no GPU needed).
@@ -43,7 +43,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from ..errors import HarnessError
+from ..errors import HarnessError, HarnessWarning
 from .rules import (
     int8_intrinsics_for,
     load_tensor_intrinsics,
@@ -103,7 +103,7 @@ class DatabaseTargetError(HarnessError, ValueError):
     """A tuning database made for one target was used for another."""
 
 
-class DatabaseWarning(UserWarning):
+class DatabaseWarning(HarnessWarning):
     """Something in a tuning database was skipped (the rest was kept)."""
 
 
@@ -257,11 +257,20 @@ def check_database_target(work_dir: str, target: Any, *, write: bool = False) ->
 
 # ------------------------------------------------------------------------ database hygiene
 def _atomic_write(path: str, text: str) -> None:
+    """Replace ``path`` by ``text`` whole or not at all, keeping its file mode (a new file gets the
+    mode ``open`` would give it)."""
     directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -357,9 +366,8 @@ def sanitize_database(work_dir: str) -> list[str]:
             _atomic_write(wl_path, "".join(x + "\n" for x in kept_wl))
         if os.path.exists(rec_path) or kept_rec:
             _atomic_write(rec_path, "".join(x + "\n" for x in kept_rec))
-    for msg in messages:
+    for msg in messages:  # once each: a warning (the CLI prints it as one line)
         warnings.warn(msg, DatabaseWarning, stacklevel=3)
-        logger.warning(msg)
     if messages:
         logger.warning("tuning database %s: kept %d record(s)", work_dir, len(kept_rec))
     return messages
@@ -487,11 +495,12 @@ def _dedup_search_class():
 
     @derived_object
     class _DedupSearch(PySearchStrategy):
-        def __init__(self, inner, max_empty_rounds: int = 4, warm_start: bool = True) -> None:
+        def __init__(self, inner, max_empty_rounds: int = 4, warm_start: bool = True, saver=None) -> None:
             super().__init__()
             self.inner = inner
             self.max_empty_rounds = max_empty_rounds
             self.warm_start = warm_start
+            self.saver = saver  # a _TrialSaver: trials budget shared by all tasks, records saved one by one
             self.context = None
             self.seen: dict[int, list] = {}
             self.skipped = 0
@@ -543,8 +552,12 @@ def _dedup_search_class():
                     return None
                 fresh = [c for c in cands if self._remember(c.sch.mod)]
                 self.skipped += len(cands) - len(fresh)
+                if fresh and self.saver is not None:
+                    fresh = self.saver.hand_out(self.context, fresh)  # None: the budget is spent
                 if fresh:
                     return fresh
+                if fresh is None:
+                    return None
             logger.info("search space exhausted around the stored records; stopping")
             return None
 
@@ -552,10 +565,131 @@ def _dedup_search_class():
             self.inner.notify_runner_results(measure_candidates, results)
 
         def clone(self):
-            return _DedupSearch(self.inner.clone(), self.max_empty_rounds, self.warm_start)
+            return _DedupSearch(self.inner.clone(), self.max_empty_rounds, self.warm_start, self.saver)
 
     _DEDUP_CLASS = _DedupSearch
     return _DedupSearch
+
+
+# ------------------------------------------------------------------- saving trial by trial
+class _TrialSaver:
+    """Commits each measured trial to the database the moment its result arrives, and stops the
+    search at exactly ``budget`` trials over all tasks.
+
+    MetaSchedule's ``AddToDatabase`` callback writes a whole batch once every result of it is in
+    (with several tasks, once the scheduler joins the task, maybe many batches later), so a crash
+    lost every trial measured since. Here the search strategy (:func:`_dedup_search_class`) hands
+    each batch out through :meth:`hand_out`, the wrapped builder maps each artifact to its
+    candidate, the wrapped runner waits for each result in turn and commits it at once, and the
+    measure callback commits what never reached the runner (candidates that failed to build) and
+    anything else not yet committed, as ``AddToDatabase`` would. A kill -9 then loses only the
+    trial being measured.
+    """
+
+    def __init__(self, database, budget: int) -> None:
+        self.database = database
+        self.remaining = int(budget)
+        self.batch: list = []  # (tune context, candidate) of the batch last handed out
+        self.by_artifact: dict = {}  # artifact path -> (tune context, candidate)
+        self.saved: set = set()  # artifact paths already committed
+
+    def hand_out(self, context, candidates):
+        """The part of ``candidates`` the budget allows (None when it is spent), remembered."""
+        if self.remaining <= 0:
+            return None
+        candidates = list(candidates)[: self.remaining]
+        self.remaining -= len(candidates)
+        self.batch = [(context, c) for c in candidates]
+        return candidates
+
+    def built(self, inputs, results) -> None:
+        batch, self.batch = self.batch, []
+        if len(batch) != len(inputs):  # not the batch handed out: the callback commits at the join
+            return
+        for entry, result in zip(batch, results):
+            if result.artifact_path is not None:
+                self.by_artifact[str(result.artifact_path)] = entry
+
+    def commit(self, context, candidate, run_secs) -> None:
+        """What ``AddToDatabase`` commits for one trial (a failed one with MetaSchedule's 1e10 s)."""
+        from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+        secs = [float(x) for x in run_secs] if run_secs else [1e10]
+        self.database.commit_tuning_record(ms.database.TuningRecord(
+            candidate.sch.trace, self.database.commit_workload(context.mod), secs, context.target,
+            candidate.args_info))
+
+    def measured(self, runner_input, result) -> None:
+        path = str(runner_input.artifact_path)
+        entry = self.by_artifact.get(path)
+        if entry is not None and path not in self.saved:
+            self.commit(entry[0], entry[1], result.run_secs)
+            self.saved.add(path)
+
+    def joined(self, context, candidates, builder_results, runner_results) -> None:
+        for cand, bres, rres in zip(candidates, builder_results, runner_results):
+            path = None if bres.artifact_path is None else str(bres.artifact_path)
+            if path is None or path not in self.saved:
+                self.commit(context, cand, rres.run_secs)
+            self.saved.discard(path)
+            self.by_artifact.pop(path, None)
+
+
+_SAVER_CLASSES = None
+
+
+def _saving_tuners(saver: _TrialSaver, builder, runner) -> tuple:
+    """(builder, runner, measure callbacks) that save each trial through ``saver``: the default
+    callbacks with ``AddToDatabase`` replaced by the saver's."""
+    global _SAVER_CLASSES  # pylint: disable=global-statement
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    if _SAVER_CLASSES is None:
+        from tvm.ir.utils import derived_object  # pylint: disable=import-outside-toplevel
+        from tvm.s_tir.meta_schedule.builder import PyBuilder  # pylint: disable=import-outside-toplevel
+        from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback  # pylint: disable=import-outside-toplevel
+        from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture  # pylint: disable=import-outside-toplevel
+
+        @derived_object
+        class _SavingBuilder(PyBuilder):
+            def __init__(self, inner, trial_saver) -> None:
+                super().__init__()
+                self.inner, self.trial_saver = inner, trial_saver
+
+            def build(self, build_inputs):
+                results = self.inner.build(build_inputs)
+                self.trial_saver.built(build_inputs, results)
+                return results
+
+        @derived_object
+        class _SavingRunner(PyRunner):
+            def __init__(self, inner, trial_saver) -> None:
+                super().__init__()
+                self.inner, self.trial_saver = inner, trial_saver
+
+            def run(self, runner_inputs):
+                done = []
+                for runner_input, future in zip(runner_inputs, self.inner.run(runner_inputs)):
+                    result = future.result()  # in order: each is committed as soon as it is in
+                    self.trial_saver.measured(runner_input, result)
+                    done.append(RunnerFuture(lambda: True, lambda r=result: r))
+                return done
+
+        @derived_object
+        class _SaveUnsaved(PyMeasureCallback):
+            def __init__(self, trial_saver) -> None:
+                super().__init__()
+                self.trial_saver = trial_saver
+
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+                context = task_scheduler.tasks_[task_id].ctx
+                self.trial_saver.joined(context, measure_candidates, builder_results, runner_results)
+
+        _SAVER_CLASSES = (_SavingBuilder, _SavingRunner, _SaveUnsaved)
+    saving_builder, saving_runner, save_unsaved = _SAVER_CLASSES
+    callbacks = [save_unsaved(saver)] + [cb for cb in ms.MeasureCallback.create("default")
+                                         if not isinstance(cb, ms.measure_callback.AddToDatabase)]
+    return saving_builder(builder, saver), saving_runner(runner, saver), callbacks
 
 
 _PROGRESS_CLASS = None
@@ -618,7 +752,7 @@ def CannedRunner(latency_fn: Callable[[Any], float] | None = None):  # pylint: d
 
     ``latency_fn(runner_input) -> seconds`` defaults to a deterministic value derived from the
     built artifact's path.  Useful for exercising the whole tuning loop (including CUDA on a
-    machine without a GPU) in tests.  The returned object has ``calls`` (inputs seen).
+    machine without a GPU) in tests.  The returned object has ``calls`` (results fetched).
     """
     global _CANNED_CLASS  # pylint: disable=global-statement
     if _CANNED_CLASS is None:
@@ -639,12 +773,13 @@ def CannedRunner(latency_fn: Callable[[Any], float] | None = None):  # pylint: d
                 self.calls = 0
 
             def run(self, runner_inputs):
-                futures = []
-                for runner_input in runner_inputs:
-                    self.calls += 1
-                    result = RunnerResult([float(self.fn(runner_input))], None)
-                    futures.append(RunnerFuture(lambda: True, lambda r=result: r))
-                return futures
+                # "measured" when its result is fetched, like a real runner's asynchronous futures
+                return [RunnerFuture(lambda: True, lambda x=runner_input: self._measure(x))
+                        for runner_input in runner_inputs]
+
+            def _measure(self, runner_input):
+                self.calls += 1
+                return RunnerResult([float(self.fn(runner_input))], None)
 
         _CANNED_CLASS = _Canned
     return _CANNED_CLASS(latency_fn)
@@ -713,8 +848,8 @@ def tune_conv(
         ``work_dir`` (records already there count; 0 new trials when they suffice); with
         ``resume=False`` the number of new trials to measure.  On llvm the conv's default
         schedule (:func:`cpu_default_schedule`) is measured first, once, and counts as one.
-    work_dir : database directory (created).  Records are appended after every batch of
-        ``trials_per_iter`` trials, so an interruption loses at most one batch.
+    work_dir : database directory (created).  Each trial is appended as soon as it is measured
+        (:class:`_TrialSaver`), so an interruption loses at most the trial being measured.
     runner : ``"local"`` (time on this machine) or any MetaSchedule ``Runner`` (e.g. an RPC
         runner, or :func:`CannedRunner` for tests).
     builder : ``"local"`` or a MetaSchedule ``Builder``.
@@ -761,7 +896,9 @@ def tune_conv(
             strategy_opts["population_size"] = int(population_size)
             strategy_opts["init_min_unmeasured"] = max(1, min(50, int(population_size) // 2))
         inner = ms.search_strategy.EvolutionarySearch(**strategy_opts)
-        strategy = _dedup_search_class()(inner)
+        saver = _TrialSaver(database, todo)
+        strategy = _dedup_search_class()(inner, saver=saver)
+        builder, run, callbacks = _saving_tuners(saver, builder, run)
         context = ms.TuneContext(
             mod=mod,
             target=tgt,
@@ -772,7 +909,6 @@ def tune_conv(
             num_threads=int(num_threads),
         )
         xgb_opts = {} if cost_model_warmup is None else {"num_warmup_samples": int(cost_model_warmup)}
-        callbacks = list(ms.MeasureCallback.create("default"))
         bar = None
         if progress is True:
             progress, bar = _tqdm_reporter(todo + seeded, f"tune {workload.name}")

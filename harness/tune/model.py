@@ -8,7 +8,7 @@ anchored on conv2d / matmul into one JSON database per run key
 
 and `harness run` applies a matching database when it builds (on llvm the kernels
 not in it get the default CPU schedules of :mod:`harness.tune.cpu_default`). Records
-are appended after every batch, and a re-run resumes: ``trials`` is the number of
+are appended as each trial is measured, and a re-run resumes: ``trials`` is the number of
 search trials wanted in the database (those already there count), and schedules
 already in the database are not measured again.
 """
@@ -109,7 +109,8 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from .conv import _dedup_search_class, _make_runner, _progress_callback, build_candidate, open_database
+    from .conv import (_dedup_search_class, _make_runner, _progress_callback, _saving_tuners, _TrialSaver,
+                       build_candidate, open_database)
     from .rules import cpu_int8_dot_space, cuda_int8_dp4a_space, normalize_target, space_for, trace_uses_intrinsic
 
     if target.kind.name == "cuda":  # the thread / shared-memory limits MetaSchedule's GPU rules need
@@ -119,6 +120,7 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     if not tasks or trials <= 0:
         return report
     database = open_database(work_dir, target, create=True)
+    saver = _TrialSaver(database, 0)  # each trial saved as it is measured; the budget is set below
     defaults = default_schedules([(t.dispatched[0], t.task_name) for t in tasks], target)
     contexts, weights = [], []
     for task, default in zip(tasks, defaults):
@@ -132,7 +134,8 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
             space = space_for("float32", target)
         contexts.append(ms.TuneContext(
             mod=task.dispatched[0], target=target, space_generator=space.space_generator(),
-            search_strategy=_dedup_search_class()(ms.search_strategy.EvolutionarySearch(**space.search_opts)),
+            search_strategy=_dedup_search_class()(ms.search_strategy.EvolutionarySearch(**space.search_opts),
+                                                  saver=saver),
             task_name=task.task_name, rand_state=-1 if seed is None else int(seed), num_threads=1))
         weights.append(float(task.weight))
     builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout_sec, f_build=build_candidate)
@@ -143,7 +146,8 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     todo = trials - report.earlier_trials
     if todo <= 0:
         return report
-    callbacks = list(ms.MeasureCallback.create("default"))
+    saver.remaining = todo  # over all tasks: `trials` is met exactly, not overshot by a last batch
+    builder, run, callbacks = _saving_tuners(saver, builder, run)
     if progress is not None:
         done_before = report.earlier_trials
         callbacks.append(_progress_callback(lambda done, _total, best: progress(done_before + done, trials, best),
