@@ -668,9 +668,16 @@ def _saving_tuners(saver: _TrialSaver, builder, runner) -> tuple:
                 self.inner, self.trial_saver = inner, trial_saver
 
             def run(self, runner_inputs):
+                # LocalRunner (and CannedRunner) measure a whole call before returning: one input per
+                # call; an RPCRunner's futures come in as its servers finish: all at once, waited for
+                # in order. Either way each result is committed as soon as it is in.
+                if isinstance(self.inner, ms.runner.RPCRunner):
+                    futures = list(self.inner.run(runner_inputs))
+                else:
+                    futures = (self.inner.run([runner_input])[0] for runner_input in runner_inputs)
                 done = []
-                for runner_input, future in zip(runner_inputs, self.inner.run(runner_inputs)):
-                    result = future.result()  # in order: each is committed as soon as it is in
+                for runner_input, future in zip(runner_inputs, futures):
+                    result = future.result()
                     self.trial_saver.measured(runner_input, result)
                     done.append(RunnerFuture(lambda: True, lambda r=result: r))
                 return done
@@ -752,7 +759,7 @@ def CannedRunner(latency_fn: Callable[[Any], float] | None = None):  # pylint: d
 
     ``latency_fn(runner_input) -> seconds`` defaults to a deterministic value derived from the
     built artifact's path.  Useful for exercising the whole tuning loop (including CUDA on a
-    machine without a GPU) in tests.  The returned object has ``calls`` (results fetched).
+    machine without a GPU) in tests.  The returned object has ``calls`` (inputs seen).
     """
     global _CANNED_CLASS  # pylint: disable=global-statement
     if _CANNED_CLASS is None:
@@ -773,13 +780,12 @@ def CannedRunner(latency_fn: Callable[[Any], float] | None = None):  # pylint: d
                 self.calls = 0
 
             def run(self, runner_inputs):
-                # "measured" when its result is fetched, like a real runner's asynchronous futures
-                return [RunnerFuture(lambda: True, lambda x=runner_input: self._measure(x))
-                        for runner_input in runner_inputs]
-
-            def _measure(self, runner_input):
-                self.calls += 1
-                return RunnerResult([float(self.fn(runner_input))], None)
+                futures = []
+                for runner_input in runner_inputs:
+                    self.calls += 1
+                    result = RunnerResult([float(self.fn(runner_input))], None)
+                    futures.append(RunnerFuture(lambda: True, lambda r=result: r))
+                return futures
 
         _CANNED_CLASS = _Canned
     return _CANNED_CLASS(latency_fn)
