@@ -216,10 +216,9 @@ def seed_default_schedules(kernels, target, database, builder, runner, schedules
         else:
             ready.append((mod, name, sch, result.artifact_path, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
     device = "cuda" if target.kind.name == "cuda" else "cpu"
-    futures = runner.run([ms.runner.RunnerInput(path, device, args) for _, _, _, path, args in ready])
     measured = 0
-    for (mod, name, sch, _, args), future in zip(ready, futures):
-        outcome = future.result()
+    for mod, name, sch, path, args in ready:  # one at a time: each is saved before the next is measured
+        outcome = runner.run([ms.runner.RunnerInput(path, device, args)])[0].result()
         if outcome.error_msg:
             logger.warning("default schedule of %s did not run: %s", name, outcome.error_msg[-500:])
             continue
