@@ -11,7 +11,7 @@ import sys
 import warnings
 from typing import List, Optional
 
-from .errors import HarnessError
+from .errors import HarnessError, HarnessWarning
 
 log = logging.getLogger("harness")
 
@@ -22,6 +22,23 @@ def _status_printer(quiet: bool):
             print(f"[harness] {msg}", file=sys.stderr, flush=True)
 
     return status
+
+
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The harness's own warnings (something skipped, the rest kept) as one line `warning: ...`."""
+    if issubclass(category, HarnessWarning):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+def _new_file(path: str) -> str:
+    """`path`, its folder made (the path was checked with record.check_output_file before any work)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
 
 
 def _target_overrides(args) -> dict:
@@ -62,6 +79,13 @@ def cmd_run(args) -> int:
         print(accuracy_target_lines(record["accuracy_target"]))
     if record.get("accuracy"):
         print(accuracy_table(record))
+    if record.get("write_error"):  # measured, shown, kept elsewhere: still the user's folder to fix
+        if record.get("path") is None:
+            import json
+
+            print(json.dumps({k: v for k, v in record.items() if k not in ("path", "write_error")}, indent=2))
+        print(f"error: {record['write_error']}", file=sys.stderr)
+        return 2
     if record.get("path"):
         print(f"record: {record['path']}")
     return 0
@@ -76,9 +100,17 @@ def cmd_quantize(args) -> int:
     from .quantize import plan, plan_table, save_table
     from .report import accuracy_target_lines, format_table
 
+    from .quantize import check_table_path
+    from .record import check_output_file
+
     cfg = load_config(args.config)
     if cfg.quantize is None:
         cfg.quantize = QuantizeConfig()  # relay's defaults
+    out = args.table or cfg.quantize.table
+    if out and (args.table or args.sensitivity or not args.show_plan):  # checked before the calibration
+        check_table_path(out, key="--table" if args.table else "quantize.table", force=args.force)
+    if args.json:
+        check_output_file(args.json, "--json", "JSON file")
     status = _status_printer(args.quiet)
     model = load_model(cfg.model)
     if args.show_plan:
@@ -102,7 +134,7 @@ def cmd_quantize(args) -> int:
         print(format_table(["op", "cosine", "top1 agree", "top1 (labels)"], rows))
         print(f"suggested skip_conv_layers: {result['suggested_skip_conv_layers']}")
         if args.json:
-            with open(args.json, "w") as f:
+            with open(_new_file(args.json), "w") as f:
                 json.dump(result, f, indent=1)
     return 0
 
@@ -140,8 +172,13 @@ def cmd_tune(args) -> int:
     from .pipeline import logs_root, run_key, variant_modules
     from .tune.search import tunable_tasks, tune_model, tuning_dir
 
+    from .record import check_writable_dir
+
     cfg = load_config(args.config, _target_overrides(args))
     trials = args.trials if args.trials is not None else cfg.tuning.trials
+    if trials < 0:
+        raise HarnessError(f"--trials: must be >= 0 (search trials wanted in the database), got {trials}")
+    check_writable_dir(logs_root(cfg), "tuning.logs", "tuning databases")  # before minutes of work
     status = _status_printer(args.quiet)
     model = load_model(cfg.model)
     target = build.resolve_target(cfg.target)
@@ -161,7 +198,9 @@ def cmd_tune(args) -> int:
             if bar is not None:
                 bar.close()
         seeded = f", + {done.defaults_measured} default schedules measured" if done.defaults_measured else ""
-        if done.tasks and not done.trials and done.earlier_trials >= trials > 0:
+        if trials == 0:
+            print(f"{name}: --trials 0: nothing tuned, database {work_dir} left as it was")
+        elif done.tasks and not done.trials and done.earlier_trials >= trials > 0:
             print(f"{name}: database {work_dir} already holds {done.earlier_trials} search trials "
                   f"(--trials {trials}); nothing new to measure{seeded}. Pass a larger --trials to search on.")
         else:
@@ -182,8 +221,10 @@ def cmd_tune_conv(args) -> int:
         shape = ConvShape.parse(args.shape)
     except ValueError as e:
         raise HarnessError(f"--shape: {e}") from None
+    from .record import check_output_file, check_writable_dir
+
     if args.trials is not None and args.trials < 0:
-        raise HarnessError(f"--trials: must be >= 0, got {args.trials}")
+        raise HarnessError(f"--trials: must be >= 0 (0: no tuning), got {args.trials}")
     qconfig, options, logs = None, None, args.logs
     if args.config:
         cfg = load_config(args.config)
@@ -196,7 +237,14 @@ def cmd_tune_conv(args) -> int:
     logs = logs if os.path.isabs(logs) else os.path.join(REPO_ROOT, logs)
     work_dir = conv_work_dir(logs, target, shape, args.dtype)
     trials = 32 if args.trials is None else args.trials
+    if args.emit_source:
+        check_output_file(args.emit_source, "--emit-source", "source file")
+    if trials == 0 and not args.emit_source:
+        print(f"--trials 0: nothing tuned and nothing emitted (database {work_dir} left as it was); "
+              "give --trials N to tune, --emit-source FILE to write the kernel source")
+        return 0
     if trials > 0:
+        check_writable_dir(work_dir, "--logs", "tuning databases")
         if target.kind.name == "cuda" and not gpu_visible():
             raise HarnessError("target cuda: no GPU is visible here to time candidates; use --trials 0 "
                                "with --emit-source to compile the conv's kernel")
@@ -209,14 +257,11 @@ def cmd_tune_conv(args) -> int:
                 bar.close()
         print(result.summary())
         print(f"database: {work_dir}")
-    elif not args.emit_source:
-        print(f"--trials 0: nothing tuned (database {work_dir} left as it is); add --emit-source FILE "
-              "to write the conv's kernel")
     if args.emit_source:
         src = emit_source(shape, dtype=args.dtype, target=target,
                           work_dir=work_dir if os.path.isdir(work_dir) else None, data_dtype=args.data_dtype,
                           qconfig=qconfig, options=options)
-        with open(args.emit_source, "w") as f:
+        with open(_new_file(args.emit_source), "w") as f:
             f.write(src)
         print(f"kernel source: {args.emit_source} ({len(src.splitlines())} lines)")
     return 0
@@ -246,6 +291,11 @@ def cmd_suite(args) -> int:
     records = run_suite(scfg, out, status=_status_printer(args.quiet), progress=not args.quiet)
     print(suite_table(records, "text"))
     print(f"results: {out} ({len(records)} records, table.md, table.csv, figure.png)")
+    lost = [r["write_error"] for r in records if r.get("write_error")]
+    if lost:
+        more = f" (and {len(lost) - 1} more record(s) like it)" if len(lost) > 1 else ""
+        print(f"error: {lost[0]}{more}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -261,17 +311,23 @@ def cmd_report(args) -> int:
         ext = os.path.splitext(args.output or "")[1].lstrip(".").lower()
         fmt = {"md": "md", "markdown": "md", "csv": "csv", "json": "json"}.get(ext, "text")
     assert fmt in FORMATS
+    from .record import check_output_file
+
+    if args.output:
+        check_output_file(args.output, "--output", "table file")
+    if args.plot:
+        check_output_file(args.plot, "--plot", "PNG file")
     records = load_records(args.results)
     baseline = load_records(args.compare) if args.compare else None
     table = suite_table(records, fmt)
     if args.output:
-        with open(args.output, "w", encoding="utf-8", newline="") as f:
+        with open(_new_file(args.output), "w", encoding="utf-8", newline="") as f:
             f.write(table if table.endswith("\n") else table + "\n")
         print(f"table: {args.output} ({fmt}, {len(records)} records)")
     else:
         print(table.rstrip("\n"))
     if args.plot:
-        plot_suite(records, args.plot)
+        plot_suite(records, _new_file(args.plot))
         print(f"figure: {args.plot}")
     if baseline is None:
         return 0
@@ -348,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "that reach the target on the `accuracy:` data, and records them in the table.")
     q.add_argument("config", help="YAML config with a quantize: section (relay's defaults if absent)")
     q.add_argument("--table", help="write the calibration table here (default: quantize.table)")
+    q.add_argument("--force", action="store_true",
+                   help="overwrite the --table path even if what is there is not a calibration table")
     q.add_argument("--show-plan", action="store_true", help="list which tensors are quantized and which kept fp32")
     q.add_argument("--sensitivity", action="store_true",
                    help="quantize one layer at a time and report each layer's accuracy cost")
@@ -468,6 +526,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     # Gluon warns once per graph it binds that it "Cannot decide type" of `data` (it is float32)
     warnings.filterwarnings("ignore", message="Cannot decide type", category=UserWarning)
+    warnings.showwarning = _show_warning
     try:
         return args.func(args)
     except HarnessError as e:

@@ -250,15 +250,7 @@ def load_config(path: str, overrides: Optional[dict] = None, cls=RunConfig):
     `overrides` is a nested dict applied on top of the file (what command-line
     flags such as `--target cuda` change).
     """
-    if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise ConfigError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    data = read_yaml(path, "suite" if cls.__name__ == "SuiteConfig" else "config")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     for section, values in (overrides or {}).items():
@@ -270,6 +262,43 @@ def load_config(path: str, overrides: Optional[dict] = None, cls=RunConfig):
         cur.update(values)
         data[section] = cur
     return config_from_dict(data, base_dir=os.path.dirname(os.path.abspath(path)), cls=cls)
+
+
+_EMPTY_HINT = {
+    "config": "name a model at least, e.g. `model: {name: resnet18_v1}` (every key: configs/TEMPLATE.yaml)",
+    "suite": "name its models at least, e.g. `models: [resnet18_v1]` (examples: configs/suites/)",
+}
+
+
+def read_yaml(path: str, what: str = "config"):
+    """The YAML document in `path`; ConfigError (one line, naming the file) when the file is missing,
+    unreadable, not UTF-8 text, not YAML, or empty (an empty file would silently mean every default)."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{path}: is a directory, not a {what} file")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{what} file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the {what} file ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a text file (byte {e.start} is not UTF-8); a {what} file is "
+                          "UTF-8 YAML") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: not a text file (it contains NUL bytes); a {what} file is UTF-8 YAML")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the {what} file is empty: {_EMPTY_HINT.get(what, 'give its keys')}")
+    return data
 
 
 def _resolve_paths(cfg, base_dir: str) -> None:
@@ -312,6 +341,9 @@ def _validate(cfg) -> None:
         raise ConfigError(unknown_model_message(m.name))
     if cfg.build.opt_level not in range(0, 4):
         raise ConfigError(f"build.opt_level: expected 0..3, got {cfg.build.opt_level}")
+    if cfg.quantize is not None and cfg.quantize.table and os.path.isdir(cfg.quantize.table):
+        raise ConfigError(f"quantize.table: {cfg.quantize.table} is a folder; give a calibration table file "
+                          "(read if it exists, written if not)")
     t = cfg.tuning
     if t.runner == "rpc" and (not t.tracker or not t.key):
         raise ConfigError("tuning.runner rpc needs `tracker: host:port` and `key:`")

@@ -21,3 +21,7 @@ class UnsupportedOpError(ConversionError):
 
 class InputShapeError(ConversionError):
     """The input shape given does not fit the model."""
+
+
+class HarnessWarning(UserWarning):
+    """Something was skipped and the rest kept (the CLI prints it as one line `warning: ...`)."""

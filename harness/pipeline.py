@@ -12,7 +12,7 @@ from . import bench, build
 from .errors import HarnessError
 from .frontends import LoadedModel, load_model
 from .models import MODELS, ModelSpec, input_data
-from .record import new_record, write_record
+from .record import check_writable_dir, new_record, write_record_somewhere
 
 log = logging.getLogger("harness")
 Status = Callable[[str], None]
@@ -57,7 +57,10 @@ def variant_modules(cfg, model: LoadedModel, *, status: Status, progress: bool =
     `data`: the accuracy data (harness.accuracy.EvalData), when the caller has it loaded already."""
     modules = [("tvm-fp32", "float32", build.bind_params(model.mod, model.params), {})]
     if cfg.quantize is not None:
-        from .quantize import fallback_layers, load_table, save_table
+        from .quantize import check_table_path, fallback_layers, load_table, save_table
+
+        if cfg.quantize.table and not os.path.isfile(cfg.quantize.table):  # written after calibrating
+            check_table_path(cfg.quantize.table, key="quantize.table")
 
         path = cfg.quantize.table
         before = load_table(path).get("accuracy_target") if path and os.path.isfile(path) else False
@@ -69,8 +72,9 @@ def variant_modules(cfg, model: LoadedModel, *, status: Status, progress: bool =
             status(f"recorded the chosen fp32 layers in {path}")
         name = "tvm-int8-sim" if cfg.quantize.do_simulation else "tvm-int8"
         n_q = sum(1 for t in table["tensors"] if t["enabled"]) - len(fallback_layers(table))
+        # what was built: the config's qconfig (a table of another plan or thresholds is refused above)
         modules.append((name, "int8", int8_module(cfg, model, table),
-                        {"calibrate_mode": table["qconfig"]["calibrate_mode"], "quantized_ops": n_q,
+                        {"calibrate_mode": cfg.quantize.calibrate_mode, "quantized_ops": n_q,
                          "fp32_ops": len(table["tensors"]) - n_q, "_table": table}))
     return modules
 
@@ -123,13 +127,16 @@ def calibration_table(cfg, model: LoadedModel, *, status: Status, progress: bool
     """Calibrate on the configured data, or load `quantize.table` when it exists (unless `recalibrate`);
     then, with `quantize.accuracy_target`, choose the fp32 layers (accuracy_fallback). A table that
     records a choice for the same target is used as it is (no data needed)."""
-    from .quantize import load_table
+    from .quantize import check_table_qconfig, load_table
 
     qcfg = cfg.quantize
     loaded = bool(qcfg.table) and os.path.isfile(qcfg.table) and not recalibrate
     if loaded:
-        status(f"using calibration table {qcfg.table}")
         table = load_table(qcfg.table)
+        check_table_qconfig(table, qconfig_of(qcfg), qcfg.table)  # same plan and thresholds, or refused
+        made, want = table.get("qconfig", {}), qconfig_of(qcfg).to_dict()
+        other = "; ".join(f"{k} {v!r} (table: {made[k]!r})" for k, v in want.items() if k in made and made[k] != v)
+        status(f"using calibration table {qcfg.table}" + (f", building with the config's {other}" if other else ""))
     else:
         table = _calibrate(cfg, model, status=status, progress=progress)
     return accuracy_fallback(cfg, model, table, status=status, progress=progress, data=data, force=not loaded)
@@ -212,6 +219,8 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
     `peers` (harness.peers.PEERS names) are checked against TVM fp32's output on the same input, then
     timed with the same settings, and added to the record's variants. `model` skips loading it again.
     """
+    if write:  # a folder that cannot take the record fails now, not after minutes of timing
+        check_writable_dir(cfg.bench.results_dir)
     if model is None:
         status(f"loading {cfg.model.name} ({cfg.model.frontend})")
         model = load_model(cfg.model)
@@ -292,11 +301,15 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
         target={"key": tkey, "target": str(target)},
         variants=variants,
         accuracy=accuracy,
-        calibration=None if table is None else {"tensors": len(table["tensors"]), "qconfig": table["qconfig"]},
+        calibration=None if table is None else {
+            "tensors": len(table["tensors"]), "qconfig": qconfig_of(cfg.quantize).to_dict(),
+            "table": cfg.quantize.table, "table_qconfig": table["qconfig"]},
         accuracy_target=None if table is None else table.get("accuracy_target"),
     )
-    if write:
-        record["path"] = write_record(record, cfg.bench.results_dir, record["run_key"])
+    if write:  # should the folder refuse it now, the record goes elsewhere and `write_error` says where
+        record["path"], error = write_record_somewhere(record, cfg.bench.results_dir, record["run_key"])
+        if error:
+            record["write_error"] = error
     return record
 
 

@@ -145,27 +145,42 @@ def _read_record(path: str) -> Dict:
 def load_records(paths: Sequence[str]) -> List[Dict]:
     """Records from files and directories (every *.json below a directory, recursively, sorted).
 
-    Anything that is not a run record of this schema version raises HarnessError naming the file;
-    so does finding no record at all. A file reached twice is read once.
+    A file named in `paths` that is not a run record of this schema version raises HarnessError naming
+    it; one found in a directory (a corrupt or foreign .json) is skipped with a HarnessWarning naming it,
+    unless no record is left. A file reached twice is read once.
     """
-    files: List[str] = []
+    import warnings
+
+    from .errors import HarnessError, HarnessWarning
+
+    files: List[Tuple[str, bool]] = []  # (path, found in a directory)
     for p in paths:
         if os.path.isdir(p):
             found = sorted(os.path.join(d, f) for d, _, fs in os.walk(p) for f in fs if f.endswith(".json"))
             if not found:
                 raise _error(f"{p}: no *.json result records in this directory")
-            files += found
+            files += [(f, True) for f in found]
         elif os.path.exists(p):
-            files.append(p)
+            files.append((p, False))
         else:
             raise _error(f"{p}: no such file or directory")
-    seen, records = set(), []
-    for f in files:
+    seen, records, skipped = set(), [], []
+    for f, in_dir in files:
         real = os.path.realpath(f)
         if real in seen:
             continue
         seen.add(real)
-        records.append(_read_record(f))
+        try:
+            records.append(_read_record(f))
+        except HarnessError as e:
+            if not in_dir:
+                raise
+            skipped.append(str(e))
+    if not records and skipped:
+        more = f" (and {len(skipped) - 1} more file(s) that are not records)" if len(skipped) > 1 else ""
+        raise _error(f"no result records: {skipped[0]}{more}")
+    for reason in skipped:
+        warnings.warn(f"skipped {reason}", HarnessWarning, stacklevel=2)
     if not records:
         raise _error("no result records given")
     return records

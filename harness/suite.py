@@ -135,6 +135,9 @@ def run_suite(scfg: SuiteConfig, out_dir: str, *, status: Callable[[str], None] 
     from .pipeline import run
     from .report import plot_suite, suite_table
 
+    from .record import check_writable_dir
+
+    check_writable_dir(out_dir, "suite results folder")  # before the first cell, not after the last
     os.makedirs(out_dir, exist_ok=True)
     todo = cells(scfg)
     bar = None
@@ -171,7 +174,7 @@ def run_suite(scfg: SuiteConfig, out_dir: str, *, status: Callable[[str], None] 
 def failed_record(cfg: RunConfig, target, error: Exception, variants: Sequence[str], peers: Sequence[str]) -> Dict:
     from . import build
     from .pipeline import run_key
-    from .record import new_record, write_record
+    from .record import new_record, write_record_somewhere
 
     reason = f"failed: {error}" if isinstance(error, HarnessError) else f"failed: {type(error).__name__}: {error}"
     reason = reason.splitlines()[0][:300]
@@ -183,7 +186,9 @@ def failed_record(cfg: RunConfig, target, error: Exception, variants: Sequence[s
                      target={"key": tkey, "target": str(target)},
                      variants=[{"variant": n, "target": tkey, "latency": None, "note": reason} for n in names],
                      accuracy=None, error=reason)
-    rec["path"] = write_record(rec, cfg.bench.results_dir, rec["run_key"])
+    rec["path"], error = write_record_somewhere(rec, cfg.bench.results_dir, rec["run_key"])
+    if error:
+        rec["write_error"] = error
     return rec
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.errors import HarnessError, HarnessWarning
 from harness.record import SCHEMA_VERSION
 from harness.report import (compare, compare_cells, load_records, parse_fraction, plot_suite, suite_rows,
                             suite_table)
@@ -121,8 +121,10 @@ def test_load_records_directory_recursive_and_errors(tmp_path):
     assert [r["model"]["name"] for r in recs] == ["resnet50_v1", "vgg19"]
     bad = dict(SUITE[0], schema_version=SCHEMA_VERSION + 1)
     write(tmp_path / "b" / "old.json", bad)
-    with pytest.raises(HarnessError, match="old.json.*schema version"):
-        load_records([str(tmp_path)])
+    with pytest.warns(HarnessWarning, match="skipped .*old.json: record schema version"):  # found in a folder
+        assert len(load_records([str(tmp_path)])) == 2
+    with pytest.raises(HarnessError, match="old.json.*schema version"):  # named
+        load_records([str(tmp_path / "b" / "old.json")])
     with pytest.raises(HarnessError, match="no such file"):
         load_records([str(tmp_path / "missing.json")])
     (tmp_path / "empty").mkdir()
@@ -133,7 +135,12 @@ def test_load_records_directory_recursive_and_errors(tmp_path):
 def test_cli_directory_with_non_record_json(tmp_path, capsys):
     write(tmp_path / "res" / "r.json", SUITE[0])
     write(tmp_path / "res" / "sub" / "calibration.json", {"tensors": []})
-    assert main(["report", str(tmp_path / "res")]) == 2
+    assert main(["report", str(tmp_path / "res")]) == 0  # skipped, with one line naming it
+    out, err = capsys.readouterr()
+    assert err.strip() == (f"warning: skipped {tmp_path / 'res' / 'sub' / 'calibration.json'}: not a result "
+                           "record (no schema_version)")
+    assert "resnet50_v1" in out
+    assert main(["report", str(tmp_path / "res" / "sub" / "calibration.json")]) == 2  # named: an error
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
     assert "calibration.json" in err

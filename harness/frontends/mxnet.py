@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -62,6 +63,18 @@ def _load_symbol_json(symbol: Any) -> dict:
     )
 
 
+def mxnet_reason(error: Exception) -> str:
+    """The reason in an MXNetError's text, without its C++ backtrace ("Traceback ...", "File ...",
+    "Check failed: <condition>:" lines), e.g. "Invalid NDArray file format"."""
+    lines = [ln.strip() for ln in str(error).strip().splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("Traceback", "File ", "[bt]", "Stack trace"))]
+    if not lines:
+        return type(error).__name__
+    reason = re.sub(r"^\w*Error:\s*", "", lines[-1])
+    reason = re.sub(r"^Check failed: .*?: ", "", reason)
+    return reason or type(error).__name__
+
+
 def load_params(params: Any, block: Any = None) -> Dict[str, np.ndarray]:
     """`.params` path, dict of arrays (`arg:`/`aux:` prefixes allowed), or None (taken from a Gluon block)."""
     if params is None:
@@ -76,8 +89,7 @@ def load_params(params: Any, block: Any = None) -> Dict[str, np.ndarray]:
         try:
             loaded = mx.nd.load(str(params))
         except Exception as e:  # MXNet raises MXNetError with a C++ backtrace
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConversionError(f"{params}: not an MXNet .params file ({first})") from None
+            raise ConversionError(f"{params}: not an MXNet .params file ({mxnet_reason(e)})") from None
         params = loaded
     out = {}
     for key, value in params.items():

@@ -21,8 +21,8 @@ from .calib import (CALIBRATORS, HistogramCollector, get_calibrator, kl_divergen
 from .collect import collect_stats, threshold_of
 from .qconfig import QConfig, current_qconfig, qconfig
 from .realize import TensorQuant, data_quant, realize
-from .table import (TableError, fallback_layers, load_table, make_table, quants_from_table, save_table,
-                    set_accuracy_target)
+from .table import (TableError, check_table_path, check_table_qconfig, fallback_layers, load_table, make_table,
+                    quants_from_table, save_table, set_accuracy_target, table_mismatch)
 
 
 def _bound(mod: tvm.IRModule, params: Optional[Dict[str, np.ndarray]]) -> tvm.IRModule:
@@ -119,6 +119,6 @@ def quantize(mod: tvm.IRModule, params=None, calib_data: Optional[Iterable[Dict[
 __all__ = [
     "QConfig", "qconfig", "current_qconfig", "quantize", "calibrate", "apply_table", "plan", "plan_table",
     "kl_divergence_threshold", "percentile_threshold", "threshold_to_scale", "HistogramCollector",
-    "get_calibrator", "CALIBRATORS", "load_table", "save_table", "TableError", "QuantOp", "TensorQuant",
-    "fallback_layers", "set_accuracy_target",
+    "get_calibrator", "CALIBRATORS", "load_table", "save_table", "check_table_path", "check_table_qconfig",
+    "table_mismatch", "TableError", "QuantOp", "TensorQuant", "fallback_layers", "set_accuracy_target",
 ]

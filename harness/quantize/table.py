@@ -5,6 +5,7 @@ the shapes of its quantized ops' weights), and carrying the qconfig it was made 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Dict, List, Optional
@@ -38,14 +39,68 @@ def make_table(model: str, ops: List[QuantOp], quants: Dict[str, TensorQuant], c
     return {"version": TABLE_VERSION, "model": model, "qconfig": cfg.to_dict(), "tensors": rows}
 
 
-def save_table(table: dict, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(table, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)  # nothing half-written
+def check_table_path(path: str, *, key: str = "--table", force: bool = False) -> str:
+    """Before calibrating: `path` can take a calibration table (not a folder, in a writable folder),
+    and what is there already is a calibration table (anything else is refused unless `force`)."""
+    from ..record import check_output_file
+
+    check_output_file(path, key, "calibration table file")
+    if os.path.exists(path) and not force:
+        try:
+            load_table(path)
+        except TableError:
+            raise TableError(f"{key}: {path} exists and is not a calibration table; not overwriting it "
+                             "(give another path, or --force to replace it)") from None
     return path
+
+
+def save_table(table: dict, path: str) -> str:
+    """Write `table` to `path` whole or not at all (a `.tmp` beside it, renamed; removed on failure)."""
+    if os.path.isdir(path):
+        raise TableError(f"{path}: is a folder; a calibration table is written to a file")
+    tmp = path + ".tmp"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
+        with open(tmp, "w") as f:
+            json.dump(table, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, path)  # nothing half-written
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise TableError(f"cannot write the calibration table {path} ({e.strerror or e})") from None
+    return path
+
+
+# qconfig keys that decide what a table holds: which tensors are calibrated (the plan) and their
+# thresholds, scales and storage types; keys used only where the mode or bias correction reads them
+_PLAN_KEYS = ("skip_conv_layers", "skip_dense_layer", "debug_enabled_ops")
+_THRESHOLD_KEYS = ("calibrate_mode", "nbit_input", "dtype_input", "activation_dtype")
+
+
+def table_mismatch(table: dict, cfg: QConfig) -> List[str]:
+    """The qconfig keys in which `table` was made differently from `cfg` in a way that changes the
+    plan or the thresholds (keys used only when the int8 module is built, such as weight_scale or
+    requantize, are `cfg`'s to choose and are not listed), as "key: table X, config Y"."""
+    made = {**QConfig().to_dict(), **table.get("qconfig", {})}  # a key missing from the table: its default
+    want = cfg.to_dict()
+    keys = list(_PLAN_KEYS + _THRESHOLD_KEYS)
+    if want["calibrate_mode"] == made["calibrate_mode"] == "global_scale":
+        keys.append("global_scale")
+    if want["calibrate_mode"] == made["calibrate_mode"] == "percentile":
+        keys.append("percentile")
+    if want["bias_correction"]:  # E[Q(x)] of the channel means depends on the rounding
+        keys.append("rounding")
+    return [f"{k}: table {made[k]!r}, config {want[k]!r}" for k in keys if made[k] != want[k]]
+
+
+def check_table_qconfig(table: dict, cfg: QConfig, path: str = "table") -> None:
+    """Refuse a table calibrated with a qconfig that would change this config's plan or thresholds."""
+    differ = table_mismatch(table, cfg)
+    if differ:
+        raise TableError(f"{path}: calibration table made with another qconfig ({'; '.join(differ)}): "
+                         "recalibrate (harness quantize CONFIG --table PATH --force) or set the config's "
+                         "quantize keys as the table has them")
 
 
 def load_table(path: str) -> dict:

@@ -36,7 +36,7 @@ import tempfile
 import warnings
 from typing import Any, Iterable
 
-from ..errors import HarnessError
+from ..errors import HarnessError, HarnessWarning
 from ..schedules.intrinsics import load_tensor_intrinsics, register_cpu_int8_intrinsics
 from ..targets import normalize_target, target_key, target_summary
 
@@ -59,7 +59,7 @@ class DatabaseTargetError(HarnessError, ValueError):
     """A tuning database made for one target was used for another."""
 
 
-class DatabaseWarning(UserWarning):
+class DatabaseWarning(HarnessWarning):
     """Something in a tuning database was skipped (the rest was kept)."""
 
 
@@ -142,11 +142,20 @@ def check_database_target(work_dir: str, target: Any, *, write: bool = False) ->
 
 # ------------------------------------------------------------------------ database hygiene
 def _atomic_write(path: str, text: str) -> None:
+    """Replace ``path`` by ``text`` whole or not at all, keeping its file mode (a new file gets the
+    mode ``open`` would give it)."""
     directory = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -242,9 +251,8 @@ def sanitize_database(work_dir: str) -> list[str]:
             _atomic_write(wl_path, "".join(x + "\n" for x in kept_wl))
         if os.path.exists(rec_path) or kept_rec:
             _atomic_write(rec_path, "".join(x + "\n" for x in kept_rec))
-    for msg in messages:
+    for msg in messages:  # once each: a warning (the CLI prints it as one line)
         warnings.warn(msg, DatabaseWarning, stacklevel=3)
-        logger.warning(msg)
     if messages:
         logger.warning("tuning database %s: kept %d record(s)", work_dir, len(kept_rec))
     return messages

@@ -12,7 +12,8 @@ anchored on conv2d / matmul into one JSON database per run key
 
 and `harness run` applies a matching database when it builds (on llvm the kernels
 not in it get the default CPU schedules of :mod:`harness.schedules.cpu`). Records
-are appended after every batch, and a re-run resumes: ``trials`` is the number of
+are appended as each trial is measured (:class:`TrialSaver`: a kill loses only the trial being
+measured), and a re-run resumes: ``trials`` is the number of
 search trials wanted in the database (those already there count), and schedules
 already in the database are not measured again.
 """
@@ -56,11 +57,12 @@ def dedup_search_class():
 
     @derived_object
     class _DedupSearch(PySearchStrategy):
-        def __init__(self, inner, max_empty_rounds: int = 4, warm_start: bool = True) -> None:
+        def __init__(self, inner, max_empty_rounds: int = 4, warm_start: bool = True, saver=None) -> None:
             super().__init__()
             self.inner = inner
             self.max_empty_rounds = max_empty_rounds
             self.warm_start = warm_start
+            self.saver = saver  # a TrialSaver: trials budget shared by all tasks, records saved one by one
             self.context = None
             self.seen: dict[int, list] = {}
             self.skipped = 0
@@ -112,8 +114,12 @@ def dedup_search_class():
                     return None
                 fresh = [c for c in cands if self._remember(c.sch.mod)]
                 self.skipped += len(cands) - len(fresh)
+                if fresh and self.saver is not None:
+                    fresh = self.saver.hand_out(self.context, fresh)  # None: the budget is spent
                 if fresh:
                     return fresh
+                if fresh is None:
+                    return None
             logger.info("search space exhausted around the stored records; stopping")
             return None
 
@@ -121,10 +127,137 @@ def dedup_search_class():
             self.inner.notify_runner_results(measure_candidates, results)
 
         def clone(self):
-            return _DedupSearch(self.inner.clone(), self.max_empty_rounds, self.warm_start)
+            return _DedupSearch(self.inner.clone(), self.max_empty_rounds, self.warm_start, self.saver)
 
     _DEDUP_CLASS = _DedupSearch
     return _DedupSearch
+
+
+# ------------------------------------------------------------------- saving trial by trial
+# ------------------------------------------------------------------- saving trial by trial
+class TrialSaver:
+    """Commits each measured trial to the database the moment its result arrives, and stops the
+    search at exactly ``budget`` trials over all tasks.
+
+    MetaSchedule's ``AddToDatabase`` callback writes a whole batch once every result of it is in
+    (with several tasks, once the scheduler joins the task, maybe many batches later), so a crash
+    lost every trial measured since. Here the search strategy (:func:`dedup_search_class`) hands
+    each batch out through :meth:`hand_out`, the wrapped builder maps each artifact to its
+    candidate, the wrapped runner waits for each result in turn and commits it at once, and the
+    measure callback commits what never reached the runner (candidates that failed to build) and
+    anything else not yet committed, as ``AddToDatabase`` would. A kill -9 then loses only the
+    trial being measured.
+    """
+
+    def __init__(self, database, budget: int) -> None:
+        self.database = database
+        self.remaining = int(budget)
+        self.batch: list = []  # (tune context, candidate) of the batch last handed out
+        self.by_artifact: dict = {}  # artifact path -> (tune context, candidate)
+        self.saved: set = set()  # artifact paths already committed
+
+    def hand_out(self, context, candidates):
+        """The part of ``candidates`` the budget allows (None when it is spent), remembered."""
+        if self.remaining <= 0:
+            return None
+        candidates = list(candidates)[: self.remaining]
+        self.remaining -= len(candidates)
+        self.batch = [(context, c) for c in candidates]
+        return candidates
+
+    def built(self, inputs, results) -> None:
+        batch, self.batch = self.batch, []
+        if len(batch) != len(inputs):  # not the batch handed out: the callback commits at the join
+            return
+        for entry, result in zip(batch, results):
+            if result.artifact_path is not None:
+                self.by_artifact[str(result.artifact_path)] = entry
+
+    def commit(self, context, candidate, run_secs) -> None:
+        """What ``AddToDatabase`` commits for one trial (a failed one with MetaSchedule's 1e10 s)."""
+        from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+        secs = [float(x) for x in run_secs] if run_secs else [1e10]
+        self.database.commit_tuning_record(ms.database.TuningRecord(
+            candidate.sch.trace, self.database.commit_workload(context.mod), secs, context.target,
+            candidate.args_info))
+
+    def measured(self, runner_input, result) -> None:
+        path = str(runner_input.artifact_path)
+        entry = self.by_artifact.get(path)
+        if entry is not None and path not in self.saved:
+            self.commit(entry[0], entry[1], result.run_secs)
+            self.saved.add(path)
+
+    def joined(self, context, candidates, builder_results, runner_results) -> None:
+        for cand, bres, rres in zip(candidates, builder_results, runner_results):
+            path = None if bres.artifact_path is None else str(bres.artifact_path)
+            if path is None or path not in self.saved:
+                self.commit(context, cand, rres.run_secs)
+            self.saved.discard(path)
+            self.by_artifact.pop(path, None)
+
+_SAVER_CLASSES = None
+
+def saving_tuners(saver: TrialSaver, builder, runner) -> tuple:
+    """(builder, runner, measure callbacks) that save each trial through ``saver``: the default
+    callbacks with ``AddToDatabase`` replaced by the saver's."""
+    global _SAVER_CLASSES  # pylint: disable=global-statement
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    if _SAVER_CLASSES is None:
+        from tvm.ir.utils import derived_object  # pylint: disable=import-outside-toplevel
+        from tvm.s_tir.meta_schedule.builder import PyBuilder  # pylint: disable=import-outside-toplevel
+        from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback  # pylint: disable=import-outside-toplevel
+        from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerFuture  # pylint: disable=import-outside-toplevel
+
+        @derived_object
+        class _SavingBuilder(PyBuilder):
+            def __init__(self, inner, trial_saver) -> None:
+                super().__init__()
+                self.inner, self.trial_saver = inner, trial_saver
+
+            def build(self, build_inputs):
+                results = self.inner.build(build_inputs)
+                self.trial_saver.built(build_inputs, results)
+                return results
+
+        @derived_object
+        class _SavingRunner(PyRunner):
+            def __init__(self, inner, trial_saver) -> None:
+                super().__init__()
+                self.inner, self.trial_saver = inner, trial_saver
+
+            def run(self, runner_inputs):
+                # LocalRunner (and CannedRunner) measure a whole call before returning: one input per
+                # call; an RPCRunner's futures come in as its servers finish: all at once, waited for
+                # in order. Either way each result is committed as soon as it is in.
+                if isinstance(self.inner, ms.runner.RPCRunner):
+                    futures = list(self.inner.run(runner_inputs))
+                else:
+                    futures = (self.inner.run([runner_input])[0] for runner_input in runner_inputs)
+                done = []
+                for runner_input, future in zip(runner_inputs, futures):
+                    result = future.result()
+                    self.trial_saver.measured(runner_input, result)
+                    done.append(RunnerFuture(lambda: True, lambda r=result: r))
+                return done
+
+        @derived_object
+        class _SaveUnsaved(PyMeasureCallback):
+            def __init__(self, trial_saver) -> None:
+                super().__init__()
+                self.trial_saver = trial_saver
+
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+                context = task_scheduler.tasks_[task_id].ctx
+                self.trial_saver.joined(context, measure_candidates, builder_results, runner_results)
+
+        _SAVER_CLASSES = (_SavingBuilder, _SavingRunner, _SaveUnsaved)
+    saving_builder, saving_runner, save_unsaved = _SAVER_CLASSES
+    callbacks = [save_unsaved(saver)] + [cb for cb in ms.MeasureCallback.create("default")
+                                         if not isinstance(cb, ms.measure_callback.AddToDatabase)]
+    return saving_builder(builder, saver), saving_runner(runner, saver), callbacks
 
 
 _PROGRESS_CLASS = None
@@ -240,6 +373,7 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     if not tasks or trials <= 0:
         return report
     database = open_database(work_dir, target, create=True)
+    saver = TrialSaver(database, 0)  # each trial saved as it is measured; the budget is set below
     defaults = default_schedules([(t.dispatched[0], t.task_name) for t in tasks], target, options)
     contexts, weights = [], []
     for task, default in zip(tasks, defaults):
@@ -253,7 +387,8 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
             space = space_for("float32", target)
         contexts.append(ms.TuneContext(
             mod=task.dispatched[0], target=target, space_generator=space.space_generator(),
-            search_strategy=dedup_search_class()(ms.search_strategy.EvolutionarySearch(**space.search_opts)),
+            search_strategy=dedup_search_class()(ms.search_strategy.EvolutionarySearch(**space.search_opts),
+                                                 saver=saver),
             task_name=task.task_name, rand_state=-1 if seed is None else int(seed), num_threads=1))
         weights.append(float(task.weight))
     builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=timeout_sec, f_build=build_candidate)
@@ -264,7 +399,8 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     todo = trials - report.earlier_trials
     if todo <= 0:
         return report
-    callbacks = list(ms.MeasureCallback.create("default"))
+    saver.remaining = todo  # over all tasks: `trials` is met exactly, not overshot by a last batch
+    builder, run, callbacks = saving_tuners(saver, builder, run)
     if progress is not None:
         done_before = report.earlier_trials
         callbacks.append(progress_callback(lambda done, _total, best: progress(done_before + done, trials, best),
@@ -330,10 +466,9 @@ def seed_default_schedules(kernels, target, database, builder, runner, schedules
         else:
             ready.append((mod, name, sch, result.artifact_path, ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
     device = "cuda" if target.kind.name == "cuda" else "cpu"
-    futures = runner.run([ms.runner.RunnerInput(path, device, args) for _, _, _, path, args in ready])
     measured = 0
-    for (mod, name, sch, _, args), future in zip(ready, futures):
-        outcome = future.result()
+    for mod, name, sch, path, args in ready:  # one at a time: each is saved before the next is measured
+        outcome = runner.run([ms.runner.RunnerInput(path, device, args)])[0].result()
         if outcome.error_msg:
             logger.warning("default schedule of %s did not run: %s", name, outcome.error_msg[-500:])
             continue

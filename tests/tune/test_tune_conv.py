@@ -223,9 +223,9 @@ def test_tune_conv_cli_real_trials(tmp_path):
         want = "vpdpbusd" if dots[0][2] == 4 else "vpmaddwd"
         assert want in asm
     r = run_cli("tune-conv", "--shape", DIGITS_CONV, "--trials", "0", "--logs", str(logs))
-    assert r.returncode == 0 and r.stdout.startswith("--trials 0: nothing tuned")
+    assert r.returncode == 0 and r.stdout.startswith("--trials 0: nothing tuned and nothing emitted")
     r = run_cli("tune-conv", "--shape", DIGITS_CONV, "--trials", "-3", "--logs", str(logs))
-    assert r.returncode == 2 and r.stderr.strip() == "error: --trials: must be >= 0, got -3"
+    assert r.returncode == 2 and r.stderr.strip() == "error: --trials: must be >= 0 (0: no tuning), got -3"
 
 
 # ------------------------------------------------------------------------------ sources
