@@ -1,0 +1,439 @@
+"""AMX int8 (Sapphire / Emerald / Granite Rapids): tile kernels for the 8-bit NCHW convs.
+
+One ``tdpbusd`` multiplies a tile of up to 16 rows x 64 u8 (data: output pixels x input
+channels) by a tile of 16 rows x 64 s8 (weights: 4 input channels x 16 output channels,
+4-byte interleaved) into a tile of up to 16 rows x 16 int32 (pixels x output channels): 16,384
+multiply-adds, about 1024 per cycle and core against 128 for AVX-512 VNNI. TVM 0.27 has no AMX
+tensor intrinsic; this module registers three (see :func:`amx_intrinsics`), built on the LLVM
+intrinsics ``llvm.x86.ldtilecfg`` / ``tilezero`` / ``tileloadd64`` / ``tdpbusd`` /
+``tilestored64`` whose tile operands are immediate register numbers (tmm0..tmm7):
+
+* ``zero``  (the conv's init block):  ``ldtilecfg`` of the kernel's tile shapes (a 64-byte
+  palette-1 configuration on the stack), ``tilezero`` of the ``mt x nt`` accumulator tiles;
+* ``dot``   (one step of ``kc`` input channels at one kernel position): ``mt`` data tiles and
+  ``nt`` weight tiles loaded, ``mt x nt`` ``tdpbusd`` into the accumulators;
+* ``store`` (a copy block after the reduction): the accumulator tiles stored to memory.
+
+The accumulators live in tile registers from ``zero`` to ``store``: the local buffer the TIR
+describes them with is never read or written (the three intrinsics run, in this order, inside
+one output block of the schedule, and nothing between them touches the tiles).
+
+The conv (:func:`schedule_amx_conv`) is an implicit GEMM over packed operands:
+
+    data   [n, c, y, x]     -> [n, c / kc, y, x, kc]                   (padding / packing stage)
+    weight [k, c, r, s]     -> [c / kc, r, s, k / 16, kc / 4, 16, 4]   (folded into the constant)
+    acc    [n, k, y, x]     -> [n, y, k / 16, x, 16]                   (int32, tile stores)
+
+    parallel for (n, y, k / (16 nt), x / (mt tm)):
+        zero: ldtilecfg; tilezero mt x nt
+        for (c / kc, r, s):
+            dot: tileloadd mt data tiles (tm pixels x kc channels, row stride = conv stride)
+                 tileloadd nt weight tiles (kc / 4 rows x 64 bytes); tdpbusd mt x nt
+        store: tilestored mt x nt -> acc
+        epilogue (dequantize, bias, ReLU, requantize) -> output NCHW
+
+``tm`` (rows per tile) is a divisor of the output width of at most 16; ``kc`` the largest of
+64, 32, 16, 8, 4 dividing the input channels. Output channels must be a multiple of 16 and
+input channels of 4; other convs are left to the VNNI / plain schedules (the numbers do not
+change: integer sums in another order are bit-identical).
+
+Linux hands out tile state only to processes that asked for it
+(``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``); :func:`request_permission` asks,
+once per process, and the harness calls it before it runs an AMX build
+(:func:`ensure_permission`). A library exported from an AMX build runs elsewhere only after
+its process asked too: :data:`PERMISSION_NOTE`.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+from typing import Optional, Tuple
+
+from .cpu_default import (  # pylint: disable=unused-import
+    NotApplicable,
+    Switch,
+    _int,
+    _root_blocks,
+    int8_conv_iters,
+    pack_int8_conv,
+    schedule_injective,
+    vector_bits,
+)
+
+logger = logging.getLogger(__name__)
+
+AMX_SWITCH = "HARNESS_CPU_INT8_AMX"  # 0: 8-bit convs never get AMX tiles (the VNNI / plain schedule instead)
+_SWITCH = Switch(AMX_SWITCH)
+enabled = _SWITCH.enabled
+disabled = _SWITCH.disabled  # builds inside `with disabled():` get no AMX kernels
+
+FEATURE = "amx-int8"
+TILES = 8  # tmm0..tmm7
+MAX_ROWS = 16
+ROW_BYTES = 64
+ACC_LANES = 16  # int32 accumulators per tile row
+PEAK_MACS_PER_CYCLE = 1024  # per core: one 16x64x16 tdpbusd every 16 cycles
+
+_ARCH_PRCTL = 158  # x86_64 syscall number
+_ARCH_GET_XCOMP_PERM = 0x1022
+_ARCH_REQ_XCOMP_PERM = 0x1023
+_XFEATURE_XTILEDATA = 18
+
+PERMISSION_NOTE = (
+    "A library exported from an AMX build needs tile state: on Linux the process that loads it must call "
+    "arch_prctl(ARCH_REQ_XCOMP_PERM=0x1023, XFEATURE_XTILEDATA=18) once before the first run (syscall 158 "
+    "on x86_64; in Python: harness.tune.amx.request_permission()), else its first tile instruction "
+    "kills the process with SIGILL.")
+
+
+class AMXPermissionError(RuntimeError):
+    """The OS refused (or does not offer) AMX tile state to this process."""
+
+
+_PERMISSION: Optional[bool] = None
+
+
+def request_permission() -> None:
+    """Ask Linux for AMX tile state for this process (once; later calls return at once).
+
+    Raises :class:`AMXPermissionError` with the reason where the OS refuses (kernel before 5.16,
+    a hypervisor that hides AMX, another OS)."""
+    global _PERMISSION  # pylint: disable=global-statement
+    if _PERMISSION:
+        return
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise AMXPermissionError(f"AMX tile state: only Linux on x86_64 is supported here, not "
+                                 f"{platform.system()} on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    ret = libc.syscall(ctypes.c_long(_ARCH_PRCTL), ctypes.c_long(_ARCH_REQ_XCOMP_PERM),
+                       ctypes.c_long(_XFEATURE_XTILEDATA))
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise AMXPermissionError(f"the OS refused AMX tile state (arch_prctl(ARCH_REQ_XCOMP_PERM, "
+                                 f"XFEATURE_XTILEDATA) failed: {os.strerror(err)}); build for a target "
+                                 f"without amx-int8 or set build.amx: false")
+    _PERMISSION = True
+
+
+def host_has_amx() -> bool:
+    """True when this machine's CPU reports amx_tile and amx_int8 (Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {"amx_tile", "amx_int8"} <= flags
+    except OSError:
+        pass
+    return False
+
+
+def target_has_amx(target) -> bool:
+    """Whether LLVM gives the llvm target's ``mcpu`` the AMX int8 instructions."""
+    from .rules import target_has_feature  # pylint: disable=import-outside-toplevel
+
+    return target_has_feature(target, FEATURE) and target_has_feature(target, "amx-tile")
+
+
+def applies_to(target) -> bool:
+    """Whether 8-bit convs built for `target` may get AMX kernels (amx-int8, switch on)."""
+    return target is not None and target.kind.name == "llvm" and enabled() and target_has_amx(target)
+
+
+def ensure_permission(target) -> None:
+    """Before running a build for `target`: ask for tile state where the build may hold AMX
+    kernels (:func:`applies_to`)."""
+    if applies_to(target):
+        request_permission()
+
+
+# ----------------------------------------------------------------------------- tile plan
+
+
+class TilePlan:  # pylint: disable=too-few-public-methods
+    """One AMX micro-kernel: ``mt`` data tiles of ``tm`` rows (pixels) x ``kc`` bytes (input
+    channels), ``nt`` weight tiles of ``kc / 4`` rows x 64 bytes, ``mt x nt`` accumulator tiles of
+    ``tm`` rows x 16 int32; data rows ``stride`` pixels apart."""
+
+    def __init__(self, mt: int, tm: int, nt: int, kc: int, stride: int):
+        if mt * nt + mt + nt > TILES or not 1 <= tm <= MAX_ROWS or kc not in (4, 8, 16, 32, 64):
+            raise ValueError(f"no AMX tile plan mt={mt} tm={tm} nt={nt} kc={kc}")
+        self.mt, self.tm, self.nt, self.kc, self.stride = mt, tm, nt, kc, stride
+
+    @property
+    def key(self) -> str:
+        return f"m{self.mt}x{self.tm}_n{self.nt}_k{self.kc}_s{self.stride}"
+
+    def acc(self, m: int, n: int) -> int:
+        return m * self.nt + n
+
+    def a_tile(self, m: int) -> int:
+        return self.mt * self.nt + m
+
+    def b_tile(self, n: int) -> int:
+        return self.mt * self.nt + self.mt + n
+
+    def config_bytes(self) -> bytes:
+        """The 64-byte palette-1 tile configuration (``ldtilecfg``'s operand)."""
+        cfg = bytearray(64)
+        cfg[0] = 1  # palette 1
+        shapes = {}
+        for m in range(self.mt):
+            for n in range(self.nt):
+                shapes[self.acc(m, n)] = (self.tm, ACC_LANES * 4)
+            shapes[self.a_tile(m)] = (self.tm, self.kc)
+        for n in range(self.nt):
+            shapes[self.b_tile(n)] = (self.kc // 4, ROW_BYTES)
+        for tile, (rows, colsb) in shapes.items():
+            cfg[16 + 2 * tile] = colsb & 0xFF
+            cfg[17 + 2 * tile] = colsb >> 8
+            cfg[48 + tile] = rows
+        return bytes(cfg)
+
+
+def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str, str]:
+    """Register (once) and name the (zero, dot, store) tensor intrinsics of `plan`."""
+    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    if data_dtype != "uint8":
+        raise NotApplicable("tdpbusd multiplies unsigned data")
+    names = tuple(f"harness_amx_{part}_{plan.key}" for part in ("zero", "dot", "store"))
+    if TensorIntrin.get(names[1], allow_missing=True) is not None:
+        return names
+    mt, tm, nt, kc, sw = plan.mt, plan.tm, plan.nt, plan.kc, plan.stride
+    rows = mt * tm  # output pixels of one micro-kernel
+    a_rows = (rows - 1) * sw + 1
+    config = plan.config_bytes()
+    words = [int.from_bytes(config[8 * i:8 * i + 8], "little") for i in range(8)]  # the 64 bytes as 8 stores
+
+    def intrin(name, *args):
+        return T.call_llvm_intrin("void", f"llvm.x86.{name}", *args)
+
+    @T.prim_func(s_tir=True)
+    def zero_desc(c: T.Buffer((nt, rows, 16), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads()
+            T.writes(c[0:nt, 0:rows, 0:16])
+            for x, n, lane in T.grid(rows, nt, 16):
+                with T.sblock("init"):
+                    vj = T.axis.spatial(nt * 16, n * 16 + lane)
+                    vx = T.axis.spatial(rows, x)
+                    c[vj // 16, vx, vj % 16] = 0
+
+    @T.prim_func(s_tir=True)
+    def zero_impl(c: T.Buffer((nt, rows, 16), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads()
+            T.writes(c[0:nt, 0:rows, 0:16])
+            cfg = T.alloc_buffer((8,), "uint64", scope="local")
+            cfg[0] = T.uint64(words[0])
+            cfg[1] = T.uint64(words[1])
+            cfg[2] = T.uint64(words[2])
+            cfg[3] = T.uint64(words[3])
+            cfg[4] = T.uint64(words[4])
+            cfg[5] = T.uint64(words[5])
+            cfg[6] = T.uint64(words[6])
+            cfg[7] = T.uint64(words[7])
+            T.evaluate(intrin("ldtilecfg", T.address_of(cfg[0])))
+            for t in T.unroll(mt * nt):
+                T.evaluate(intrin("tilezero", T.Cast("int8", t)))
+
+    @T.prim_func(s_tir=True)
+    def dot_desc(
+        a: T.Buffer((a_rows, kc), "uint8", offset_factor=1, strides=[T.int32(), 1]),
+        b: T.Buffer((nt, kc // 4, 16, 4), "int8", offset_factor=1),
+        c: T.Buffer((nt, rows, 16), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:nt, 0:rows, 0:16], a[0:a_rows, 0:kc], b[0:nt, 0:kc // 4, 0:16, 0:4])
+            T.writes(c[0:nt, 0:rows, 0:16])
+            for x, n, lane, k in T.grid(rows, nt, 16, kc):
+                with T.sblock("update"):
+                    vj = T.axis.spatial(nt * 16, n * 16 + lane)
+                    vx = T.axis.spatial(rows, x)
+                    vk = T.axis.reduce(kc, k)
+                    c[vj // 16, vx, vj % 16] = c[vj // 16, vx, vj % 16] + T.Cast("int32", a[vx * sw, vk]) * T.Cast(
+                        "int32", b[vj // 16, vk // 4, vj % 16, vk % 4])
+
+    a_stride = T.int32()
+    b_stride = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def dot_impl(
+        a: T.Buffer((a_rows, kc), "uint8", offset_factor=1, strides=[a_stride, 1]),
+        b: T.Buffer((nt, kc // 4, 16, 4), "int8", offset_factor=1, strides=[b_stride, 64, 4, 1]),
+        c: T.Buffer((nt, rows, 16), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:nt, 0:rows, 0:16], a[0:a_rows, 0:kc], b[0:nt, 0:kc // 4, 0:16, 0:4])
+            T.writes(c[0:nt, 0:rows, 0:16])
+            for m in T.unroll(mt):
+                T.evaluate(intrin("tileloadd64", T.Cast("int8", mt * nt + m), T.address_of(a[m * tm * sw, 0]),
+                                  T.Cast("int64", a_stride * sw)))
+            for n in T.unroll(nt):
+                T.evaluate(intrin("tileloadd64", T.Cast("int8", mt * nt + mt + n), T.address_of(b[n, 0, 0, 0]),
+                                  T.int64(64)))
+            for m in T.unroll(mt):
+                for n in T.unroll(nt):
+                    T.evaluate(intrin("tdpbusd", T.Cast("int8", m * nt + n), T.Cast("int8", mt * nt + m),
+                                      T.Cast("int8", mt * nt + mt + n)))
+
+    @T.prim_func(s_tir=True)
+    def store_desc(
+        c: T.Buffer((nt, rows, 16), "int32", offset_factor=1, scope="local"),
+        d: T.Buffer((nt, rows, 16), "int32", offset_factor=1, strides=[T.int32(), T.int32(), 1]),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:nt, 0:rows, 0:16])
+            T.writes(d[0:nt, 0:rows, 0:16])
+            for n, x, lane in T.grid(nt, rows, 16):
+                with T.sblock("store"):
+                    vn, vx, vl = T.axis.remap("SSS", [n, x, lane])
+                    d[vn, vx, vl] = c[vn, vx, vl]
+
+    d_stride0 = T.int32()
+    d_stride1 = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def store_impl(
+        c: T.Buffer((nt, rows, 16), "int32", offset_factor=1, scope="local"),
+        d: T.Buffer((nt, rows, 16), "int32", offset_factor=1, strides=[d_stride0, d_stride1, 1]),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:nt, 0:rows, 0:16])
+            T.writes(d[0:nt, 0:rows, 0:16])
+            for m in T.unroll(mt):
+                for n in T.unroll(nt):
+                    T.evaluate(intrin("tilestored64", T.Cast("int8", m * nt + n), T.address_of(d[n, m * tm, 0]),
+                                      T.Cast("int64", d_stride1 * 4)))
+
+    TensorIntrin.register(names[0], zero_desc, zero_impl)
+    TensorIntrin.register(names[1], dot_desc, dot_impl)
+    TensorIntrin.register(names[2], store_desc, store_impl)
+    return names
+
+
+# ----------------------------------------------------------------------------- the conv schedule
+
+_KC = (64, 32, 16, 8, 4)
+
+
+def _x_stride(sch, anchor, conv) -> int:
+    """The conv's stride along the output width (data column = x * stride + ...)."""
+    from tvm.sym.pattern import detect_linear_equation  # pylint: disable=import-outside-toplevel
+
+    block = sch.get(anchor.rv)
+    col = block.reads[0].region[-1].min
+    coef = detect_linear_equation(col, [anchor.iters[conv.x_i].var])
+    if len(coef) != 2:
+        raise NotApplicable(f"data column {col} is not linear in the output column")
+    return _int(coef[0])
+
+
+def _divisor_at_most(n: int, cap: int) -> int:
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def plan_for(conv, stride: int, *, tm: Optional[int] = None, mt: Optional[int] = None,
+             nt: Optional[int] = None) -> TilePlan:
+    """The default :class:`TilePlan` of an 8-bit conv (NotApplicable where AMX cannot run it):
+    tiles as tall as a divisor of the output width allows (at most 16 rows), 2 x 2 accumulator
+    tiles where the width and the output channels split so, else 1 x 3 / 1 x 2 / 2 x 1."""
+    if conv.data_dtype != "uint8":
+        raise NotApplicable("tdpbusd multiplies unsigned data only (the data is int8)")
+    if conv.k_ext % ACC_LANES:
+        raise NotApplicable(f"{conv.k_ext} output channels: not a multiple of {ACC_LANES}")
+    kc = next((k for k in _KC if conv.c_ext % k == 0), None)
+    if kc is None:
+        raise NotApplicable(f"{conv.c_ext} input channels: not a multiple of 4")
+    tm = tm or _divisor_at_most(conv.x_ext, MAX_ROWS)
+    x_tiles, k_tiles = conv.x_ext // tm, conv.k_ext // ACC_LANES
+    if mt is None or nt is None:
+        if x_tiles % 2 == 0 and k_tiles % 2 == 0:
+            mt, nt = 2, 2
+        elif k_tiles % 3 == 0:
+            mt, nt = 1, 3
+        elif k_tiles % 2 == 0:
+            mt, nt = 1, 2
+        elif x_tiles % 2 == 0:
+            mt, nt = 2, 1
+        else:
+            mt, nt = 1, 1
+    return TilePlan(mt, tm, nt, kc, stride)
+
+
+def schedule_amx_conv(sch, blocks, anchor, target, *, plan: Optional[TilePlan] = None) -> TilePlan:
+    """The 8-bit NCHW conv2d (``conv2d_nchw``: uint8 data, int8 weights, int32 sums) on AMX tiles
+    (the module docstring has the loop nest); `plan` (default :func:`plan_for`) sets the tiles."""
+    if not target_has_amx(target):
+        raise NotApplicable(f"no {FEATURE} on this target")
+    conv = int8_conv_iters(sch, anchor)
+    plan = plan or plan_for(conv, _x_stride(sch, anchor, conv))
+    mt, tm, nt, kc = plan.mt, plan.tm, plan.nt, plan.kc
+    if conv.x_ext % (mt * tm) or conv.k_ext % (nt * ACC_LANES) or conv.c_ext % kc:
+        raise NotApplicable(f"tile plan {plan.key} does not divide the conv")
+    zero, dot, store_intrin = amx_intrinsics(plan, conv.data_dtype)
+    k_i, c_i, x_i = conv.k_i, conv.c_i, conv.x_i
+    iters = anchor.iters
+    parts = pack_int8_conv(sch, blocks, anchor, kc,
+                           lambda k, c, r, s: (c // kc, r, s, k // 16, (c % kc) // 4, k % 16, c % 4))
+    epilogue = parts.epilogue
+    if epilogue is None:  # the int32 sums are the kernel's output: a copy stage writes it
+        epilogue = sch.cache_write(anchor.rv, 0, "global")
+    sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, y, k // 16, x, k % 16))
+    store = sch.cache_write(anchor.rv, 0, "local")  # the tiles (never touched as memory)
+
+    loops = sch.get_loops(anchor.rv)
+    spatial, reduce = [], []
+    n_in = k_in = x_in = c_in = None
+    for i, loop in enumerate(loops):
+        if i == k_i:
+            k_out, n_in, k_in = sch.split(loop, [None, nt, ACC_LANES])
+            spatial.append(k_out)
+        elif i == x_i:
+            x_out, x_in = sch.split(loop, [None, mt * tm])
+            spatial.append(x_out)
+        elif i == c_i:
+            c_out, c_in = sch.split(loop, [None, kc])
+            reduce.append(c_out)
+        elif iters[i].iter_type == iters[i].CommReduce:
+            reduce.append(loop)
+        else:
+            spatial.append(loop)
+    sch.reorder(*spatial, *reduce, x_in, n_in, k_in, c_in)
+    sch.reverse_compute_at(store, spatial[-1], preserve_unit_loops=False)
+    sch.reverse_compute_at(epilogue, spatial[-1], preserve_unit_loops=False)
+    outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    if _int(sch.get(outer).extent) > 1:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(anchor.rv, reduce[0])
+    sch.tensorize(x_in, dot)
+    sch.tensorize(sch.get_loops(init)[-3], zero)
+    sch.tensorize(sch.get_loops(store)[-3], store_intrin)
+    bits = vector_bits(target)
+    epi_loops = sch.get_loops(epilogue)
+    if len(epi_loops) > 1 and _int(sch.get(epi_loops[-1]).extent) > 1:
+        sch.vectorize(epi_loops[-1])
+    for blk in parts.prologue + parts.rest:
+        schedule_injective(sch, blk.rv, bits)
+    schedule_injective(sch, parts.weights, bits)
+    return plan
+
+
+def schedule_amx(sch, target) -> str:
+    """A default-schedule rule (:func:`harness.tune.cpu_default.default_schedule`): the fused
+    function's one 8-bit conv on AMX tiles, or NotApplicable."""
+    if not enabled():
+        raise NotApplicable(f"{AMX_SWITCH}=0")
+    if not target_has_amx(target):
+        raise NotApplicable(f"no {FEATURE} on this target")
+    blocks = _root_blocks(sch)
+    reductions = [b for b in blocks if b.is_reduction]
+    if len(reductions) != 1:
+        raise NotApplicable(f"{len(reductions)} reduction blocks")
+    plan = schedule_amx_conv(sch, blocks, reductions[0], target)
+    return f"int8 AMX conv {plan.key}"
