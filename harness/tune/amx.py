@@ -33,8 +33,8 @@ The conv (:func:`schedule_amx_conv`) is an implicit GEMM over packed operands:
         epilogue (dequantize, bias, ReLU, requantize) -> output NCHW
 
 ``tm`` (rows per tile) is a divisor of the output width of at most 16; ``kc`` the largest of
-64, 32, 16, 8, 4 dividing the input channels. Output channels must be a multiple of 16 and
-input channels of 4; other convs are left to the VNNI / plain schedules (the numbers do not
+64, 32, 16, 8 dividing the input channels. Output channels must be a multiple of 16 and
+input channels of 8; other convs are left to the VNNI / plain schedules (the numbers do not
 change: integer sums in another order are bit-identical).
 
 Linux hands out tile state only to processes that asked for it
@@ -159,7 +159,7 @@ class TilePlan:  # pylint: disable=too-few-public-methods
     ``tm`` rows x 16 int32; data rows ``stride`` pixels apart."""
 
     def __init__(self, mt: int, tm: int, nt: int, kc: int, stride: int):
-        if mt * nt + mt + nt > TILES or not 1 <= tm <= MAX_ROWS or kc not in (4, 8, 16, 32, 64):
+        if mt * nt + mt + nt > TILES or not 1 <= tm <= MAX_ROWS or kc not in (8, 16, 32, 64):
             raise ValueError(f"no AMX tile plan mt={mt} tm={tm} nt={nt} kc={kc}")
         self.mt, self.tm, self.nt, self.kc, self.stride = mt, tm, nt, kc, stride
 
@@ -218,9 +218,9 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
         with T.sblock("root"):
             T.reads()
             T.writes(c[0:nt, 0:rows, 0:16])
-            for x, n, lane in T.grid(rows, nt, 16):
+            for x, j in T.grid(rows, nt * 16):
                 with T.sblock("init"):
-                    vj = T.axis.spatial(nt * 16, n * 16 + lane)
+                    vj = T.axis.spatial(nt * 16, j)
                     vx = T.axis.spatial(rows, x)
                     c[vj // 16, vx, vj % 16] = 0
 
@@ -251,9 +251,9 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
         with T.sblock("root"):
             T.reads(c[0:nt, 0:rows, 0:16], a[0:a_rows, 0:kc], b[0:nt, 0:kc // 4, 0:16, 0:4])
             T.writes(c[0:nt, 0:rows, 0:16])
-            for x, n, lane, k in T.grid(rows, nt, 16, kc):
+            for x, j, k in T.grid(rows, nt * 16, kc):
                 with T.sblock("update"):
-                    vj = T.axis.spatial(nt * 16, n * 16 + lane)
+                    vj = T.axis.spatial(nt * 16, j)
                     vx = T.axis.spatial(rows, x)
                     vk = T.axis.reduce(kc, k)
                     c[vj // 16, vx, vj % 16] = c[vj // 16, vx, vj % 16] + T.Cast("int32", a[vx * sw, vk]) * T.Cast(
@@ -295,6 +295,19 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
                     vn, vx, vl = T.axis.remap("SSS", [n, x, lane])
                     d[vn, vx, vl] = c[vn, vx, vl]
 
+    @T.prim_func(s_tir=True)
+    def store_desc_1(  # one accumulator tile column: the copy block has no output-channel-tile iter
+        c: T.Buffer((1, rows, 16), "int32", offset_factor=1, scope="local"),
+        d: T.Buffer((1, rows, 16), "int32", offset_factor=1, strides=[T.int32(), T.int32(), 1]),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0, 0:rows, 0:16])
+            T.writes(d[0, 0:rows, 0:16])
+            for x, lane in T.grid(rows, 16):
+                with T.sblock("store"):
+                    vx, vl = T.axis.remap("SS", [x, lane])
+                    d[0, vx, vl] = c[0, vx, vl]
+
     d_stride0 = T.int32()
     d_stride1 = T.int32()
 
@@ -313,13 +326,13 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
 
     TensorIntrin.register(names[0], zero_desc, zero_impl)
     TensorIntrin.register(names[1], dot_desc, dot_impl)
-    TensorIntrin.register(names[2], store_desc, store_impl)
+    TensorIntrin.register(names[2], store_desc if nt > 1 else store_desc_1, store_impl)
     return names
 
 
 # ----------------------------------------------------------------------------- the conv schedule
 
-_KC = (64, 32, 16, 8, 4)
+_KC = (64, 32, 16, 8)
 
 
 def _x_stride(sch, anchor, conv) -> int:
@@ -349,7 +362,7 @@ def plan_for(conv, stride: int, *, tm: Optional[int] = None, mt: Optional[int] =
         raise NotApplicable(f"{conv.k_ext} output channels: not a multiple of {ACC_LANES}")
     kc = next((k for k in _KC if conv.c_ext % k == 0), None)
     if kc is None:
-        raise NotApplicable(f"{conv.c_ext} input channels: not a multiple of 4")
+        raise NotApplicable(f"{conv.c_ext} input channels: not a multiple of 8")
     tm = tm or _divisor_at_most(conv.x_ext, MAX_ROWS)
     x_tiles, k_tiles = conv.x_ext // tm, conv.k_ext // ACC_LANES
     if mt is None or nt is None:
@@ -389,10 +402,10 @@ def schedule_amx_conv(sch, blocks, anchor, target, *, plan: Optional[TilePlan] =
 
     loops = sch.get_loops(anchor.rv)
     spatial, reduce = [], []
-    n_in = k_in = x_in = c_in = None
+    k_in = x_in = c_in = None
     for i, loop in enumerate(loops):
         if i == k_i:
-            k_out, n_in, k_in = sch.split(loop, [None, nt, ACC_LANES])
+            k_out, k_in = sch.split(loop, [None, nt * ACC_LANES])
             spatial.append(k_out)
         elif i == x_i:
             x_out, x_in = sch.split(loop, [None, mt * tm])
@@ -404,16 +417,16 @@ def schedule_amx_conv(sch, blocks, anchor, target, *, plan: Optional[TilePlan] =
             reduce.append(loop)
         else:
             spatial.append(loop)
-    sch.reorder(*spatial, *reduce, x_in, n_in, k_in, c_in)
-    sch.reverse_compute_at(store, spatial[-1], preserve_unit_loops=False)
+    sch.reorder(*spatial, *reduce, x_in, k_in, c_in)
+    sch.reverse_compute_at(store, spatial[-1], preserve_unit_loops=True)
     sch.reverse_compute_at(epilogue, spatial[-1], preserve_unit_loops=False)
     outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     if _int(sch.get(outer).extent) > 1:
         sch.parallel(outer)
     init = sch.decompose_reduction(anchor.rv, reduce[0])
     sch.tensorize(x_in, dot)
-    sch.tensorize(sch.get_loops(init)[-3], zero)
-    sch.tensorize(sch.get_loops(store)[-3], store_intrin)
+    sch.tensorize(sch.get_loops(init)[-2], zero)
+    sch.tensorize(sch.get_loops(store)[-3 if nt > 1 else -2], store_intrin)
     bits = vector_bits(target)
     epi_loops = sch.get_loops(epilogue)
     if len(epi_loops) > 1 and _int(sch.get(epi_loops[-1]).extent) > 1:
