@@ -72,6 +72,7 @@ class BuildResult:
     compile_seconds: float
     export_path: Optional[str] = None
     database: Optional[object] = None  # harness.tune.model.BuildDatabaseReport
+    amx_kernels: Optional[list] = None  # kernels on AMX tiles (llvm targets with amx-int8), else None
 
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target, *, opt_level: int = 3,
@@ -81,24 +82,29 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, *, opt_level: i
     With `database` (a tuning database folder that exists), its tuned kernels are applied
     (MetaSchedule) and the rest keep default schedules; `BuildResult.database` says which.
     """
+    from .tune import amx
     from .tune.model import BuildDatabaseReport
 
     start = time.perf_counter()
     report = BuildDatabaseReport(None)
     try:
-        ex, report = _compile(mod, target, database, opt_level)
+        with amx.collect() as amx_kernels:
+            ex, report = _compile(mod, target, database, opt_level)
     except HarnessError:
         raise
     except Exception as e:  # nvcc failures, unsupported schedules: keep the last informative line
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
         raise HarnessError(f"compilation for {target_key(target)} failed: {lines[-1] if lines else e}") from e
     seconds = time.perf_counter() - start
+    if amx_kernels and amx.host_has_amx():
+        amx.request_permission()  # tile state for this process, before the first run (HarnessError if refused)
     path = None
     if export:
         os.makedirs(os.path.dirname(os.path.abspath(export)) or ".", exist_ok=True)
         ex.export_library(export)
         path = os.path.abspath(export)
-    return BuildResult(ex, target, seconds, path, report)
+    return BuildResult(ex, target, seconds, path, report,
+                       sorted(set(amx_kernels)) if amx.target_has_amx(target) else None)
 
 
 def _compile(mod: tvm.IRModule, target: tvm.target.Target, database: Optional[str], opt_level: int):
@@ -128,6 +134,9 @@ def _compile(mod: tvm.IRModule, target: tvm.target.Target, database: Optional[st
         lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
         schedules.logger.warning("build with the harness's default schedules failed (%s); building without them",
                                  lines[-1] if lines else type(e).__name__)
+        from .tune import amx
+
+        amx.forget()  # the failed build's AMX kernels are not in this one
         with schedules.disabled():
             return build()
 

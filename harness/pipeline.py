@@ -169,6 +169,8 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
                    "tuning": {"database": db_report.work_dir, "from_database": len(db_report.from_database),
                               "default_schedules": len(db_report.fallback)},
                    **extra}
+        if built.amx_kernels is not None:  # a target with amx-int8: which kernels run on AMX tiles
+            variant["amx_kernels"] = built.amx_kernels
         if compile_only:
             variant["latency"] = None
             variant["note"] = "compile only"

@@ -45,13 +45,15 @@ its process asked too: :data:`PERMISSION_NOTE`.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import platform
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
-from .cpu_default import (  # pylint: disable=unused-import
+from ..errors import HarnessError
+from .cpu_default import (
     NotApplicable,
     Switch,
     _int,
@@ -75,6 +77,7 @@ MAX_ROWS = 16
 ROW_BYTES = 64
 ACC_LANES = 16  # int32 accumulators per tile row
 PEAK_MACS_PER_CYCLE = 1024  # per core: one 16x64x16 tdpbusd every 16 cycles
+AMX_KIND = "int8 AMX conv"  # how the default-schedule rule describes what it did
 
 _ARCH_PRCTL = 158  # x86_64 syscall number
 _ARCH_GET_XCOMP_PERM = 0x1022
@@ -88,7 +91,7 @@ PERMISSION_NOTE = (
     "kills the process with SIGILL.")
 
 
-class AMXPermissionError(RuntimeError):
+class AMXPermissionError(HarnessError):
     """The OS refused (or does not offer) AMX tile state to this process."""
 
 
@@ -148,6 +151,35 @@ def ensure_permission(target) -> None:
     kernels (:func:`applies_to`)."""
     if applies_to(target):
         request_permission()
+
+
+_COLLECTORS: List[List[str]] = []
+
+
+@contextlib.contextmanager
+def collect():
+    """The names of the kernels given AMX schedules by the builds inside the block (a list,
+    filled as they are scheduled)."""
+    names: List[str] = []
+    _COLLECTORS.append(names)
+    try:
+        yield names
+    finally:
+        _COLLECTORS.remove(names)
+
+
+def forget() -> None:
+    """Empty the :func:`collect` lists (a build that failed and is made again without them)."""
+    for names in _COLLECTORS:
+        names.clear()
+
+
+def note_scheduled(name: str, kind: str) -> None:
+    """Called by the default-schedule pass for every function it scheduled (`kind`: the rule's
+    description); AMX ones go to the :func:`collect` lists."""
+    if kind.startswith(AMX_KIND):
+        for names in _COLLECTORS:
+            names.append(name)
 
 
 # ----------------------------------------------------------------------------- tile plan
@@ -449,4 +481,4 @@ def schedule_amx(sch, target) -> str:
     if len(reductions) != 1:
         raise NotApplicable(f"{len(reductions)} reduction blocks")
     plan = schedule_amx_conv(sch, blocks, reductions[0], target)
-    return f"int8 AMX conv {plan.key}"
+    return f"{AMX_KIND} {plan.key}"

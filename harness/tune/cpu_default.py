@@ -618,7 +618,7 @@ def _schedule_main(sch: s_tir.Schedule, target) -> str:
 def default_schedule(func, target, name: str = "func") -> Optional[s_tir.Schedule]:
     """The default schedule of `func` (a PrimFunc, or an IRModule whose main is one) as a
     Schedule (its trace replays it, e.g. as a tuning record), or None where no rule applies."""
-    from .amx import schedule_amx  # AMX tiles (issue 14): before the dot products, where the target has amx-int8
+    from .amx import note_scheduled, schedule_amx  # AMX tiles (issue 14): first, where the target has amx-int8
 
     render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
     for rule in (schedule_amx, _schedule_int8_dot, _schedule_main, schedule_parallel_only):
@@ -630,6 +630,7 @@ def default_schedule(func, target, name: str = "func") -> Optional[s_tir.Schedul
                          type(err).__name__, str(err).strip()[-2000:], exc_info=_TRACE)
             continue
         logger.debug("cpu default schedule: %s: %s", name, kind)
+        note_scheduled(name, kind)  # (issue 14: the record lists the AMX kernels)
         return sch
     return None
 
