@@ -25,4 +25,11 @@ def llvm_target(mcpu: Optional[str] = None, num_cores: Optional[int] = None) -> 
     probe = tvm.target.Target(config)
     if codegen.target_has_features("sse4a", probe) and codegen.target_has_features("avx", probe):
         config["mattr"] = ["-sse4a"]
+    if config["mcpu"] == str(codegen.llvm_get_system_cpu()) and not codegen.target_has_features("amx-int8", probe):
+        # issue 14: a hypervisor may hide the CPU model (a Sapphire Rapids guest seen as
+        # "rocketlake"); the host's own AMX flags give its builds the AMX int8 kernels
+        from .tune.amx import host_has_amx  # pylint: disable=import-outside-toplevel
+
+        if host_has_amx():
+            config["mattr"] = config.get("mattr", []) + ["+amx-tile", "+amx-int8"]
     return config

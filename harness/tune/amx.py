@@ -50,6 +50,7 @@ import ctypes
 import logging
 import os
 import platform
+import re
 from typing import List, Optional, Tuple
 
 from ..errors import HarnessError
@@ -360,6 +361,16 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
     TensorIntrin.register(names[1], dot_desc, dot_impl)
     TensorIntrin.register(names[2], store_desc if nt > 1 else store_desc_1, store_impl)
     return names
+
+
+_NAME = re.compile(r"harness_amx_(?:zero|dot|store)_m(\d+)x(\d+)_n(\d+)_k(\d+)_s(\d+)")
+
+
+def register_named(text: str) -> None:
+    """Register the AMX intrinsics that `text` (e.g. a tuning database's records) names: a record
+    of an AMX kernel replays only where its tile plan's intrinsics are registered."""
+    for mt, tm, nt, kc, stride in sorted(set(_NAME.findall(text))):
+        amx_intrinsics(TilePlan(int(mt), int(tm), int(nt), int(kc), int(stride)))
 
 
 # ----------------------------------------------------------------------------- the conv schedule

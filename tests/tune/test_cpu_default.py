@@ -22,6 +22,15 @@ def target():
     return tvm.target.Target(llvm_target())
 
 
+@pytest.fixture(autouse=True)
+def _no_amx(monkeypatch):
+    """These tests are about the dot-product and plain schedules: on AMX hosts the 8-bit convs
+    would get AMX tiles first (tests/tune/test_amx.py tests those)."""
+    from harness.tune import amx
+
+    monkeypatch.setenv(amx.AMX_SWITCH, "0")
+
+
 def _module(shape, dtype, body):
     """Relax module main(x) = body(x) (constants bound inside)."""
     bb = relax.BlockBuilder()
