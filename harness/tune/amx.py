@@ -480,9 +480,7 @@ def schedule_amx_conv(sch, blocks, anchor, target, *, plan: Optional[TilePlan] =
     return plan
 
 
-def schedule_amx(sch, target) -> str:
-    """A default-schedule rule (:func:`harness.tune.cpu_default.default_schedule`): the fused
-    function's one 8-bit conv on AMX tiles, or NotApplicable."""
+def _amx_anchor(sch, target):
     if not enabled():
         raise NotApplicable(f"{AMX_SWITCH}=0")
     if not target_has_amx(target):
@@ -491,5 +489,289 @@ def schedule_amx(sch, target) -> str:
     reductions = [b for b in blocks if b.is_reduction]
     if len(reductions) != 1:
         raise NotApplicable(f"{len(reductions)} reduction blocks")
-    plan = schedule_amx_conv(sch, blocks, reductions[0], target)
+    return blocks, reductions[0]
+
+
+def schedule_amx(sch, target) -> str:
+    """A default-schedule rule (:func:`harness.tune.cpu_default.default_schedule`): the fused
+    function's one 8-bit conv on AMX tiles with pixel rows (:func:`schedule_amx_conv`: any
+    stride), or NotApplicable."""
+    blocks, anchor = _amx_anchor(sch, target)
+    plan = schedule_amx_conv(sch, blocks, anchor, target)
     return f"{AMX_KIND} {plan.key}"
+
+
+def schedule_amx_channels(sch, target) -> str:
+    """A default-schedule rule, tried before :func:`schedule_amx`: a stride-1 conv on AMX tiles with
+    output-channel rows (:func:`schedule_amx_channel_conv`), or NotApplicable."""
+    blocks, anchor = _amx_anchor(sch, target)
+    plan = schedule_amx_channel_conv(sch, blocks, anchor, target)
+    return f"{AMX_KIND} {plan.key}"
+
+
+
+# ----------------------------------------------------------------------------- channel-row tiles (stride 1)
+
+
+class ChannelPlan(TilePlan):  # pylint: disable=too-few-public-methods
+    """The other orientation, for stride-1 convs: accumulator tiles of 16 output channels (rows) x
+    ``tn`` pixels (int32 columns), so that the sums leave the tiles in the output's own order
+    (pixels contiguous: the epilogue reads them as vectors). ``tdpbsud`` multiplies the int8
+    weight tiles (16 channels x kc bytes) by uint8 data tiles of kc / 4 rows x ``tn`` pixels x
+    4 channels: the data layout is ``[n, y, c / 4, x, 4]``, the 4-channel interleave the VNNI
+    schedule packs too (cheap), not the 64-channel rows of :class:`TilePlan` (a byte transpose).
+    ``mt`` tiles of 16 output channels x ``nt`` tiles of ``tn`` pixels."""
+
+    def __init__(self, mt: int, tn: int, nt: int, kc: int):
+        super().__init__(mt, 16, nt, kc, 1)
+        if not 1 <= tn <= MAX_ROWS:
+            raise ValueError(f"no AMX channel-row plan with {tn} pixels per tile")
+        self.tn = tn
+
+    @property
+    def key(self) -> str:
+        return f"k{self.mt}_x{self.nt}x{self.tn}_c{self.kc}"
+
+    def config_bytes(self) -> bytes:
+        cfg = bytearray(64)
+        cfg[0] = 1
+        shapes = {}
+        for m in range(self.mt):
+            for n in range(self.nt):
+                shapes[self.acc(m, n)] = (16, self.tn * 4)
+            shapes[self.a_tile(m)] = (16, self.kc)
+        for n in range(self.nt):
+            shapes[self.b_tile(n)] = (self.kc // 4, self.tn * 4)
+        for tile, (rows, colsb) in shapes.items():
+            cfg[16 + 2 * tile] = colsb & 0xFF
+            cfg[17 + 2 * tile] = colsb >> 8
+            cfg[48 + tile] = rows
+        return bytes(cfg)
+
+
+def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
+    """Register (once) and name the (zero, dot, store) intrinsics of a :class:`ChannelPlan`."""
+    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    names = tuple(f"harness_amx_{part}_{plan.key}" for part in ("zero", "dot", "store"))
+    if TensorIntrin.get(names[1], allow_missing=True) is not None:
+        return names
+    mt, nt, tn, kc = plan.mt, plan.nt, plan.tn, plan.kc
+    chans, pix = mt * 16, nt * tn
+    config = plan.config_bytes()
+    words = [int.from_bytes(config[8 * i:8 * i + 8], "little") for i in range(8)]
+
+    def intrin(name, *args):
+        return T.call_llvm_intrin("void", f"llvm.x86.{name}", *args)
+
+    @T.prim_func(s_tir=True)
+    def zero_desc(c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads()
+            T.writes(c[0:chans, 0:pix])
+            for k, x in T.grid(chans, pix):
+                with T.sblock("init"):
+                    vk, vx = T.axis.remap("SS", [k, x])
+                    c[vk, vx] = 0
+
+    @T.prim_func(s_tir=True)
+    def zero_impl(c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads()
+            T.writes(c[0:chans, 0:pix])
+            cfg = T.alloc_buffer((8,), "uint64", scope="local")
+            cfg[0] = T.uint64(words[0])
+            cfg[1] = T.uint64(words[1])
+            cfg[2] = T.uint64(words[2])
+            cfg[3] = T.uint64(words[3])
+            cfg[4] = T.uint64(words[4])
+            cfg[5] = T.uint64(words[5])
+            cfg[6] = T.uint64(words[6])
+            cfg[7] = T.uint64(words[7])
+            T.evaluate(intrin("ldtilecfg", T.address_of(cfg[0])))
+            for t in T.unroll(mt * nt):
+                T.evaluate(intrin("tilezero", T.Cast("int8", t)))
+
+    @T.prim_func(s_tir=True)
+    def dot_desc(
+        a: T.Buffer((mt, 16, kc), "int8", offset_factor=1, strides=[T.int32(), T.int32(), 1]),
+        b: T.Buffer((kc // 4, pix, 4), "uint8", offset_factor=1, strides=[T.int32(), 4, 1]),
+        c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:chans, 0:pix], b[0:kc // 4, 0:pix, 0:4], a[0:mt, 0:16, 0:kc])
+            T.writes(c[0:chans, 0:pix])
+            for k, x, r in T.grid(chans, pix, kc):
+                with T.sblock("update"):
+                    vk, vx, vr = T.axis.remap("SSR", [k, x, r])
+                    c[vk, vx] = c[vk, vx] + T.Cast("int32", b[vr // 4, vx, vr % 4]) * T.Cast(
+                        "int32", a[vk // 16, vk % 16, vr])
+
+    a_s0 = T.int32()
+    a_s1 = T.int32()
+    b_s0 = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def dot_impl(
+        a: T.Buffer((mt, 16, kc), "int8", offset_factor=1, strides=[a_s0, a_s1, 1]),
+        b: T.Buffer((kc // 4, pix, 4), "uint8", offset_factor=1, strides=[b_s0, 4, 1]),
+        c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:chans, 0:pix], b[0:kc // 4, 0:pix, 0:4], a[0:mt, 0:16, 0:kc])
+            T.writes(c[0:chans, 0:pix])
+            for m in T.unroll(mt):
+                T.evaluate(intrin("tileloadd64", T.Cast("int8", mt * nt + m), T.address_of(a[m, 0, 0]),
+                                  T.Cast("int64", a_s1)))
+            for n in T.unroll(nt):
+                T.evaluate(intrin("tileloadd64", T.Cast("int8", mt * nt + mt + n), T.address_of(b[0, n * tn, 0]),
+                                  T.Cast("int64", b_s0)))
+            for m in T.unroll(mt):
+                for n in T.unroll(nt):
+                    T.evaluate(intrin("tdpbsud", T.Cast("int8", m * nt + n), T.Cast("int8", mt * nt + m),
+                                      T.Cast("int8", mt * nt + mt + n)))
+
+    @T.prim_func(s_tir=True)
+    def store_desc(
+        c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
+        d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[T.int32(), 1]),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:chans, 0:pix])
+            T.writes(d[0:chans, 0:pix])
+            for k, x in T.grid(chans, pix):
+                with T.sblock("store"):
+                    vk, vx = T.axis.remap("SS", [k, x])
+                    d[vk, vx] = c[vk, vx]
+
+    d_s0 = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def store_impl(
+        c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
+        d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[d_s0, 1]),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:chans, 0:pix])
+            T.writes(d[0:chans, 0:pix])
+            for m in T.unroll(mt):
+                for n in T.unroll(nt):
+                    T.evaluate(intrin("tilestored64", T.Cast("int8", m * nt + n), T.address_of(d[m * 16, n * tn]),
+                                      T.Cast("int64", d_s0 * 4)))
+
+    TensorIntrin.register(names[0], zero_desc, zero_impl)
+    TensorIntrin.register(names[1], dot_desc, dot_impl)
+    TensorIntrin.register(names[2], store_desc, store_impl)
+    return names
+
+
+def channel_plan_for(conv) -> ChannelPlan:
+    """The default :class:`ChannelPlan` of a stride-1 8-bit conv: ``tn`` the largest divisor of the
+    output width up to 16, 2 x 2 accumulator tiles where channels and width split so."""
+    if conv.data_dtype != "uint8":
+        raise NotApplicable("tdpbsud multiplies unsigned data only (the data is int8)")
+    if conv.k_ext % 16:
+        raise NotApplicable(f"{conv.k_ext} output channels: not a multiple of 16")
+    kc = next((k for k in _KC if conv.c_ext % k == 0), None)
+    if kc is None:
+        raise NotApplicable(f"{conv.c_ext} input channels: not a multiple of 8")
+    tn = _divisor_at_most(conv.x_ext, MAX_ROWS)
+    k_tiles, x_tiles = conv.k_ext // 16, conv.x_ext // tn
+    mt = 2 if k_tiles % 2 == 0 else 1
+    nt = 2 if x_tiles % 2 == 0 else 1
+    if nt == 1 and mt == 2 and k_tiles % 3 == 0:
+        mt = 3
+    return ChannelPlan(mt, tn, nt, kc)
+
+
+def schedule_amx_channel_conv(sch, blocks, anchor, target, *, plan: Optional[ChannelPlan] = None) -> ChannelPlan:
+    """A stride-1 8-bit NCHW conv2d on AMX tiles in the :class:`ChannelPlan` orientation:
+
+        data   [n, c, y, x]   -> [n, y, c / 4, x, 4]                      (padding / packing stage)
+        weight [k, c, r, s]   -> [c / kc, r, s, k / 16, 16, kc]             (folded into the constant)
+        acc    [n, k, y, x]   -> [n, y, k, x]                               (int32, tile stores)
+
+        parallel for (n, k / (16 mt), y, x / (nt tn)):
+            zero; for (c / kc, r, s): dot (mt weight tiles, nt data tiles, tdpbsud); store
+            epilogue -> output NCHW (pixels contiguous in the tiles and in the output)
+    """
+    if not target_has_amx(target):
+        raise NotApplicable(f"no {FEATURE} on this target")
+    conv = int8_conv_iters(sch, anchor)
+    if _x_stride(sch, anchor, conv) != 1:
+        raise NotApplicable("strided: data rows are not contiguous pixels")
+    plan = plan or channel_plan_for(conv)
+    mt, tn, nt, kc = plan.mt, plan.tn, plan.nt, plan.kc
+    if conv.x_ext % (nt * tn) or conv.k_ext % (mt * 16) or conv.c_ext % kc:
+        raise NotApplicable(f"tile plan {plan.key} does not divide the conv")
+    zero, dot, store_intrin = channel_intrinsics(plan)
+    k_i, c_i, x_i = conv.k_i, conv.c_i, conv.x_i
+    iters = anchor.iters
+    parts = pack_int8_conv(sch, blocks, anchor, 4,
+                           lambda k, c, r, s: (c // kc, r, s, k // 16, k % 16, c % kc))
+    # pack_int8_conv wrote the data [n, c / 4, y, x, 4]; rows of one pixel row side by side
+    data_pack = next(b for b in parts.prologue if any(
+        w.source.same_as(sch.get(anchor.rv).reads[0].source) for w in sch.get(b.rv).writes))
+    sch.transform_layout(data_pack.rv, ("write", 0), lambda n, c, y, x, i: (n, y, c, x, i))
+    epilogue = parts.epilogue
+    if epilogue is None:
+        epilogue = sch.cache_write(anchor.rv, 0, "global")
+    sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, y, k, x))
+    store = sch.cache_write(anchor.rv, 0, "local")
+
+    loops = sch.get_loops(anchor.rv)
+    spatial, reduce = [], []
+    k_in = x_in = c_in = None
+    for i, loop in enumerate(loops):
+        if i == k_i:
+            k_out, k_in = sch.split(loop, [None, mt * 16])
+            spatial.append(k_out)
+        elif i == x_i:
+            x_out, x_in = sch.split(loop, [None, nt * tn])
+            spatial.append(x_out)
+        elif i == c_i:
+            c_out, c_in = sch.split(loop, [None, kc])
+            reduce.append(c_out)
+        elif iters[i].iter_type == iters[i].CommReduce:
+            reduce.append(loop)
+        else:
+            spatial.append(loop)
+    sch.reorder(*spatial, *reduce, k_in, x_in, c_in)
+    sch.reverse_compute_at(store, spatial[-1], preserve_unit_loops=True)
+    sch.reverse_compute_at(epilogue, spatial[-1], preserve_unit_loops=False)
+    outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+    if _int(sch.get(outer).extent) > 1:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(anchor.rv, reduce[0])
+    sch.tensorize(k_in, dot)
+    sch.tensorize(sch.get_loops(init)[-2], zero)
+    sch.tensorize(sch.get_loops(store)[-2], store_intrin)
+    bits = vector_bits(target)
+    epi_loops = sch.get_loops(epilogue)
+    if len(epi_loops) > 1 and _int(sch.get(epi_loops[-1]).extent) > 1:
+        sch.vectorize(epi_loops[-1])
+    for blk in parts.prologue + parts.rest:
+        if blk is data_pack:
+            _schedule_interleave(sch, blk.rv)
+        else:
+            schedule_injective(sch, blk.rv, bits)
+    schedule_injective(sch, parts.weights, bits)
+    return plan
+
+
+def _schedule_interleave(sch, block_rv) -> None:
+    """The data packing stage ``[n, c, y, x] -> [n, y, c / 4, x, 4]``: iterated in the order it
+    writes, (n, y, c / 4) parallel, each output row a loop over x with the 4 channels unrolled
+    (4 contiguous loads, one interleaved 4-byte store per pixel: LLVM vectorizes it with shuffles)."""
+    if len(sch.get(block_rv).iter_vars) == 4:
+        sch.transform_block_layout(block_rv, lambda n, c, y, x: (n, y, c // 4, x, c % 4))
+    else:  # (a unit batch is no iter of a cache_read stage)
+        sch.transform_block_layout(block_rv, lambda c, y, x: (y, c // 4, x, c % 4))
+    loops = sch.get_loops(block_rv)
+    outer = sch.fuse(*loops[:-2])
+    sch.parallel(outer)
+    sch.unroll(loops[-1])
+
+
+RULES = (schedule_amx_channels, schedule_amx)  # the default-schedule rules, in the order they are tried

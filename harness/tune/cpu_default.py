@@ -618,10 +618,10 @@ def _schedule_main(sch: s_tir.Schedule, target) -> str:
 def default_schedule(func, target, name: str = "func") -> Optional[s_tir.Schedule]:
     """The default schedule of `func` (a PrimFunc, or an IRModule whose main is one) as a
     Schedule (its trace replays it, e.g. as a tuning record), or None where no rule applies."""
-    from .amx import note_scheduled, schedule_amx  # AMX tiles (issue 14): first, where the target has amx-int8
+    from .amx import RULES as AMX_RULES, note_scheduled  # AMX tiles (issue 14): first, where the target has amx-int8
 
     render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
-    for rule in (schedule_amx, _schedule_int8_dot, _schedule_main, schedule_parallel_only):
+    for rule in (*AMX_RULES, _schedule_int8_dot, _schedule_main, schedule_parallel_only):
         try:
             sch = s_tir.Schedule(func, debug_mask="none", error_render_level=render)
             kind = rule(sch, target) or rule.__name__
