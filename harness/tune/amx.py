@@ -271,7 +271,12 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
             cfg[5] = T.uint64(words[5])
             cfg[6] = T.uint64(words[6])
             cfg[7] = T.uint64(words[7])
-            T.evaluate(intrin("ldtilecfg", T.address_of(cfg[0])))
+            # ldtilecfg costs hundreds of cycles: only where this thread's tiles are configured otherwise
+            cur = T.alloc_buffer((8,), "uint64", scope="local")
+            T.evaluate(intrin("sttilecfg", T.address_of(cur[0])))
+            if (cur[0] != cfg[0]) or (cur[1] != cfg[1]) or (cur[2] != cfg[2]) or (cur[3] != cfg[3]) or (
+                    cur[4] != cfg[4]) or (cur[5] != cfg[5]) or (cur[6] != cfg[6]) or (cur[7] != cfg[7]):
+                T.evaluate(intrin("ldtilecfg", T.address_of(cfg[0])))
             for t in T.unroll(mt * nt):
                 T.evaluate(intrin("tilezero", T.Cast("int8", t)))
 
@@ -589,7 +594,12 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
             cfg[5] = T.uint64(words[5])
             cfg[6] = T.uint64(words[6])
             cfg[7] = T.uint64(words[7])
-            T.evaluate(intrin("ldtilecfg", T.address_of(cfg[0])))
+            # ldtilecfg costs hundreds of cycles: only where this thread's tiles are configured otherwise
+            cur = T.alloc_buffer((8,), "uint64", scope="local")
+            T.evaluate(intrin("sttilecfg", T.address_of(cur[0])))
+            if (cur[0] != cfg[0]) or (cur[1] != cfg[1]) or (cur[2] != cfg[2]) or (cur[3] != cfg[3]) or (
+                    cur[4] != cfg[4]) or (cur[5] != cfg[5]) or (cur[6] != cfg[6]) or (cur[7] != cfg[7]):
+                T.evaluate(intrin("ldtilecfg", T.address_of(cfg[0])))
             for t in T.unroll(mt * nt):
                 T.evaluate(intrin("tilezero", T.Cast("int8", t)))
 
@@ -635,7 +645,7 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
     @T.prim_func(s_tir=True)
     def store_desc(
         c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
-        d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[T.int32(), 1]),
+        d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[T.int32(), 1], scope="local"),
     ) -> None:
         with T.sblock("root"):
             T.reads(c[0:chans, 0:pix])
@@ -650,7 +660,7 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
     @T.prim_func(s_tir=True)
     def store_impl(
         c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
-        d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[d_s0, 1]),
+        d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[d_s0, 1], scope="local"),
     ) -> None:
         with T.sblock("root"):
             T.reads(c[0:chans, 0:pix])
@@ -719,6 +729,7 @@ def schedule_amx_channel_conv(sch, blocks, anchor, target, *, plan: Optional[Cha
         epilogue = sch.cache_write(anchor.rv, 0, "global")
     sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, y, k, x))
     store = sch.cache_write(anchor.rv, 0, "local")
+    sch.set_scope(store, 0, "local")  # the int32 sums of one block: on the stack, not a workspace per block
 
     loops = sch.get_loops(anchor.rv)
     spatial, reduce = [], []
