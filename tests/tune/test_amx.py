@@ -17,7 +17,7 @@ from harness.tune.model import fused
 from tests.tune.test_cpu_default import int8_conv
 
 SPR = {"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2}
-TILE_INSTRUCTIONS = ("tdpbusd", "tileloadd", "ldtilecfg", "tilestored", "tilezero")
+TILE_INSTRUCTIONS = ("tdpbusd", "tdpbsud", "tileloadd", "ldtilecfg", "tilestored", "tilezero")
 needs_amx = pytest.mark.skipif(not amx.host_has_amx(), reason="this CPU has no amx-int8 (runs only on AMX hosts)")
 
 
@@ -83,12 +83,15 @@ def test_tile_config_bytes():
 
 @pytest.mark.parametrize("ci,co,hw,k,stride", [(64, 32, 14, 3, 1), (128, 64, 14, 1, 2), (40, 48, 9, 3, 2)])
 def test_amx_conv_compiles_to_tile_instructions_on_any_host(ci, co, hw, k, stride):
-    """An int8 conv built for sapphirerapids (no run: any host) is one AMX kernel."""
+    """An int8 conv built for sapphirerapids (no run: any host) is one AMX kernel: stride 1 on
+    output-channel-row tiles (tdpbsud: int8 weights x uint8 data), strided on pixel-row tiles
+    (tdpbusd: uint8 data x int8 weights)."""
     built = compile_module(int8_conv(ci=ci, co=co, hw=hw, k=k, stride=stride, epilogue="int_bias"),
                            tvm.target.Target(SPR))
     assert built.amx_kernels and all("conv2d" in name for name in built.amx_kernels)
     counts = _counts(_asm(built))
-    assert all(counts[name] >= 1 for name in TILE_INSTRUCTIONS), counts
+    dot, other = ("tdpbsud", "tdpbusd") if stride == 1 else ("tdpbusd", "tdpbsud")
+    assert counts[other] == 0 and all(counts[name] >= 1 for name in TILE_INSTRUCTIONS if name != other), counts
 
 
 @pytest.mark.parametrize("mcpu", ["cascadelake", "znver2"])
@@ -104,19 +107,21 @@ def test_switch_and_fallbacks():
     16 output / 8 input channels) keep the dot-product / plain schedules."""
     tgt = tvm.target.Target(SPR)
 
-    def kinds(mod):
+    def kinds(mod, rule=amx.schedule_amx):
         fmod = fused(mod, tgt)
         out = {}
         for gv, func in fmod.functions.items():
             if isinstance(func, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint:
                 try:
-                    out[gv.name_hint] = amx.schedule_amx(tvm.s_tir.Schedule(func), tgt)
+                    out[gv.name_hint] = rule(tvm.s_tir.Schedule(func), tgt)
                 except amx.NotApplicable as err:
                     out[gv.name_hint] = f"no: {err}"
         [kind] = out.values()
         return kind
 
     assert kinds(int8_conv(ci=64, co=32, hw=14)).startswith(amx.AMX_KIND)
+    assert kinds(int8_conv(ci=64, co=32, hw=14), amx.schedule_amx_channels).startswith(amx.AMX_KIND)
+    assert "strided" in kinds(int8_conv(ci=64, co=32, hw=14, stride=2), amx.schedule_amx_channels)
     assert "not a multiple of 16" in kinds(int8_conv(ci=64, co=24, hw=14))
     assert "not a multiple of 8" in kinds(int8_conv(ci=12, co=32, hw=14))
     assert "unsigned data only" in kinds(int8_conv(ci=64, co=32, hw=14, data="int8"))
@@ -132,6 +137,7 @@ def test_switch_and_fallbacks():
     (128, 64, 28, 3, 1),  # 2 x 2 accumulator tiles of 14 rows
     (256, 128, 28, 1, 2),  # 1x1 stride 2: data rows 2 pixels apart
     (40, 16, 9, 3, 2),    # 8 input channels per step, one tile column, 5-row tiles
+    (40, 48, 9, 3, 1),    # channel rows: 3 tiles of 16 output channels x 9 pixels, 8 input channels per step
 ])
 def test_amx_conv_equals_numpy(ci, co, hw, k, stride):
     """On this AMX host: the kernel's int32 sums are numpy's, exactly."""
