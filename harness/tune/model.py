@@ -61,6 +61,10 @@ def fuse_passes(target) -> list:
     from . import cpu_default
 
     widen = [cpu_default.pad_conv_width_pass(target)] if cpu_default.applies_to(target) else []
+    from . import amx  # issue 14: strided 1x1 int8 convs as a slice + a stride-1 conv, on AMX targets
+
+    if cpu_default.applies_to(target) and amx.applies_to(target):
+        widen.append(amx.strided_pointwise_pass(target))
     return [
         *relax.pipeline.library_dispatch_passes(target),
         *widen,

@@ -83,14 +83,14 @@ def test_tile_config_bytes():
 
 @pytest.mark.parametrize("ci,co,hw,k,stride", [(64, 32, 14, 3, 1), (128, 64, 14, 1, 2), (40, 48, 9, 3, 2)])
 def test_amx_conv_compiles_to_tile_instructions_on_any_host(ci, co, hw, k, stride):
-    """An int8 conv built for sapphirerapids (no run: any host) is one AMX kernel: stride 1 on
-    output-channel-row tiles (tdpbsud: int8 weights x uint8 data), strided on pixel-row tiles
-    (tdpbusd: uint8 data x int8 weights)."""
+    """An int8 conv built for sapphirerapids (no run: any host) is one AMX kernel: stride 1 (and
+    strided 1x1, as a slice and a stride-1 conv) on output-channel-row tiles (tdpbsud: int8 weights
+    x uint8 data), other strided convs on pixel-row tiles (tdpbusd: uint8 data x int8 weights)."""
     built = compile_module(int8_conv(ci=ci, co=co, hw=hw, k=k, stride=stride, epilogue="int_bias"),
                            tvm.target.Target(SPR))
     assert built.amx_kernels and all("conv2d" in name for name in built.amx_kernels)
     counts = _counts(_asm(built))
-    dot, other = ("tdpbsud", "tdpbusd") if stride == 1 else ("tdpbusd", "tdpbsud")
+    dot, other = ("tdpbsud", "tdpbusd") if stride == 1 or k == 1 else ("tdpbusd", "tdpbsud")
     assert counts[other] == 0 and all(counts[name] >= 1 for name in TILE_INSTRUCTIONS if name != other), counts
 
 
