@@ -23,9 +23,10 @@ Two orientations of the same implicit GEMM, tried in this order (:data:`RULES`):
 * stride-1 convs (:func:`schedule_amx_channel_conv`, :class:`ChannelPlan`): accumulator tiles of
   16 output channels x up to 16 pixels, ``tdpbsud`` (int8 weight tiles x uint8 data tiles); the
   data in the 4-channel interleave ``[n, y, c / 4, x, 4]``; the sums leave the tiles in the
-  output's pixel order, so the epilogue reads them as vectors. (Measured here it made resnet50's
-  stride-1 layers 1.3-8x faster than the pixel-row form, whose 64-channel data rows need a byte
-  transpose of every input and an epilogue that gathers.)
+  output's pixel order, so the epilogue reads them as vectors. (The pixel-row form's 64-channel
+  data rows need a byte transpose of every input, its epilogue gathers. Against the VNNI
+  schedule in two noisy runs here, resnet50's stride-1 56x56 / 28x28 / 14x14 layers went from
+  0.4-2.8x to 2.5-10.7x; its 7x7 layers from 1.9-2.8x to 1.4-1.7x.)
 * any stride (:func:`schedule_amx_conv`, :class:`TilePlan`), used for the strided convs:
   accumulator tiles of up to 16 pixels x 16 output channels, ``tdpbusd`` (uint8 data rows, one
   pixel ``stride`` pixels after the other, x int8 weight tiles), as below.
