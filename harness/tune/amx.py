@@ -26,7 +26,7 @@ Two orientations of the same implicit GEMM, tried in this order (:data:`RULES`):
   output's pixel order, so the epilogue reads them as vectors. (The pixel-row form's 64-channel
   data rows need a byte transpose of every input, its epilogue gathers. Against the VNNI
   schedule in two noisy runs here, resnet50's stride-1 56x56 / 28x28 / 14x14 layers went from
-  0.4-2.8x to 2.5-10.7x; its 7x7 layers from 1.9-2.8x to 1.4-1.7x.)
+  0.4-2.7x to 2.5-10.7x; its 7x7 layers from 1.9-2.8x to 1.4-1.7x.)
 * any stride (:func:`schedule_amx_conv`, :class:`TilePlan`), used for the strided convs:
   accumulator tiles of up to 16 pixels x 16 output channels, ``tdpbusd`` (uint8 data rows, one
   pixel ``stride`` pixels after the other, x int8 weight tiles), as below.
@@ -133,6 +133,12 @@ def request_permission() -> None:
                                  f"XFEATURE_XTILEDATA) failed: {os.strerror(err)}); build for a target "
                                  f"without amx-int8 or set build.amx: false")
     _PERMISSION = True
+
+
+# The same request for MetaSchedule's runner processes (a PopenPool initializer: a lambda, so that
+# it is pickled by value and the worker needs nothing of the harness); a refusal surfaces there as
+# the first tile instruction's SIGILL, a failed measurement.
+worker_permission = lambda: __import__("ctypes").CDLL(None).syscall(158, 0x1023, 18)  # noqa: E731
 
 
 def host_has_amx() -> bool:

@@ -674,7 +674,11 @@ def _make_runner(runner: Any, target, *, timeout_sec: float, number: int, repeat
         config = ms.runner.EvaluatorConfig(
             number=number, repeat=repeat, min_repeat_ms=min_repeat_ms, enable_cpu_cache_flush=False
         )
-        return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=config)
+        from . import amx  # pylint: disable=import-outside-toplevel
+
+        # (issue 14) AMX kernels measured in the runner's processes need their own tile state
+        init = amx.worker_permission if amx.applies_to(target) and amx.host_has_amx() else None
+        return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=config, initializer=init)
     if isinstance(runner, str):
         raise ValueError(f"unknown runner {runner!r}; valid: 'local' or a MetaSchedule Runner object")
     return runner

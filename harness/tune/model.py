@@ -242,9 +242,14 @@ def compile_with_database(mod: tvm.IRModule, target, work_dir: Optional[str], *,
 
     database = open_database(work_dir, target)
     report = BuildDatabaseReport(work_dir)
+    from . import amx
+
     for task in extracted_tasks(mod, target):
-        hit = database.query_tuning_record(task.dispatched[0], target, task.task_name) is not None
+        record = database.query_tuning_record(task.dispatched[0], target, task.task_name)
+        hit = record is not None
         (report.from_database if hit else report.fallback).append(task.task_name)
+        if hit and "harness_amx_" in str(record.trace):  # (issue 14) a tuned kernel on AMX tiles
+            amx.note_scheduled(task.task_name, amx.AMX_KIND)
     pipeline = harness_pipeline(target, database)
     if pipeline is not None:
         # compile_relax's steps (fuse, apply the database), then default schedules for the rest

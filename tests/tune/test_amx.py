@@ -194,3 +194,31 @@ def test_permission_request_is_idempotent_or_a_clear_error():
     except amx.AMXPermissionError as err:
         assert not amx.host_has_amx()
         assert "AMX tile state" in str(err) and "\n" not in str(err)
+
+
+@pytest.mark.slow
+@needs_amx
+def test_tuning_measures_the_amx_kernel_and_builds_from_it(tmp_path):
+    """`harness tune` seeds each task with its default schedule: on an AMX host that is the AMX
+    kernel, measured in MetaSchedule's runner processes (which ask for tile state themselves); the
+    build from the database then runs it (the record lists it) with numpy's integer sums."""
+    from harness.targets import llvm_target
+    from harness.tune.conv import open_database
+    from harness.tune.model import tune_model
+
+    target = tvm.target.Target(llvm_target())
+    assert amx.target_has_amx(target)
+    mod, w = _plain_conv(64, 32, 14, 3, 1)
+    work_dir = str(tmp_path / "db")
+    report = tune_model(mod, target, work_dir, trials=2, seed=0)
+    assert report.defaults_measured == 1
+    amx_records = [rec for rec in open_database(work_dir, target).get_all_tuning_records()
+                   if "harness_amx_" in str(rec.trace)]
+    assert len(amx_records) == 1 and 0 < float(amx_records[0].run_secs[0]) < 1
+    built = compile_module(mod, target, database=work_dir)
+    x = _codes((1, 64, 14, 14))
+    got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, _conv_reference(x, w, 1, 1))
+    if float(amx_records[0].run_secs[0]) == min(float(r.run_secs[0]) for r in
+                                                  open_database(work_dir, target).get_all_tuning_records()):
+        assert len(built.amx_kernels) == 1  # the fastest record is the AMX one: the build says so
