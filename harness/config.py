@@ -56,6 +56,7 @@ class SchedulesConfig:
     cpu_default: bool = True  # llvm: default CPU schedules for kernels no database covers (off: TVM's own loops)
     cpu_int8_dot: bool = True  # llvm: 8-bit convs on the CPU's exact dot product (off: the plain schedule)
     cpu_int8_depthwise: bool = True  # llvm: 8-bit depthwise convs vectorized across channels (off: the plain one)
+    cpu_int8_amx: bool = True  # llvm with amx-int8: 8-bit convs on AMX tiles (off: the dot product / plain)
     cuda_int8_dp4a: bool = True  # cuda: 8-bit convs on __dp4a (off: TVM's GPU schedules)
 
     def options(self):

@@ -30,7 +30,24 @@ def llvm_target(mcpu: Optional[str] = None, num_cores: Optional[int] = None) -> 
     probe = tvm.target.Target(config)
     if codegen.target_has_features("sse4a", probe) and codegen.target_has_features("avx", probe):
         config["mattr"] = ["-sse4a"]
+    if config["mcpu"] == str(codegen.llvm_get_system_cpu()) and host_has_amx() \
+            and not codegen.target_has_features("amx-int8", probe):
+        # a hypervisor may hide the CPU model (an Emerald Rapids guest is "rocketlake" to LLVM): the
+        # host's own AMX flags give its builds the AMX int8 instructions (the target key is unchanged)
+        config["mattr"] = config.get("mattr", []) + ["+amx-tile", "+amx-int8"]
     return config
+
+
+def host_has_amx() -> bool:
+    """True when this machine's CPU reports amx_tile and amx_int8 (Linux /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return {"amx_tile", "amx_int8"} <= set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return False
 
 
 def gpu_visible() -> bool:

@@ -46,10 +46,16 @@ class BuildReport:
     kernels: Dict[str, str] = field(default_factory=dict)  # kernel -> database:<name> | default:<kind> | tvm
     schedules: Dict[str, bool] = field(default_factory=dict)  # the schedule families as built
     fallback: Optional[str] = None  # why the build was redone without the harness's schedules
+    amx_records: List[str] = field(default_factory=list)  # kernels given a database record on AMX tiles
 
     @property
     def from_database(self) -> List[str]:
         return [k for k, v in self.kernels.items() if v.startswith("database:")]
+
+    @property
+    def amx_kernels(self) -> List[str]:
+        """The kernels on AMX tiles (the default AMX schedule, or a tuning record of one)."""
+        return sorted(k for k, v in self.kernels.items() if v == "default:cpu_int8_amx" or k in self.amx_records)
 
     @property
     def default_schedules(self) -> List[str]:
@@ -85,6 +91,13 @@ class BuildResult:
     def database(self) -> BuildReport:  # the name records and older callers use
         return self.report
 
+    @property
+    def amx_kernels(self) -> Optional[List[str]]:
+        """The kernels on AMX tiles; None for a target without amx-int8."""
+        from ..schedules.amx import target_has_amx  # pylint: disable=import-outside-toplevel
+
+        return self.report.amx_kernels if target_has_amx(self.target) else None
+
 
 def compile_module(mod: tvm.IRModule, target: tvm.target.Target, *, opt_level: int = 3,
                    export: Optional[str] = None, records: Optional[TuningRecords] = None,
@@ -113,6 +126,12 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, *, opt_level: i
             raise HarnessError(f"compilation for {target_key(target)} failed: {_last_line(e2)}") from e2
         report.fallback = reason
     seconds = time.perf_counter() - start
+    if report.amx_kernels:
+        from ..schedules import amx  # pylint: disable=import-outside-toplevel
+        from ..targets import host_has_amx  # pylint: disable=import-outside-toplevel
+
+        if host_has_amx():
+            amx.request_permission()  # tile state for this process, before the first run (HarnessError if refused)
     path = None
     if export:
         os.makedirs(os.path.dirname(os.path.abspath(export)) or ".", exist_ok=True)
@@ -132,7 +151,7 @@ def _build(mod, target, records, schedules: ScheduleOptions, opt_level: int):
     family = schedule_family(target, schedules)
     report = BuildReport(sources=list(records.sources) if records is not None else [],
                          schedules=schedules.as_dict())
-    pipeline = relax_pipeline(target, family, records, report.kernels)
+    pipeline = relax_pipeline(target, family, records, report.kernels, report.amx_records)
     with target, tvm.transform.PassContext(opt_level=opt_level):
         ex = tvm.compile(mod, target=target, relax_pipeline=pipeline)
     return ex, report

@@ -27,9 +27,11 @@ def fuse_passes(target, family: Optional[ScheduleFamily] = None) -> list:
     from .passes.pad_conv_width import pad_conv_width_pass  # pylint: disable=import-outside-toplevel
 
     widen = [pad_conv_width_pass(target)] if family is not None and family.pads_odd_widths else []
+    graph = family.graph_passes(target) if family is not None else []
     return [
         *relax.pipeline.library_dispatch_passes(target),
         *widen,
+        *graph,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
@@ -69,7 +71,7 @@ def lower_passes(target) -> list:
 
 
 def schedule_passes(target, family: Optional[ScheduleFamily], records=None,
-                    scheduled_by: Optional[dict] = None) -> list:
+                    scheduled_by: Optional[dict] = None, amx_records: Optional[list] = None) -> list:
     """The passes that schedule a fused module: the records (:class:`~harness.build.passes.
     apply_database.TuningRecords`) where they cover a kernel, the family's default schedules, TVM's
     rules. ``scheduled_by`` (kernel name -> where its schedule came from) is filled as they run."""
@@ -77,14 +79,14 @@ def schedule_passes(target, family: Optional[ScheduleFamily], records=None,
 
     passes = [inventory_pass(scheduled_by)] if scheduled_by is not None else []
     if records is not None and len(records):
-        passes.append(apply_database_pass(records, target, family, scheduled_by))
+        passes.append(apply_database_pass(records, target, family, scheduled_by, amx_records))
     if family is not None:
         passes += family.schedule_passes(target, scheduled_by)
     return passes + _tvm_rules(target)
 
 
 def fuse_and_schedule(mod: tvm.IRModule, target, family: Optional[ScheduleFamily] = None, records=None,
-                      scheduled_by: Optional[dict] = None) -> tvm.IRModule:
+                      scheduled_by: Optional[dict] = None, amx_records: Optional[list] = None) -> tvm.IRModule:
     """`mod` fused (:func:`fuse_passes`) and scheduled (:func:`schedule_passes`), with the weight
     layouts the schedules asked for (8-bit dot-product convs) split out of the kernels and folded
     into the constant weights, once, here."""
@@ -92,14 +94,14 @@ def fuse_and_schedule(mod: tvm.IRModule, target, family: Optional[ScheduleFamily
 
     with target:
         mod = tvm.transform.Sequential(fuse_passes(target, family))(mod)
-        mod = tvm.transform.Sequential(schedule_passes(target, family, records, scheduled_by))(mod)
+        mod = tvm.transform.Sequential(schedule_passes(target, family, records, scheduled_by, amx_records))(mod)
         return tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
                                          relax.transform.FoldConstant(),
                                          relax.transform.DeadCodeElimination()])(mod)
 
 
 def relax_pipeline(target, family: Optional[ScheduleFamily] = None, records=None,
-                   scheduled_by: Optional[dict] = None):
+                   scheduled_by: Optional[dict] = None, amx_records: Optional[list] = None):
     """The Relax pipeline (``tvm.compile(..., relax_pipeline=)``) for `target`: fuse, schedule, lower;
     ``"default"`` (TVM's own) where there is no family and no record to apply."""
     if family is None and (records is None or not len(records)):
@@ -107,7 +109,7 @@ def relax_pipeline(target, family: Optional[ScheduleFamily] = None, records=None
 
     @tvm.transform.module_pass(opt_level=0, name=f"Harness{target.kind.name.upper()}Pipeline")
     def _pipeline(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mod = fuse_and_schedule(mod, target, family, records, scheduled_by)
+        mod = fuse_and_schedule(mod, target, family, records, scheduled_by, amx_records)
         with target:
             return tvm.transform.Sequential(lower_passes(target))(mod)
 

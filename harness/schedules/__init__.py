@@ -26,6 +26,7 @@ class ScheduleOptions:
     cpu_default: bool = True  # llvm: default CPU schedules (off: TVM's own llvm pipeline, scalar loops)
     cpu_int8_dot: bool = True  # llvm: 8-bit convs on the CPU's exact dot product (off: the plain schedule)
     cpu_int8_depthwise: bool = True  # llvm: 8-bit depthwise convs vectorized across channels (off: the plain one)
+    cpu_int8_amx: bool = True  # llvm with amx-int8: 8-bit convs on AMX tiles (off: the dot product / plain)
     cuda_int8_dp4a: bool = True  # cuda: 8-bit convs on __dp4a (off: TVM's GPU schedules)
 
     @classmethod
@@ -44,6 +45,9 @@ class ScheduleFamily(Protocol):  # pylint: disable=too-few-public-methods
     pads_odd_widths: bool  # the build computes odd output widths wider for it (CPU)
 
     def applies_to(self, target) -> bool: ...
+
+    def graph_passes(self, target) -> list:
+        """Relax passes the build runs before legalizing, for this family's schedules."""
 
     def default_schedule(self, func, target, name: str = "func"):
         """``(Schedule, kind)`` of a kernel, or ``(None, None)`` where the family has none."""
@@ -66,7 +70,8 @@ def schedule_family(target, options: Optional[ScheduleOptions] = None) -> Option
         return None
     kind = target.kind.name
     if kind == "llvm" and options.cpu_default:
-        return CPUSchedules(int8_dot=options.cpu_int8_dot, int8_depthwise=options.cpu_int8_depthwise)
+        return CPUSchedules(int8_dot=options.cpu_int8_dot, int8_depthwise=options.cpu_int8_depthwise,
+                            int8_amx=options.cpu_int8_amx)
     if kind == "cuda" and options.cuda_int8_dp4a:
         return CUDASchedules()
     return None

@@ -429,14 +429,18 @@ def _schedule_main(sch: s_tir.Schedule, target) -> str:
 
 
 def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = True,
-                          int8_depthwise: bool = True):
+                          int8_depthwise: bool = True, int8_amx: bool = True):
     """``(schedule, kind)``: the default schedule of `func` (a PrimFunc, or an IRModule whose main
     is one) as a Schedule (its trace replays it, e.g. as a tuning record) and which rule made it
     (``"cpu_int8_dot"`` for 8-bit convs on the dot product, ``"cpu_int8_depthwise"`` for 8-bit
     depthwise convs vectorized across channels, ``"cpu"`` otherwise), or ``(None, None)`` where no
-    rule applies. ``int8_dot`` / ``int8_depthwise`` False: those convs get the plain schedule."""
+    rule applies. ``int8_dot`` / ``int8_depthwise`` False: those convs get the plain schedule;
+    ``int8_amx`` (targets with amx-int8): 8-bit convs on AMX tiles first (``"cpu_int8_amx"``)."""
+    from . import amx  # pylint: disable=import-outside-toplevel
+
     render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
-    rules = [(_schedule_int8_dot, "cpu_int8_dot")] if int8_dot else []
+    rules = [(rule, "cpu_int8_amx") for rule in amx.RULES] if int8_amx and amx.applies_to(target) else []
+    rules += [(_schedule_int8_dot, "cpu_int8_dot")] if int8_dot else []
     rules += [(_schedule_int8_depthwise, "cpu_int8_depthwise")] if int8_depthwise else []
     rules += [(_schedule_main, "cpu"), (schedule_parallel_only, "cpu")]
     for rule, kind in rules:
@@ -453,18 +457,21 @@ def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = 
 
 
 def default_schedule(func, target, name: str = "func", *, int8_dot: bool = True,
-                     int8_depthwise: bool = True) -> Optional[s_tir.Schedule]:
+                     int8_depthwise: bool = True, int8_amx: bool = True) -> Optional[s_tir.Schedule]:
     """The default schedule of `func` (:func:`default_schedule_kind`), or None."""
-    return default_schedule_kind(func, target, name, int8_dot=int8_dot, int8_depthwise=int8_depthwise)[0]
+    return default_schedule_kind(func, target, name, int8_dot=int8_dot, int8_depthwise=int8_depthwise,
+                                 int8_amx=int8_amx)[0]
 
 
 def schedule_func(func: tirx.PrimFunc, target, name: str = "func", *, int8_dot: bool = True,
-                  int8_depthwise: bool = True, scheduled_by: Optional[dict] = None) -> Optional[tirx.PrimFunc]:
+                  int8_depthwise: bool = True, int8_amx: bool = True,
+                  scheduled_by: Optional[dict] = None) -> Optional[tirx.PrimFunc]:
     """The default-scheduled `func` (with `tirx.is_scheduled`), or None where no rule applies;
     ``scheduled_by[name]`` is set to ``"default:<kind>"`` when it is scheduled."""
     if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
         return None
-    sch, kind = default_schedule_kind(func, target, name, int8_dot=int8_dot, int8_depthwise=int8_depthwise)
+    sch, kind = default_schedule_kind(func, target, name, int8_dot=int8_dot, int8_depthwise=int8_depthwise,
+                                      int8_amx=int8_amx)
     if sch is None:
         return None
     if scheduled_by is not None:
@@ -513,12 +520,12 @@ def dlight_rule():
 
 
 def default_schedule_pass(target=None, *, int8_dot: bool = True, int8_depthwise: bool = True,
-                          scheduled_by: Optional[dict] = None) -> tvm.transform.Pass:
+                          int8_amx: bool = True, scheduled_by: Optional[dict] = None) -> tvm.transform.Pass:
     """Module pass: default CPU schedules for the unscheduled PrimFuncs of a (fused) module
     (``scheduled_by``: kernel name -> ``"default:<kind>"`` for those it scheduled)."""
     return schedule_pass(lambda func, tgt, name: schedule_func(func, tgt, name, int8_dot=int8_dot,
                                                                int8_depthwise=int8_depthwise,
-                                                               scheduled_by=scheduled_by),
+                                                               int8_amx=int8_amx, scheduled_by=scheduled_by),
                          target, "HarnessCPUDefaultSchedule")
 
 
@@ -528,9 +535,10 @@ class CPUSchedules:
 
     name = "cpu"
 
-    def __init__(self, *, int8_dot: bool = True, int8_depthwise: bool = True):
+    def __init__(self, *, int8_dot: bool = True, int8_depthwise: bool = True, int8_amx: bool = True):
         self.int8_dot = int8_dot
         self.int8_depthwise = int8_depthwise
+        self.int8_amx = int8_amx
 
     @staticmethod
     def applies_to(target) -> bool:
@@ -542,7 +550,8 @@ class CPUSchedules:
 
     def default_schedule(self, func, target, name: str = "func"):
         """``(schedule, kind)`` of `func`, or ``(None, None)``."""
-        return default_schedule_kind(func, target, name, int8_dot=self.int8_dot, int8_depthwise=self.int8_depthwise)
+        return default_schedule_kind(func, target, name, int8_dot=self.int8_dot, int8_depthwise=self.int8_depthwise,
+                                     int8_amx=self.int8_amx)
 
     def sample_schedule(self, sch: s_tir.Schedule, target) -> None:
         """The family's search space for a kernel whose default is the dot-product schedule: that
@@ -553,4 +562,11 @@ class CPUSchedules:
 
     def schedule_passes(self, target, scheduled_by: Optional[dict] = None) -> list:
         return [default_schedule_pass(target, int8_dot=self.int8_dot, int8_depthwise=self.int8_depthwise,
-                                      scheduled_by=scheduled_by)]
+                                      int8_amx=self.int8_amx, scheduled_by=scheduled_by)]
+
+    def graph_passes(self, target) -> list:
+        """On AMX targets: strided 1x1 int8 convs as a strided slice and a stride-1 conv (which runs
+        on AMX's channel-row tiles)."""
+        from . import amx  # pylint: disable=import-outside-toplevel
+
+        return [amx.strided_pointwise_pass(target)] if self.int8_amx and amx.applies_to(target) else []

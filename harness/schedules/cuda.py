@@ -209,6 +209,10 @@ class CUDASchedules:
         return (sch, "cuda_dp4a") if sch is not None else (None, None)
 
     @staticmethod
+    def graph_passes(target) -> list:  # pylint: disable=unused-argument
+        return []
+
+    @staticmethod
     def sample_schedule(sch: s_tir.Schedule, target) -> None:
         sample_int8_dp4a(sch, target)
 

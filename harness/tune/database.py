@@ -192,6 +192,9 @@ def sanitize_database(work_dir: str) -> list[str]:
         return []
     load_tensor_intrinsics()
     register_cpu_int8_intrinsics()  # records of x86 int8 kernels name our intrinsics: they must be registered
+    from ..schedules.amx import register_named  # pylint: disable=import-outside-toplevel
+
+    register_named("".join(rec_lines))  # and the AMX tile plans the records use
     messages: list[str] = []
     bad: dict[str, list[dict]] = {wl_path: [], rec_path: []}
 

@@ -23,7 +23,12 @@ def make_runner(runner: Any, target, *, timeout_sec: float, number: int, repeat:
         config = ms.runner.EvaluatorConfig(
             number=number, repeat=repeat, min_repeat_ms=min_repeat_ms, enable_cpu_cache_flush=False
         )
-        return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=config)
+        from ..schedules import amx  # pylint: disable=import-outside-toplevel
+        from ..targets import host_has_amx  # pylint: disable=import-outside-toplevel
+
+        # AMX kernels measured in the runner's processes need their own tile state
+        init = amx.worker_permission if amx.applies_to(target) and host_has_amx() else None
+        return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=config, initializer=init)
     if isinstance(runner, str):
         raise ValueError(f"unknown runner {runner!r}; valid: 'local' or a MetaSchedule Runner object")
     return runner

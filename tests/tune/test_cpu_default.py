@@ -103,25 +103,33 @@ def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True, stride=1, data="uint8", g
     return _module((1, ci, hw, hw), data, body)
 
 
-PLAIN_INT8 = ScheduleOptions(cpu_int8_dot=False)  # 8-bit convs on the plain register-tiled schedule
+# These tests are about the dot-product, depthwise and plain schedules: on AMX hosts the 8-bit convs
+# would get AMX tiles first (tests/tune/test_amx.py tests those), so the builds here have AMX off.
+NO_AMX = ScheduleOptions(cpu_int8_amx=False)
+PLAIN_INT8 = ScheduleOptions(cpu_int8_dot=False, cpu_int8_amx=False)  # 8-bit convs on the plain schedule
+
+
+def _family(target, options=None):
+    return schedule_family(target, options or NO_AMX)
 
 
 def _pipeline(target, options=None):
-    return relax_pipeline(target, schedule_family(target, options))
+    return relax_pipeline(target, _family(target, options))
 
 
 def _run(mod, x, target, on: bool, options=None):
-    built = compile_module(mod, target, schedules=(options or ScheduleOptions()) if on else ScheduleOptions.none())
+    built = compile_module(mod, target, schedules=(options or NO_AMX) if on else ScheduleOptions.none())
     vm = relax.VirtualMachine(built.executable, tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
 
 def _scheduled_funcs(mod, target, int8_dot=True, int8_depthwise=True):
     """{name: PrimFunc} of `mod` fused and given default schedules (fails if one was not)."""
-    fmod = fused(mod, target, schedule_family(target))
+    fmod = fused(mod, target, _family(target))
     names = [gv.name_hint for gv, f in fmod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
     with target:
-        smod = cpu_default.default_schedule_pass(target, int8_dot=int8_dot, int8_depthwise=int8_depthwise)(fmod)
+        smod = cpu_default.default_schedule_pass(target, int8_dot=int8_dot, int8_depthwise=int8_depthwise,
+                                                 int8_amx=False)(fmod)
     out = {}
     for name in names:
         func = smod[name]
@@ -222,7 +230,7 @@ def test_unhandled_and_scheduled_functions_are_left_alone(target):
                 B[vi] = A[vi] * T.float32(2)
 
     assert cpu_default.schedule_func(dynamic, target) is None  # symbolic extent: not handled
-    done = cpu_default.schedule_func(fused(conv_bias_relu(), target, schedule_family(target))["fused_conv2d_add_relu"],
+    done = cpu_default.schedule_func(fused(conv_bias_relu(), target, _family(target))["fused_conv2d_add_relu"],
                                      target)
     assert done is not None and cpu_default.schedule_func(done, target) is None  # already scheduled
     mod = tvm.IRModule({"dynamic": dynamic, "done": done})
@@ -239,7 +247,7 @@ def test_database_kernels_are_kept(target):
     mod = _module((1, 8, 14, 14), "float32", lambda bb, x: relax.op.nn.relu(bb.emit(relax.op.nn.max_pool2d(
         bb.emit(relax.op.nn.conv2d(x, _const(RNG.normal(size=(16, 8, 3, 3)).astype("float32")), padding=1)),
         pool_size=2, strides=2))))
-    family = schedule_family(target)
+    family = _family(target)
     [task] = [t for t in ms.relax_integration.extract_tasks(fused(mod, target, family), target)
               if "conv2d" in t.task_name]
     db = ms.database.MemoryDatabase()
@@ -267,7 +275,7 @@ def test_database_kernels_are_kept(target):
 def test_dlight_rule(target):
     from tvm.s_tir import dlight as dl
 
-    fmod = fused(dense_bias(), target, schedule_family(target))
+    fmod = fused(dense_bias(), target, _family(target))
     with target:
         out = dl.ApplyDefaultSchedule(cpu_default.dlight_rule())(fmod)
     text = out["fused_matmul_add"].script()
@@ -341,7 +349,7 @@ def _codes(shape, dtype, seed=1):
 
 
 def _run_switch(mod, x, target, dot: bool):
-    return _run(mod, x, target, on=True, options=ScheduleOptions(cpu_int8_dot=dot))
+    return _run(mod, x, target, on=True, options=ScheduleOptions(cpu_int8_dot=dot, cpu_int8_amx=False))
 
 
 @pytest.mark.parametrize("case", sorted(DOT_CASES))
@@ -360,7 +368,7 @@ def test_int8_conv_on_the_cpu_dot_product(case, target):
     text = conv.script()
     assert DOT_LLVM["vpdpbusd" if dot[2] == 4 else dot[1]] in text
     assert "meta_schedule.layout_rewrite_preproc" in text  # the weight packing block ...
-    built = fuse_and_schedule(mod, target, schedule_family(target))
+    built = fuse_and_schedule(mod, target, _family(target))
     names = [gv.name_hint for gv in built.functions.keys()]
     assert not [n for n in names if n.endswith("_weight_prepack")]  # ... was split out and folded
     [packed] = [n for n in names if n.endswith("_prepacked")]
@@ -433,7 +441,7 @@ def test_int8_dot_search_space_tunes_the_register_tile(target, tmp_path):
         pytest.skip(f"no 8-bit dot product on {target}")
     x = _codes(shape, dtype)
     ref = _run_switch(mod, x, target, dot=False)
-    [task] = tunable_tasks(mod, target)
+    [task] = tunable_tasks(mod, target, NO_AMX)
     tiles = set()
     for seed in range(3):
         sch = _dot_space_sample(task, target, seed)
@@ -446,7 +454,7 @@ def test_int8_dot_search_space_tunes_the_register_tile(target, tmp_path):
         database.commit_tuning_record(ms.database.TuningRecord(
             sch.trace, database.commit_workload(task.dispatched[0]), [1e-3], target,
             ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
-        built = compile_module(mod, target, records=load_records([("db", work_dir)], target))
+        built = compile_module(mod, target, records=load_records([("db", work_dir)], target), schedules=NO_AMX)
         assert built.report.from_database == [task.task_name]
         got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
         np.testing.assert_array_equal(got, ref)
@@ -467,7 +475,7 @@ def test_int8_dot_search_space_replays_every_tile(case, target):
     mod, _, dtype = DOT_CASES[case]
     if not cpu_int8_dots(target, dtype):
         pytest.skip(f"no 8-bit dot product on {target}")
-    [task] = tunable_tasks(mod, target)
+    [task] = tunable_tasks(mod, target, NO_AMX)
     trace = _dot_space_sample(task, target, 0).trace
     samples = [inst for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
     choices = []
@@ -520,7 +528,7 @@ def test_int8_depthwise_conv_is_vectorized_across_channels(case, target):
     text = conv.script()
     assert "meta_schedule.layout_rewrite_preproc" in text
     assert f"pad_temp = T.sblock_alloc_buffer((T.int64(1), T.int64({shape[1] // lanes}), " in text  # packed data
-    names = [gv.name_hint for gv in fuse_and_schedule(mod, target, schedule_family(target)).functions.keys()]
+    names = [gv.name_hint for gv in fuse_and_schedule(mod, target, _family(target)).functions.keys()]
     assert [n for n in names if n.endswith("_prepacked")] and not [n for n in names if n.endswith("_weight_prepack")]
     ref = _run_switch(mod, _codes(shape, dtype), target, dot=False)
     got = _run_switch(mod, _codes(shape, dtype), target, dot=True)
@@ -613,7 +621,7 @@ def test_mobilenetv2_like_int8_agrees_with_fp32(target):
     x = input_data(shape, seed=0)
     fp32 = _run(fmod, x, target, on=True)
     after = _run(qmod, x, target, on=True)
-    before = _run(qmod, x, target, on=True, options=ScheduleOptions(cpu_int8_depthwise=False))
+    before = _run(qmod, x, target, on=True, options=ScheduleOptions(cpu_int8_depthwise=False, cpu_int8_amx=False))
     assert rel_err(after, before) <= 1e-5
     g_after, g_before = agreement(after, fp32), agreement(before, fp32)
     assert g_after["cosine"] == pytest.approx(g_before["cosine"], abs=1e-6) and g_after["cosine"] >= 0.99, g_after

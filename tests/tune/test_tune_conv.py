@@ -17,11 +17,15 @@ import pytest
 
 from harness.tune import (ConvShape, DatabaseTargetError, DatabaseWarning, conv_model, emit_source, load_records,
                           open_database, tune_conv)
+from harness.schedules import ScheduleOptions
 from harness.tune.database import RECORD_FILE, TARGET_FILE, WORKLOAD_FILE
 from harness.tune.testing import CannedRunner
 from tests.conftest import run_cli
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
+# the dot-product path on every CPU (an AMX host's 8-bit convs would get AMX tiles first: their own
+# tests are in test_amx.py; with them, the search runs MetaSchedule's generic int8 rules)
+NO_AMX = ScheduleOptions(cpu_int8_amx=False)
 DIGITS_CONV = "1,16,8,8,32,3,3,1,1"  # the digits CNN's second conv (uint8 data after its ReLU)
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 
@@ -159,7 +163,7 @@ def test_tuned_conv_reaches_the_model_build(host, tmp_path):
     logs = tmp_path / "logs"
     work_dir = conv_work_dir(str(logs), target, ConvShape.parse(DIGITS_CONV), "int8")
     result = tune_conv(DIGITS_CONV, target=target, trials=4, work_dir=work_dir, runner=_slow_default_runner(),
-                       seed=0)
+                       seed=0, options=NO_AMX)
     assert result.trials == 5 and result.new_trials == 5  # the default schedule and 4 search trials
     assert not result.best_is_default and result.best_latency_ms < 1.0
     cfg_path = tmp_path / "digits.yaml"
@@ -168,6 +172,7 @@ target: llvm
 quantize: {{calibrate_mode: kl_divergence, weight_scale: channel_max, skip_conv_layers: [],
            calib: {{source: digits, num_samples: 64, batch_size: 32}}}}
 tuning: {{logs: {logs}}}
+build: {{schedules: {{cpu_int8_amx: false}}}}
 bench: {{results_dir: {tmp_path / "results"}}}
 """)
     cfg = load_config(str(cfg_path))
@@ -179,7 +184,7 @@ bench: {{results_dir: {tmp_path / "results"}}}
     [kernel] = [k for k, v in int8["tuning"]["kernels"].items() if v == source]
     assert "conv2d" in kernel
     assert int8["build"] == {"schedules": {"cpu_default": True, "cpu_int8_dot": True, "cpu_int8_depthwise": True,
-                                           "cuda_int8_dp4a": True}, "fallback": None}
+                                           "cpu_int8_amx": False, "cuda_int8_dp4a": True}, "fallback": None}
     [fp32] = [v for v in record["variants"] if v["variant"] == "tvm-fp32"]
     assert fp32["tuning"]["from_database"] == 0  # an int8 conv's record does not match fp32 convs
     # the built kernel is the record's, not the default one
@@ -188,7 +193,7 @@ bench: {{results_dir: {tmp_path / "results"}}}
 
     model = load_model(cfg.model)
     [(_, _, qmod, _)] = [v for v in variant_modules(cfg, model, status=lambda m: None) if v[1] == "int8"]
-    family = schedule_family(target)
+    family = schedule_family(target, NO_AMX)
     tuned = fuse_and_schedule(qmod, target, family, tuning_records(cfg, target, "digits_cnn-B1-int8"))
     untuned = fuse_and_schedule(qmod, target, family)
     def conv(mod):  # (with its weights packed at build the kernel is renamed ..._prepacked)
@@ -203,6 +208,8 @@ bench: {{results_dir: {tmp_path / "results"}}}
 def test_tune_conv_cli_real_trials(tmp_path):
     """`harness tune-conv` with a few real trials on this CPU: the database, the summary line, the
     kernel's assembly on the CPU's dot product; --trials 0 says what it did; --trials -3 is an error."""
+    import tvm
+
     from harness.schedules.intrinsics import cpu_int8_dots
     from harness.targets import llvm_target
 
@@ -218,8 +225,13 @@ def test_tune_conv_cli_real_trials(tmp_path):
     for name in (WORKLOAD_FILE, RECORD_FILE, TARGET_FILE):
         assert (work_dir / name).exists()
     asm = (tmp_path / "k.s").read_text()
-    dots = cpu_int8_dots(llvm_target(), "uint8")
-    if dots:
+    from harness.schedules.amx import applies_to
+
+    host = tvm.target.Target(llvm_target())
+    dots = cpu_int8_dots(host, "uint8")
+    if applies_to(host):  # an AMX host: the conv's default kernel is on AMX tiles (tdpbsud / tdpbusd)
+        assert re.search(r"tdpbs?u?d", asm) and "ldtilecfg" in asm
+    elif dots:
         want = "vpdpbusd" if dots[0][2] == 4 else "vpmaddwd"
         assert want in asm
     r = run_cli("tune-conv", "--shape", DIGITS_CONV, "--trials", "0", "--logs", str(logs))
@@ -256,7 +268,7 @@ def test_emit_llvm_source_per_cpu(mcpu, instruction):
 def canned_dir(host, tmp_path_factory):
     work_dir = str(tmp_path_factory.mktemp("tuned") / "db")
     result = tune_conv(DIGITS_CONV, target=host, trials=3, work_dir=work_dir, runner=_slow_default_runner(),
-                       seed=1)
+                       seed=1, options=NO_AMX)
     return work_dir, result
 
 
@@ -265,9 +277,9 @@ def test_resume_measures_nothing_twice(host, canned_dir, tmp_path):
     copy = str(tmp_path / "copy")
     shutil.copytree(work_dir, copy)
     runner = _slow_default_runner()
-    again = tune_conv(DIGITS_CONV, target=host, trials=3, work_dir=copy, runner=runner)
+    again = tune_conv(DIGITS_CONV, target=host, trials=3, work_dir=copy, runner=runner, options=NO_AMX)
     assert again.trials == first.trials == 4 and again.new_trials == 0
-    more = tune_conv(DIGITS_CONV, target=host, trials=5, work_dir=copy, runner=runner, seed=2)
+    more = tune_conv(DIGITS_CONV, target=host, trials=5, work_dir=copy, runner=runner, seed=2, options=NO_AMX)
     assert more.trials == 6 and more.new_trials == 2
     with open(os.path.join(copy, RECORD_FILE), encoding="utf-8") as fh:
         lines = fh.read().splitlines()

@@ -197,10 +197,11 @@ def inventory_pass(scheduled_by: dict) -> tvm.transform.Pass:
     return _pass
 
 
-def apply_database_pass(records: TuningRecords, target, family=None,
-                        scheduled_by: Optional[dict] = None) -> tvm.transform.Pass:
+def apply_database_pass(records: TuningRecords, target, family=None, scheduled_by: Optional[dict] = None,
+                        amx_records: Optional[list] = None) -> tvm.transform.Pass:
     """Module pass: every unscheduled kernel that `records` cover gets the fastest record's schedule
-    (see the module docstring); ``scheduled_by[name] = "database:<source>"``."""
+    (see the module docstring); ``scheduled_by[name] = "database:<source>"``, and the kernels whose
+    record runs on AMX tiles are added to `amx_records`."""
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessApplyDatabase")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
@@ -222,6 +223,8 @@ def apply_database_pass(records: TuningRecords, target, family=None,
                 updates[gvar] = new.with_attr(SCHEDULED_ATTR, True)
                 if scheduled_by is not None:
                     scheduled_by[gvar.name_hint] = f"database:{record.source}"
+                if amx_records is not None and "harness_amx_" in str(record.trace):
+                    amx_records.append(gvar.name_hint)
                 logger.debug("%s: record from %s (%s)", gvar.name_hint, record.source, how)
                 break
         if updates:

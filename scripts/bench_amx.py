@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""AMX tile kernels against the VNNI dot-product kernels, side by side in one run (int8, untuned).
+
+Per conv layer (default: resnet50_v1's distinct convs at batch 1 that AMX runs: 8-bit data, 16k
+output and 8k input channels; `--shapes` for others): the conv with the harness's requantize
+epilogue (int32 sums -> float scale, bias, ReLU, round, clip -> uint8) is built twice for this
+CPU, once with the AMX schedule (harness.schedules.amx) and once without (the VNNI schedule,
+harness.schedules.cpu.schedule_int8_dot_conv); both must give the same output; they are timed
+in alternating rounds (median). Prints ms, GMAC/s and % of the AMX peak:
+
+    peak = cores x clock x 1024 int8 MACs per cycle (one 16x64x16 tdpbusd per 16 cycles and core)
+
+With `--models resnet50_v1[,resnet18_v1]`: the whole quantized model (its config under configs/),
+int8 on AMX against int8 on VNNI, same calibration, alternating rounds, outputs compared.
+
+    .venv/bin/python scripts/bench_amx.py [--shapes N,C,H,W,K,R,S,stride,pad;...] [--models resnet50_v1]
+"""
+import argparse
+import datetime
+import os
+import statistics
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench_conv_layers import RESNET50_SHAPES, clock_ghz  # noqa: E402  pylint: disable=wrong-import-position
+
+CONFIGS = {"resnet18_v1": "configs/resnet18_v1_int8.yaml", "resnet50_v1": "configs/resnet50_v1_int8.yaml"}
+
+
+def conv_module(shape, seed=0):
+    """Relax main(x uint8) = requantize(conv2d(x, W int8) -> int32) -> uint8, like realize.py's."""
+    import tvm  # noqa: F401
+    from tvm import relax
+
+    n, c, h, w, k, r, s, stride, pad = shape
+    rng = np.random.RandomState(seed)
+    weight = rng.randint(-127, 128, size=(k, c, r, s)).astype("int8")
+    scale = rng.uniform(1e-4, 1e-3, size=(1, k, 1, 1)).astype("float32")
+    bias = rng.normal(size=(1, k, 1, 1)).astype("float32")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((n, c, h, w), "uint8"))
+    op = relax.op
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(op.nn.conv2d(x, relax.const(weight), strides=stride, padding=pad, out_dtype="int32"))
+            y = bb.emit(op.multiply(bb.emit(op.astype(acc, "float32")), relax.const(scale)))
+            y = bb.emit(op.nn.relu(bb.emit(op.add(y, relax.const(bias)))))
+            y = bb.emit(op.floor(bb.emit(op.add(bb.emit(op.multiply(y, relax.const(8.0, "float32"))),
+                                                relax.const(0.5, "float32")))))
+            out = bb.emit_output(op.astype(bb.emit(op.clip(y, 0, 255)), "uint8"))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def alternate(runs, rounds, repeat):
+    """{label: median ms} of `runs` ({label: () -> seconds per call}) timed in alternating rounds."""
+    times = {k: [] for k in runs}
+    for _ in range(rounds):
+        for k, fn in runs.items():
+            times[k].append(fn() * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main():  # pylint: disable=too-many-locals
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", help="semicolon-separated conv shapes N,C,H,W,K,R,S,stride,pad (default: resnet50_v1's)")
+    ap.add_argument("--models", default="", help="also whole models: resnet50_v1, resnet18_v1")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=5, help="time_evaluator repeats per round")
+    ap.add_argument("--clock-ghz", type=float, default=None)
+    args = ap.parse_args()
+
+    import tvm
+    from tvm import relax
+
+    from harness import bench, build
+    from harness.record import cpu_name
+    from harness.targets import llvm_target
+    from harness.schedules import ScheduleOptions, amx
+
+    target = tvm.target.Target(llvm_target())
+    if not amx.target_has_amx(target):
+        sys.exit(f"error: this CPU's target {target} has no amx-int8; valid: a Sapphire / Emerald / Granite Rapids host")
+    cores = int(target.attrs.get("num-cores", os.cpu_count() or 1))
+    ghz = args.clock_ghz or clock_ghz()
+    peak = cores * ghz * 1e9 * amx.PEAK_MACS_PER_CYCLE
+    dev = tvm.cpu()
+
+    def compile_both(mod):
+        """Each variant with its own schedule switches (build.schedules.cpu_int8_amx)."""
+        on = build.compile_module(mod, target, fallback=False)
+        off = build.compile_module(mod, target, schedules=ScheduleOptions(cpu_int8_amx=False), fallback=False)
+        return on, off
+
+    shapes = [tuple(int(v) for v in s.split(",")) for s in (args.shapes.split(";") if args.shapes else RESNET50_SHAPES)]
+    rows = []
+    for shape in shapes:
+        n, c, h, w, k, r, s, stride, pad = shape
+        if c % 8 or k % 16:
+            continue  # the stem conv (3 channels) has no AMX kernel (and is kept fp32 by the quantizer)
+        on, off = compile_both(conv_module(shape))
+        if not on.amx_kernels:
+            print(f"{shape}: no AMX kernel", file=sys.stderr)
+            continue
+        x = tvm.runtime.tensor(np.random.RandomState(1).randint(0, 256, size=(n, c, h, w)).astype("uint8"), dev)
+        vms = {"amx": relax.VirtualMachine(on.executable, dev), "vnni": relax.VirtualMachine(off.executable, dev)}
+        outs = {key: vm["main"](x).numpy() for key, vm in vms.items()}
+        same = bool(np.array_equal(outs["amx"], outs["vnni"]))
+        runs = {key: (lambda vm=vm: vm.time_evaluator("main", dev, number=10, repeat=args.repeat)(x).median)
+                for key, vm in vms.items()}
+        ms = alternate(runs, args.rounds, args.repeat)
+        oh, ow = (h + 2 * pad - r) // stride + 1, (w + 2 * pad - s) // stride + 1
+        macs = n * k * oh * ow * c * r * s
+        row = [",".join(map(str, shape)), f"{ms['amx']:.3f}", f"{ms['vnni']:.3f}", f"{ms['vnni'] / ms['amx']:.2f}x",
+               f"{macs / ms['amx'] / 1e6:.0f}", f"{100 * macs / (ms['amx'] * 1e-3) / peak:.1f}%",
+               "yes" if same else "NO"]
+        rows.append(row)
+        print(" | ".join(row), file=sys.stderr, flush=True)
+
+    model_rows = []
+    for name in [m for m in args.models.split(",") if m]:
+        from harness.config import load_config
+        from harness.frontends import load_model
+        from harness.models import input_data
+        from harness.pipeline import calibration_table, int8_module
+
+        cfg = load_config(CONFIGS[name])
+        model = load_model(cfg.model)
+        x = input_data(model.input_shape, 0)
+        qmod = int8_module(cfg, model, calibration_table(cfg, model, status=lambda m: None))
+        on, off = compile_both(qmod)
+        vms = {"amx": bench.make_vm(on.executable, dev), "vnni": bench.make_vm(off.executable, dev)}
+        outs = {key: np.asarray(bench.run_once(vm, dev, [x])) for key, vm in vms.items()}
+        same = bool(np.array_equal(outs["amx"], outs["vnni"]))
+        runs = {key: (lambda vm=vm: bench.time_vm(vm, dev, [x], number=1, repeat=args.repeat,
+                                                    min_repeat_ms=0).median_ms / 1e3)
+                for key, vm in vms.items()}
+        ms = alternate(runs, args.rounds, args.repeat)
+        model_rows.append([name, str(len(on.amx_kernels)), f"{ms['amx']:.2f}", f"{ms['vnni']:.2f}",
+                           f"{ms['vnni'] / ms['amx']:.2f}x", "yes" if same else "NO"])
+        print(" | ".join(model_rows[-1]), file=sys.stderr, flush=True)
+
+    print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({cores} cores, {ghz:.2f} GHz assumed), TVM {tvm.__version__}, "
+          f"untuned default schedules, batch 1, median of {args.rounds} alternating rounds; AMX peak "
+          f"{peak / 1e12:.2f} TMAC/s ({amx.PEAK_MACS_PER_CYCLE} int8 MACs/cycle/core)\n")
+    if rows:
+        head = ["conv N,C,H,W,K,R,S,stride,pad", "AMX ms", "VNNI ms", "AMX vs VNNI", "AMX GMAC/s", "AMX % of peak",
+                "same output"]
+        print("| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    if model_rows:
+        head = ["model (int8)", "AMX kernels", "AMX ms", "VNNI ms", "AMX vs VNNI", "same output"]
+        print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
+        for row in model_rows:
+            print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

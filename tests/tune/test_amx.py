@@ -1,0 +1,225 @@
+"""AMX int8 tile kernels (harness.schedules.amx): built for `mcpu: sapphirerapids` on any host their
+object code holds the tile instructions (and a CPU without amx-int8 gets none); run, on a host
+with AMX only, they give numpy's integer sums exactly and a quantized ResNet-18 the VNNI build's
+outputs."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from harness.build import compile_module
+from harness.build.pipeline import fused
+from harness.schedules import ScheduleOptions, amx, schedule_family
+from tests.tune.test_cpu_default import int8_conv
+
+SPR = {"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2}
+TILE_INSTRUCTIONS = ("tdpbusd", "tdpbsud", "tileloadd", "ldtilecfg", "tilestored", "tilezero")
+needs_amx = pytest.mark.skipif(not amx.host_has_amx(), reason="this CPU has no amx-int8 (runs only on AMX hosts)")
+
+
+def _asm(built) -> str:
+    ex = built.executable
+    return next(m.inspect_source("s") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+
+
+def _counts(asm: str) -> dict:
+    return {name: len(re.findall(rf"\b{name}\b", asm)) for name in TILE_INSTRUCTIONS}
+
+
+def _codes(shape, seed=1):
+    return np.random.RandomState(seed).randint(0, 256, size=shape).astype("uint8")
+
+
+def _conv_reference(x, w, stride, pad):
+    """numpy's int64 conv2d (NCHW / OIHW), the integer truth."""
+    n, c, h, wd = x.shape
+    k, _, r, s = w.shape
+    xp = np.pad(x.astype(np.int64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    oh, ow = (h + 2 * pad - r) // stride + 1, (wd + 2 * pad - s) // stride + 1
+    out = np.zeros((n, k, oh, ow), np.int64)
+    for i in range(r):
+        for j in range(s):
+            win = xp[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            out += np.einsum("nchw,kc->nkhw", win, w[:, :, i, j].astype(np.int64))
+    return out
+
+
+def _plain_conv(ci, co, hw, k, stride, seed=0):
+    """Relax main(x) = conv2d(x uint8, W int8) -> int32, and W."""
+    w = np.random.RandomState(seed).randint(-128, 128, size=(co, ci, k, k)).astype("int8")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, ci, hw, hw), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(x, relax.const(w), strides=stride, padding=k // 2,
+                                                    out_dtype="int32"))
+        bb.emit_func_output(out)
+    return bb.get(), w
+
+
+def test_target_features():
+    assert amx.target_has_amx(SPR) and amx.target_has_amx({"kind": "llvm", "mcpu": "emeraldrapids"})
+    for mcpu in ("cascadelake", "icelake-server", "znver4", "znver2", "x86-64"):
+        assert not amx.target_has_amx({"kind": "llvm", "mcpu": mcpu}), mcpu
+    assert not amx.target_has_amx({"kind": "cuda", "arch": "sm_90"})
+
+
+def test_tile_config_bytes():
+    """ldtilecfg's 64 bytes: palette 1, then per tile its bytes per row (u16 at 16 + 2t) and rows
+    (u8 at 48 + t): accumulators tm x 64, data tm x kc, weights kc/4 x 64."""
+    plan = amx.TilePlan(mt=2, tm=14, nt=2, kc=32, stride=1)
+    cfg = plan.config_bytes()
+    assert len(cfg) == 64 and cfg[0] == 1 and cfg[1:16] == bytes(15)
+    colsb = [int.from_bytes(cfg[16 + 2 * t:18 + 2 * t], "little") for t in range(8)]
+    assert colsb == [64, 64, 64, 64, 32, 32, 64, 64]
+    assert list(cfg[48:56]) == [14, 14, 14, 14, 14, 14, 8, 8] and cfg[56:] == bytes(8)
+    with pytest.raises(ValueError):
+        amx.TilePlan(mt=2, tm=16, nt=3, kc=64, stride=1)  # 6 + 2 + 3 tiles: more than tmm0..tmm7
+
+
+@pytest.mark.parametrize("ci,co,hw,k,stride", [(64, 32, 14, 3, 1), (128, 64, 14, 1, 2), (40, 48, 9, 3, 2)])
+def test_amx_conv_compiles_to_tile_instructions_on_any_host(ci, co, hw, k, stride):
+    """An int8 conv built for sapphirerapids (no run: any host) is one AMX kernel: stride 1 (and
+    strided 1x1, as a slice and a stride-1 conv) on output-channel-row tiles (tdpbsud: int8 weights
+    x uint8 data), other strided convs on pixel-row tiles (tdpbusd: uint8 data x int8 weights)."""
+    built = compile_module(int8_conv(ci=ci, co=co, hw=hw, k=k, stride=stride, epilogue="int_bias"),
+                           tvm.target.Target(SPR))
+    assert built.amx_kernels and all("conv2d" in name for name in built.amx_kernels)
+    counts = _counts(_asm(built))
+    dot, other = ("tdpbsud", "tdpbusd") if stride == 1 or k == 1 else ("tdpbusd", "tdpbsud")
+    assert counts[other] == 0 and all(counts[name] >= 1 for name in TILE_INSTRUCTIONS if name != other), counts
+
+
+@pytest.mark.parametrize("mcpu", ["cascadelake", "znver2"])
+def test_no_tile_instructions_without_amx(mcpu):
+    built = compile_module(int8_conv(ci=64, co=32, hw=14, epilogue="int_bias"),
+                           tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 2}))
+    assert built.amx_kernels is None
+    assert not any(_counts(_asm(built)).values())
+
+
+def test_switch_and_fallbacks():
+    """Off with the config's switch (build.schedules.cpu_int8_amx); convs AMX cannot run (int8 data, channel counts that are not multiples of
+    16 output / 8 input channels) keep the dot-product / plain schedules."""
+    tgt = tvm.target.Target(SPR)
+
+    def kinds(mod, rule=amx.schedule_amx):
+        fmod = fused(mod, tgt, schedule_family(tgt))
+        out = {}
+        for gv, func in fmod.functions.items():
+            if isinstance(func, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint:
+                try:
+                    out[gv.name_hint] = rule(tvm.s_tir.Schedule(func), tgt)
+                except amx.NotApplicable as err:
+                    out[gv.name_hint] = f"no: {err}"
+        [kind] = out.values()
+        return kind
+
+    assert kinds(int8_conv(ci=64, co=32, hw=14)).startswith(amx.AMX_KIND)
+    assert kinds(int8_conv(ci=64, co=32, hw=14), amx.schedule_amx_channels).startswith(amx.AMX_KIND)
+    assert "strided" in kinds(int8_conv(ci=64, co=32, hw=14, stride=2), amx.schedule_amx_channels)
+    assert "not a multiple of 16" in kinds(int8_conv(ci=64, co=24, hw=14))
+    assert "not a multiple of 8" in kinds(int8_conv(ci=12, co=32, hw=14))
+    assert "unsigned data only" in kinds(int8_conv(ci=64, co=32, hw=14, data="int8"))
+    [kernel] = [f for gv, f in fused(int8_conv(ci=64, co=32, hw=14), tgt, schedule_family(tgt)).functions.items()
+                if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint]
+    assert schedule_family(tgt).default_schedule(kernel, tgt)[1] == "cpu_int8_amx"
+    off = schedule_family(tgt, ScheduleOptions(cpu_int8_amx=False))
+    assert off.default_schedule(kernel, tgt)[1] == "cpu_int8_dot" and off.graph_passes(tgt) == []
+    assert amx.applies_to(tgt) and not amx.applies_to(tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake"}))
+
+
+@needs_amx
+@pytest.mark.parametrize("ci,co,hw,k,stride", [
+    (64, 64, 14, 3, 1),   # 14 wide: one 14-row tile x 2 tile columns
+    (128, 64, 28, 3, 1),  # 2 x 2 accumulator tiles of 14 rows
+    (256, 128, 28, 1, 2),  # 1x1 stride 2: data rows 2 pixels apart
+    (40, 16, 9, 3, 2),    # 8 input channels per step, one tile column, 5-row tiles
+    (40, 48, 9, 3, 1),    # channel rows: 3 tiles of 16 output channels x 9 pixels, 8 input channels per step
+])
+def test_amx_conv_equals_numpy(ci, co, hw, k, stride):
+    """On this AMX host: the kernel's int32 sums are numpy's, exactly."""
+    mod, w = _plain_conv(ci, co, hw, k, stride)
+    built = compile_module(mod, tvm.target.Target(SPR))
+    assert built.amx_kernels
+    x = _codes((1, ci, hw, hw))
+    vm = relax.VirtualMachine(built.executable, tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, _conv_reference(x, w, stride, k // 2))
+
+
+@needs_amx
+def test_channels_that_do_not_fit_the_tiles_are_still_right():
+    """12 input / 24 output channels: no AMX kernel (nor VNNI for 24), the same integer sums."""
+    mod, w = _plain_conv(12, 24, 10, 3, 1)
+    built = compile_module(mod, tvm.target.Target(SPR))
+    assert built.amx_kernels == []
+    x = _codes((1, 12, 10, 10))
+    got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, _conv_reference(x, w, 1, 1))
+
+
+@pytest.mark.slow
+@needs_amx
+def test_quantized_resnet18_on_amx_equals_the_vnni_build():
+    """A quantized ResNet-18 (32 x 32 input): its int8 convs on AMX tiles give the same outputs as the
+    VNNI build's (the same integer sums, the same epilogues)."""
+    from harness.bench import make_vm, run_once
+    from harness.quantize import apply_table, qconfig
+    from tests.helpers import calibrated_resnet18
+
+    mod, table, calib = calibrated_resnet18(32, 0, 2)
+    with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
+        qmod = apply_table(mod, None, table, config=cfg)
+    tgt = tvm.target.Target(SPR)
+    on_amx = compile_module(qmod, tgt)
+    on_vnni = compile_module(qmod, tgt, schedules=ScheduleOptions(cpu_int8_amx=False))
+    assert len(on_amx.amx_kernels) >= 10 and on_vnni.amx_kernels == []
+    assert "vpdpbusd" in _asm(on_vnni) and "tdpbusd" not in _asm(on_vnni)
+    x = calib[0]["data"]
+    got = run_once(make_vm(on_amx.executable, tvm.cpu()), tvm.cpu(), [x])
+    ref = run_once(make_vm(on_vnni.executable, tvm.cpu()), tvm.cpu(), [x])
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_permission_request_is_idempotent_or_a_clear_error():
+    """On an AMX host the request succeeds (twice: once per process); elsewhere it is either granted
+    (an AMX-capable kernel) or refused with a one-line reason naming the way out."""
+    try:
+        amx.request_permission()
+        amx.request_permission()
+    except amx.AMXPermissionError as err:
+        assert not amx.host_has_amx()
+        assert "AMX tile state" in str(err) and "\n" not in str(err)
+
+
+@pytest.mark.slow
+@needs_amx
+def test_tuning_measures_the_amx_kernel_and_builds_from_it(tmp_path):
+    """`harness tune` seeds each task with its default schedule: on an AMX host that is the AMX
+    kernel, measured in MetaSchedule's runner processes (which ask for tile state themselves); the
+    build from the database then runs it (the record lists it) with numpy's integer sums."""
+    from harness.targets import llvm_target
+    from harness.tune.database import load_records, open_database
+    from harness.tune.search import tune_model
+
+    target = tvm.target.Target(llvm_target())
+    assert amx.target_has_amx(target)
+    mod, w = _plain_conv(64, 32, 14, 3, 1)
+    work_dir = str(tmp_path / "db")
+    report = tune_model(mod, target, work_dir, trials=2, seed=0)
+    assert report.defaults_measured == 1
+    amx_records = [rec for rec in open_database(work_dir, target).get_all_tuning_records()
+                   if "harness_amx_" in str(rec.trace)]
+    assert len(amx_records) == 1 and 0 < float(amx_records[0].run_secs[0]) < 1
+    built = compile_module(mod, target, records=load_records([("db", work_dir)], target))
+    x = _codes((1, 64, 14, 14))
+    got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, _conv_reference(x, w, 1, 1))
+    if float(amx_records[0].run_secs[0]) == min(float(r.run_secs[0]) for r in
+                                                  open_database(work_dir, target).get_all_tuning_records()):
+        assert len(built.amx_kernels) == 1  # the fastest record is the AMX one: the build says so
