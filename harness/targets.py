@@ -38,6 +38,39 @@ def llvm_target(mcpu: Optional[str] = None, num_cores: Optional[int] = None) -> 
     return config
 
 
+class AMXPermissionError(ConfigError):
+    """The OS refused (or does not offer) AMX tile state to this process."""
+
+
+_AMX_PERMISSION = False
+
+
+def request_amx_permission() -> None:
+    """Ask Linux for AMX tile state for this process (once; later calls return at once): a process
+    must do so before its first tile instruction, or that instruction kills it (SIGILL). Raises
+    :class:`AMXPermissionError` with the reason where the OS refuses (kernel before 5.16, a
+    hypervisor that hides AMX, another OS). Needs neither TVM nor its compiler (an exported library
+    run with the runtime alone asks here too)."""
+    global _AMX_PERMISSION  # pylint: disable=global-statement
+    import ctypes  # pylint: disable=import-outside-toplevel
+    import platform  # pylint: disable=import-outside-toplevel
+
+    if _AMX_PERMISSION:
+        return
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise AMXPermissionError(f"AMX tile state: only Linux on x86_64 is supported here, not "
+                                 f"{platform.system()} on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    # arch_prctl (syscall 158 on x86_64) ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18)
+    if libc.syscall(ctypes.c_long(158), ctypes.c_long(0x1023), ctypes.c_long(18)) != 0:
+        err = ctypes.get_errno()
+        raise AMXPermissionError(f"the OS refused AMX tile state (arch_prctl(ARCH_REQ_XCOMP_PERM, "
+                                 f"XFEATURE_XTILEDATA) failed: {os.strerror(err)}); build for a target "
+                                 f"without amx-int8 or set build.schedules.cpu_int8_amx: false")
+    _AMX_PERMISSION = True
+
+
 def host_has_amx() -> bool:
     """True when this machine's CPU reports amx_tile and amx_int8 (Linux /proc/cpuinfo)."""
     try:

@@ -14,6 +14,7 @@ Peak (x86, stated assumptions, `--clock-ghz` overrides the clock read from /proc
 W the target's vector width in bits (512 with AVX-512, 256 with AVX2):
   fp32: cores x clock x (2 FMA pipes x W/32 fp32 lanes x 2 flops)    AVX-512: 64 flop/cycle/core
   int8: cores x clock x (2 pipes x W/8 u8*s8 products x 2 ops) / k   AVX-512 VNNI: 256 op/cycle/core
+  int8 on AMX (a CPU with amx-int8, unless --no-amx): cores x clock x 1024 MACs x 2 ops
 k = 1 with VNNI (VPDPBUSD multiplies and accumulates in one instruction), k = 2 without it (VPMADDUBSW
 then VPMADDWD: two instructions for the same products; AVX2: 64 op/cycle/core). Zen 5 cores with the
 full 512-bit datapath issue two 512-bit FMAs and two VNNI dot products per cycle; other CPUs differ
@@ -58,6 +59,8 @@ def main():
     ap.add_argument("--clock-ghz", type=float, default=None)
     ap.add_argument("--fma-pipes", type=int, default=2)
     ap.add_argument("--pmaddwd-pipes", type=int, default=2, help="VPMADDWD per cycle and core (Zen 2: 1)")
+    ap.add_argument("--no-amx", action="store_true",
+                    help="int8 on the dot product even where the CPU has AMX (build.schedules.cpu_int8_amx off)")
     args = ap.parse_args()
 
     import tvm
@@ -66,7 +69,8 @@ def main():
     from harness.build.pipeline import fuse_and_schedule
     from harness.config import TargetConfig
     from harness.record import cpu_name
-    from harness.schedules import schedule_family
+    from harness.schedules import ScheduleOptions, schedule_family
+    from harness.schedules.amx import PEAK_MACS_PER_CYCLE, applies_to as amx_applies
     from harness.targets import resolve_target, target_has_vnni, vector_bits
     from harness.tune import ConvShape, conv_model, conv_work_dir, load_records, tune_conv
 
@@ -76,10 +80,11 @@ def main():
         mod = conv_model(shape, dtype)
         records = load_records([("conv", work_dir)], target)
         scheduled_by = {}
-        scheduled = fuse_and_schedule(mod, target, schedule_family(target), records, scheduled_by)
-        assert any(v.startswith("database:") for k, v in scheduled_by.items() if "conv2d" in k), scheduled_by
-        built = compile_module(mod, target, records=records)
-        [name] = [gv.name_hint for gv in scheduled.functions.keys() if "conv2d" in gv.name_hint]
+        scheduled = fuse_and_schedule(mod, target, schedule_family(target, options), records, scheduled_by)
+        [kernel] = [k for k, v in scheduled_by.items() if "conv2d" in k and v.startswith("database:")]
+        built = compile_module(mod, target, records=records, schedules=options)
+        names = [gv.name_hint for gv in scheduled.functions.keys()]
+        name = kernel + "_prepacked" if kernel + "_prepacked" in names else kernel  # (weights packed at build)
         dev = tvm.cpu()
         rng = np.random.RandomState(0)
         args = []
@@ -93,6 +98,8 @@ def main():
         return float(np.median(timer(*args).results)) * 1e3
 
     target = resolve_target(TargetConfig(kind="llvm"))
+    options = ScheduleOptions(cpu_int8_amx=not args.no_amx)
+    amx = amx_applies(target) and not args.no_amx
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1))
     ghz = args.clock_ghz or clock_ghz()
     bits = vector_bits(target)
@@ -100,6 +107,9 @@ def main():
     peak_int8 = cores * ghz * args.fma_pipes * (bits // 8) * 2 / (1 if target_has_vnni(target) else 2)  # GOPS
     exact = "" if target_has_vnni(target) else \
         f" (exact vpmaddwd: {cores * ghz * args.pmaddwd_pipes * (bits // 16) * 2:.0f} GOPS)"
+    if amx:  # AMX: one 16x64x16 tdpbusd per 16 cycles, 1024 int8 MACs per cycle and core
+        peak_int8 = cores * ghz * PEAK_MACS_PER_CYCLE * 2
+        exact = f" (AMX tiles: {PEAK_MACS_PER_CYCLE} int8 MACs/cycle/core; % peak of int8 is of AMX's)"
     shapes = args.shapes.split(";") if args.shapes else RESNET50_SHAPES
     rows = []
     for text in shapes:
@@ -107,7 +117,8 @@ def main():
         res = {}
         for dtype in ("int8", "float32"):
             work_dir = conv_work_dir(args.logs, target, shape, dtype)
-            res[dtype] = tune_conv(shape, dtype=dtype, target=target, trials=args.trials, work_dir=work_dir)
+            res[dtype] = tune_conv(shape, dtype=dtype, target=target, trials=args.trials, work_dir=work_dir,
+                                   options=options)
         q = res["int8"]
         ms_q = retime(shape, "int8", q.work_dir)
         ms_f = retime(shape, "float32", res["float32"].work_dir)

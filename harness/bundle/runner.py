@@ -93,6 +93,11 @@ class _Library:
         from tvm.runtime import vm as rvm
 
         path = os.path.join(bundle_dir, entry["library"])
+        if str(dev).startswith("cpu"):
+            from ..targets import host_has_amx, request_amx_permission
+
+            if host_has_amx():  # a CPU library may hold AMX tile kernels: tile state before its first run
+                request_amx_permission()
         try:
             self.vm = rvm.VirtualMachine(tvm.runtime.load_module(path), dev)
         except Exception as e:  # a library of another target / a broken file: one line

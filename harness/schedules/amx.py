@@ -58,15 +58,13 @@ its process asked too: :data:`PERMISSION_NOTE`.
 """
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
-import platform
 import re
 from typing import Optional, Tuple
 
-from ..errors import HarnessError
+from ..targets import AMXPermissionError as _AMXPermissionError
 from ..targets import host_has_amx, target_has_feature, vector_bits
+from ..targets import request_amx_permission as _request_permission
 from .analysis import NotApplicable
 from .analysis import const_int as _int
 from .analysis import root_blocks as _root_blocks
@@ -84,10 +82,6 @@ ACC_LANES = 16  # int32 accumulators per tile row
 PEAK_MACS_PER_CYCLE = 1024  # per core: one 16x64x16 tdpbusd every 16 cycles
 AMX_KIND = "int8 AMX conv"  # how the default-schedule rule describes what it did
 
-_ARCH_PRCTL = 158  # x86_64 syscall number
-_ARCH_GET_XCOMP_PERM = 0x1022
-_ARCH_REQ_XCOMP_PERM = 0x1023
-_XFEATURE_XTILEDATA = 18
 
 PERMISSION_NOTE = (
     "A library exported from an AMX build needs tile state: on Linux the process that loads it must call "
@@ -96,34 +90,8 @@ PERMISSION_NOTE = (
     "kills the process with SIGILL.")
 
 
-class AMXPermissionError(HarnessError):
-    """The OS refused (or does not offer) AMX tile state to this process."""
-
-
-_PERMISSION: Optional[bool] = None
-
-
-def request_permission() -> None:
-    """Ask Linux for AMX tile state for this process (once; later calls return at once).
-
-    Raises :class:`AMXPermissionError` with the reason where the OS refuses (kernel before 5.16,
-    a hypervisor that hides AMX, another OS)."""
-    global _PERMISSION  # pylint: disable=global-statement
-    if _PERMISSION:
-        return
-    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        raise AMXPermissionError(f"AMX tile state: only Linux on x86_64 is supported here, not "
-                                 f"{platform.system()} on {platform.machine()}")
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    ret = libc.syscall(ctypes.c_long(_ARCH_PRCTL), ctypes.c_long(_ARCH_REQ_XCOMP_PERM),
-                       ctypes.c_long(_XFEATURE_XTILEDATA))
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise AMXPermissionError(f"the OS refused AMX tile state (arch_prctl(ARCH_REQ_XCOMP_PERM, "
-                                 f"XFEATURE_XTILEDATA) failed: {os.strerror(err)}); build for a target "
-                                 f"without amx-int8 or set build.schedules.cpu_int8_amx: false")
-    _PERMISSION = True
+AMXPermissionError = _AMXPermissionError  # (defined with the request, in harness.targets)
+request_permission = _request_permission  # once per process; a one-line HarnessError where the OS refuses
 
 
 # The same request for MetaSchedule's runner processes (a PopenPool initializer: a lambda, so that

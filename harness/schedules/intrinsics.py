@@ -211,7 +211,7 @@ def trace_uses_intrinsic(trace: Any, intrinsics: list[str] | None = None) -> str
     """
     text = str(trace)
     names = list(intrinsics) if intrinsics else []
-    found = re.findall(r'"((?:harness_dot_|dot_16x4|dp4a|wmma_sync|mma_)[A-Za-z0-9_]*)"', text)
+    found = re.findall(r'"((?:harness_dot_|harness_amx_dot|dot_16x4|dp4a|wmma_sync|mma_)[A-Za-z0-9_]*)"', text)
     for name in found:
         if not names or name in names:
             return name
