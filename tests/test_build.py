@@ -63,7 +63,7 @@ def test_build_report_and_fallback(monkeypatch):
     assert built.report.counts() == {"default:cpu": 1} and built.report.from_database == []
     plain = compile_module(mod, target, schedules=ScheduleOptions.none())
     assert plain.report.schedules == {"cpu_default": False, "cpu_int8_dot": False, "cpu_int8_depthwise": False,
-                                      "cuda_int8_dp4a": False}
+                                      "cpu_int8_amx": False, "cuda_int8_dp4a": False}
 
     def broken(self, target, scheduled_by=None):
         def fail(mod, _ctx):
@@ -90,7 +90,8 @@ def test_build_switches_are_config_keys(tmp_path):
     loaded = load_config(str(cfg))
     assert loaded.build.schedules.options().cpu_int8_dot is False and loaded.build.fallback is False
     assert loaded.to_dict()["build"]["schedules"] == {"cpu_default": True, "cpu_int8_dot": False,
-                                                      "cpu_int8_depthwise": True, "cuda_int8_dp4a": True}
+                                                      "cpu_int8_depthwise": True, "cpu_int8_amx": True,
+                                                      "cuda_int8_dp4a": True}
     cfg.write_text("build: {schedules: {cpu_int8_dots: false}}\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'build.schedules.cpu_int8_dots' \(did you mean "
                                           r"'cpu_int8_dot'\?\)"):
