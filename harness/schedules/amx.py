@@ -299,11 +299,17 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
 _NAME = re.compile(r"harness_amx_(?:zero|dot|store)_m(\d+)x(\d+)_n(\d+)_k(\d+)_s(\d+)")
 
 
+_CHANNEL_NAME = re.compile(r"harness_amx_(?:zero|dot|store)_k(\d+)_x(\d+)x(\d+)_c(\d+)")
+
+
 def register_named(text: str) -> None:
     """Register the AMX intrinsics that `text` (e.g. a tuning database's records) names: a record
-    of an AMX kernel replays only where its tile plan's intrinsics are registered."""
+    of an AMX kernel replays only where its tile plan's intrinsics are registered (pixel-row
+    plans ``..._m<mt>x<tm>_n<nt>_k<kc>_s<stride>`` and channel-row plans ``..._k<mt>_x<nt>x<tn>_c<kc>``)."""
     for mt, tm, nt, kc, stride in sorted(set(_NAME.findall(text))):
         amx_intrinsics(TilePlan(int(mt), int(tm), int(nt), int(kc), int(stride)))
+    for mt, nt, tn, kc in sorted(set(_CHANNEL_NAME.findall(text))):
+        channel_intrinsics(ChannelPlan(mt=int(mt), tn=int(tn), nt=int(nt), kc=int(kc)))
 
 
 # ----------------------------------------------------------------------------- the conv schedule

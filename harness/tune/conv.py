@@ -226,9 +226,10 @@ def _conv_task(mod, tgt, options):
 
 
 def _kernel_data_dtype(func) -> str:
+    """What the kernel multiplies: uint8 or int8 data (its weights are int8), else float32."""
     text = func.script()
     for dtype in ("uint8", "int8"):
-        if re.search(r'T\.Buffer\([^)]*"' + dtype + r'"\)', text):
+        if f'"{dtype}")' in text:
             return dtype
     return "float32"
 

@@ -223,3 +223,34 @@ def test_tuning_measures_the_amx_kernel_and_builds_from_it(tmp_path):
     if float(amx_records[0].run_secs[0]) == min(float(r.run_secs[0]) for r in
                                                   open_database(work_dir, target).get_all_tuning_records()):
         assert len(built.amx_kernels) == 1  # the fastest record is the AMX one: the build says so
+
+
+def test_database_records_of_amx_kernels_are_read_in_a_new_process(tmp_path):
+    """A tuning record of an AMX kernel names the harness's AMX intrinsics; a new process (which has
+    registered none) must read it as a record, not move it aside as corrupt (any host: nothing runs)."""
+    import subprocess
+    import sys
+
+    from tvm.s_tir import meta_schedule as ms
+
+    from harness.tune.database import RECORD_FILE, open_database
+    from tests.conftest import ROOT
+
+    tgt = tvm.target.Target(SPR)
+    mod = int8_conv(ci=64, co=32, hw=14, epilogue="int_bias")
+    [kernel] = [f for gv, f in fused(mod, tgt, schedule_family(tgt)).functions.items()
+                if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint]
+    sch, kind = schedule_family(tgt).default_schedule(kernel, tgt)
+    assert kind == "cpu_int8_amx"
+    work_dir = str(tmp_path / "db")
+    database = open_database(work_dir, tgt, create=True)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, database.commit_workload(tvm.IRModule({"main": kernel})), [1e-3], tgt))
+    line = open(f"{work_dir}/{RECORD_FILE}").read()
+    assert re.search(r"harness_amx_dot_k\d+_x\d+x\d+_c\d+", line)  # a channel-row tile plan
+    code = ("import sys; from harness.tune.database import sanitize_database; "
+            "print(len(sanitize_database(sys.argv[1])))")
+    done = subprocess.run([sys.executable, "-c", code, work_dir], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "0", done.stderr[-2000:]
+    assert open(f"{work_dir}/{RECORD_FILE}").read() == line
