@@ -151,6 +151,14 @@ class _Context:
             raise err
         return export
 
+    def check_export(self, fp32_out, runtime: str) -> dict:
+        """An int8 peer quantizes the ONNX export: its agreement with TVM fp32 when run in `runtime`'s
+        fp32 (recorded), or PeerUnavailable where it differs beyond the fp32 peers' bound."""
+        g32 = agreement(fp32_out, self.reference)
+        if not g32["max_rel_err"] <= FP32_MAX_REL_ERR:
+            raise PeerUnavailable(f"the ONNX export differs from TVM fp32 in {runtime} fp32 ({_differs(g32)})")
+        return g32
+
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import (FP32_MAX_REL_ERR, PeerUnavailable, _Context, _differs, _onnx_fp32_skips, _Prepared, agreement)
+from . import PeerUnavailable, _Context, _onnx_fp32_skips, _Prepared
 
 
 def _ort_session(path: str):
@@ -70,9 +70,7 @@ def peer_onnxruntime_int8(ctx: _Context, rec: dict) -> _Prepared:
         pre = os.path.join(tmp, "fp32-pre.onnx")
         quant_pre_process(src, pre, skip_symbolic_shape=True)
         fp32_out = _ort_session(pre).run(None, {input_name: ctx.x})[0]
-        g32 = agreement(fp32_out, ctx.reference)
-        if not g32["max_rel_err"] <= FP32_MAX_REL_ERR:
-            raise PeerUnavailable(f"the ONNX export differs from TVM fp32 in ORT fp32 ({_differs(g32)})")
+        g32 = ctx.check_export(fp32_out, "ORT")
         chunks = ctx.calib_chunks(ctx.batch)
         skip = _onnx_fp32_skips(pre)
         ctx.status(f"onnxruntime-int8: entropy calibration on {len(chunks) * ctx.batch} samples")

@@ -25,8 +25,7 @@ from collections import Counter
 
 import numpy as np
 
-from . import (FP32_MAX_REL_ERR, INT8_SKIP_DENSE, INT8_SKIP_FIRST_CONV, PeerUnavailable, _Context, _differs,
-               _Prepared, agreement)
+from . import INT8_SKIP_DENSE, INT8_SKIP_FIRST_CONV, PeerUnavailable, _Context, _Prepared
 
 #: OpenVINO CPU layer types whose kernels the record lists.
 _COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
@@ -113,9 +112,7 @@ def peer_openvino_int8(ctx: _Context, rec: dict) -> _Prepared:
     path, _ = ctx.onnx_export()
     model = ov.Core().read_model(path)
     fp32_out = np.array(_compile(model, f32=True).create_infer_request().infer({0: ctx.x})[0])
-    g32 = agreement(fp32_out, ctx.reference)
-    if not g32["max_rel_err"] <= FP32_MAX_REL_ERR:
-        raise PeerUnavailable(f"the ONNX export differs from TVM fp32 in OpenVINO fp32 ({_differs(g32)})")
+    g32 = ctx.check_export(fp32_out, "OpenVINO")
     chunks = ctx.calib_chunks(ctx.batch)
     ignored = _fp32_ignored(model)
     ctx.status(f"openvino-int8: NNCF calibration on {len(chunks) * ctx.batch} samples")
