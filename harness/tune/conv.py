@@ -349,7 +349,7 @@ def _function_text(text: str, name: str) -> str:
     made from it (``..._prepacked``, ``..._compute_``, and the parallel-loop bodies LLVM emits
     after them, ``.L__tvm_parallel_lambda*``); all of it where none is found."""
     label = re.compile(r"\w*" + re.escape(name) + r"\w*:")
-    lambda_label = re.compile(r"\.?L?__tvm_parallel_lambda\w*:|define internal \S+ @__tvm_parallel_lambda")
+    lambda_label = re.compile(r"\.?L?__tvm_parallel_lambda[\w.]*:|define internal \S+ @__tvm_parallel_lambda")
     parts, inside, ours = [], False, False
     for line in text.splitlines(keepends=True):
         if not inside:

@@ -378,7 +378,8 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     contexts, weights = [], []
     for task, default in zip(tasks, defaults):
         dtype = "int8" if _task_is_int8(task) else "float32"
-        if dtype == "int8" and default is not None and trace_uses_intrinsic(default.trace):
+        if (dtype == "int8" and default is not None and trace_uses_intrinsic(default.trace)
+                and _samples_tiles(task.dispatched[0], target, options)):
             # the default dot-product (dp4a) schedule, its tiles tuned
             space = cuda_int8_dp4a_space(target) if target.kind.name == "cuda" else cpu_int8_dot_space(target)
         elif dtype == "int8":
@@ -415,6 +416,20 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
     )
     report.trials = _search_records(database, kernels, defaults) - report.earlier_trials
     return report
+
+
+def _samples_tiles(kernel, target, options: Optional[ScheduleOptions]) -> bool:
+    """The family's tile-sampled schedule (the dot-product / dp4a search space) applies to `kernel`.
+    An AMX default does not imply it: AMX kernels have no search space of their own, and a conv
+    whose int32 accumulator is the kernel's output (no epilogue) has no dot-product schedule."""
+    from tvm import s_tir  # pylint: disable=import-outside-toplevel
+
+    family = schedule_family(target, options)
+    try:
+        family.sample_schedule(s_tir.Schedule(kernel, debug_mask="none", error_render_level="none"), target)
+    except Exception:  # pylint: disable=broad-except
+        return False
+    return True
 
 
 def _search_records(database, kernels, defaults) -> int:

@@ -49,6 +49,25 @@ def _slow_default_runner():
     return CannedRunner(latency)
 
 
+# ----------------------------------------------------------------------------- kernel sources
+def test_kernel_source_keeps_the_parallel_loop_bodies():
+    """--emit-source cuts the conv's functions out of the module's assembly: its parallel-loop
+    bodies (LLVM names them `.L__tvm_parallel_lambda.N`) hold the inner loops and come with it;
+    another kernel's functions do not."""
+    from harness.tune.conv import _function_text
+
+    listing = "".join(f"{label}:\n\t{body}\n.Lfunc_end{i}:\n" for i, (label, body) in enumerate([
+        ("__tvm_ffi_fused_conv2d_relu", "callq fused_conv2d_relu_compute_"),
+        ("fused_conv2d_relu_compute_", "callq TVMBackendParallelLaunch"),
+        (".L__tvm_parallel_lambda.79", "tdpbsud %tmm2, %tmm1, %tmm0"),
+        ("fused_add_compute_", "vpaddd %zmm0, %zmm1, %zmm2"),
+        (".L__tvm_parallel_lambda.80", "vpaddd %zmm3, %zmm4, %zmm5"),
+    ]))
+    text = _function_text(listing, "fused_conv2d_relu")
+    assert "tdpbsud" in text and "fused_conv2d_relu_compute_:" in text
+    assert "vpaddd" not in text and "fused_add_compute_" not in text
+
+
 # ----------------------------------------------------------------------------- shapes
 def test_parse_and_flops():
     shape = ConvShape.parse("1,64,56,56,64,3,3,1,1")
@@ -196,9 +215,9 @@ bench: {{results_dir: {tmp_path / "results"}}}
     family = schedule_family(target, NO_AMX)
     tuned = fuse_and_schedule(qmod, target, family, tuning_records(cfg, target, "digits_cnn-B1-int8"))
     untuned = fuse_and_schedule(qmod, target, family)
-    def conv(mod):  # (with its weights packed at build the kernel is renamed ..._prepacked)
-        [name] = [gv.name_hint for gv in mod.functions.keys() if gv.name_hint.startswith(kernel)]
-        return mod[name]
+    def conv(mod):  # with its weights packed at build, the kernel called is ..._prepacked
+        names = {gv.name_hint for gv in mod.functions.keys()}
+        return mod[kernel + "_prepacked" if kernel + "_prepacked" in names else kernel]
 
     assert not tvm_ffi.structural_equal(conv(tuned), conv(untuned))
     assert target_key(target) in work_dir
@@ -218,10 +237,11 @@ def test_tune_conv_cli_real_trials(tmp_path):
                 "--emit-source", str(tmp_path / "k.s"))
     assert r.returncode == 0, r.stderr
     summary = r.stdout.splitlines()[0]
-    assert summary.startswith(f"conv {DIGITS_CONV} int8 (uint8 data) on llvm-") and "GOPS" in summary
+    shape = ConvShape.parse(DIGITS_CONV)  # the summary and the folder name give all 11 numbers
+    assert summary.startswith(f"conv {shape} int8 (uint8 data) on llvm-") and "GOPS" in summary
     assert "3 records (3 new)" in summary  # the default schedule and 2 search trials
     [key] = os.listdir(logs)
-    work_dir = logs / key / "conv" / "1_16_8_8_32_3_3_1_1-int8"
+    work_dir = logs / key / "conv" / "1_16_8_8_32_3_3_1_1_1_1-int8"
     for name in (WORKLOAD_FILE, RECORD_FILE, TARGET_FILE):
         assert (work_dir / name).exists()
     asm = (tmp_path / "k.s").read_text()
