@@ -187,7 +187,7 @@ def cmd_tune(args) -> int:
         if args.only and dkey != args.only:
             continue
         work_dir = tuning_dir(logs_root(cfg), target, run_key(model.name, batch, dkey))
-        options = cfg.build.schedules.options()
+        options = cfg.schedule_options()
         tasks = tunable_tasks(mod, target, options)
         status(f"{name}: {len(tasks)} conv2d/dense tasks, {trials} trials -> {work_dir}")
         report, bar = _progress_bar(trials, f"tune {name}", args.quiet)
@@ -230,7 +230,7 @@ def cmd_tune_conv(args) -> int:
         cfg = load_config(args.config)
         if args.dtype == "int8" and cfg.quantize is not None:
             qconfig = qconfig_of(cfg.quantize)
-        options = cfg.build.schedules.options()
+        options = cfg.schedule_options()
         logs = logs or logs_root(cfg)
     logs = logs or "tuning_logs"
     target = resolve_target(TargetConfig(kind=args.target))

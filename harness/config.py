@@ -155,6 +155,12 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def schedule_options(self):
+        """The build's :class:`harness.schedules.ScheduleOptions`: the ``build.schedules`` switches,
+        and the bits of the int8 weights the quantizer makes (``quantize.nbit_weight``)."""
+        bits = self.quantize.nbit_weight if self.quantize is not None else 8
+        return dataclasses.replace(self.build.schedules.options(), int8_weight_bits=bits)
+
 
 # ----------------------------------------------------------------------------- loading
 

@@ -48,7 +48,7 @@ def build_module(cfg, mod, target, run_key_: str, *, export: Optional[str] = Non
     the tuning records of :func:`tuning_records`."""
     return build.compile_module(mod, target, opt_level=cfg.build.opt_level, export=export,
                                 records=tuning_records(cfg, target, run_key_),
-                                schedules=cfg.build.schedules.options(), fallback=cfg.build.fallback)
+                                schedules=cfg.schedule_options(), fallback=cfg.build.fallback)
 
 
 def variant_modules(cfg, model: LoadedModel, *, status: Status, progress: bool = False, data=None):

@@ -5,6 +5,15 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# The README's test command runs two test processes (pytest-xdist, `-n 2`) on the machine's cores.
+# Each process (and the CLI subprocesses its tests start) then runs TVM's and OpenMP's parallel
+# loops on one thread: with a thread pool per process as wide as the machine, a parallel loop
+# waits at its barrier for threads the other process keeps off the cores (a 5-second test took
+# over 3 minutes). No test asserts a time; outputs do not depend on the thread count.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("TVM_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 @pytest.fixture
 def llvm_target():

@@ -225,7 +225,7 @@ def _case(cfg, target, bundle_dir: str, variants: Sequence[str], peers: Sequence
         records = tuning_records(cfg, target, run_key(model.name, batch, dkey))
         status(f"{model.name} B{batch} {variant}: compiling for {hbuild.target_key(target)}")
         built = compile_lifted(mod, target, variant, opt_level=cfg.build.opt_level, records=records,
-                               options=cfg.build.schedules.options())
+                               options=cfg.schedule_options())
         entry = {"variant": variant, **_export(built.executable, bundle_dir, f"{folder}/{variant}.so"),
                  "compile_seconds": round(built.seconds, 3), "schedules": built.schedules,
                  "weights": _weight_specs(mod, "seeded"), "extra": extra}
@@ -287,7 +287,7 @@ def _reference(target, bundle_dir: str, variants: Sequence[str], config: str, st
     for variant in [v for v in variants if v.startswith("tvm-int8")]:
         status(f"reference case {variant}: compiling for {hbuild.target_key(target)}")
         built = compile_lifted(mod, target, variant, opt_level=cfg.build.opt_level,
-                               options=cfg.build.schedules.options())
+                               options=cfg.schedule_options())
         entry = {"variant": variant, **_export(built.executable, bundle_dir, f"reference/{variant}.so"),
                  "schedules": built.schedules, "weights": _weight_specs(mod, "reference/weights.npz")}
         if target.kind.name == "cuda":
@@ -365,7 +365,7 @@ def build_bundle(configs: Sequence, out_dir: str, *, variants: Optional[Sequence
                    "mcpu": str(target.attrs["mcpu"]) if kind == "llvm" else None},
         "functions": {"transform": TRANSFORM, "main": MAIN},
         "switches": {"variants": variants, "peers": peers, "opt_level": sorted({c.build.opt_level for c in configs}),
-                     "schedules": [c.build.schedules.options().as_dict() for c in configs], "tuning_apply": sorted({c.tuning.apply for c in configs}),
+                     "schedules": [c.schedule_options().as_dict() for c in configs], "tuning_apply": sorted({c.tuning.apply for c in configs}),
                      "weights": "parameters; packing lifted into main_transform_params (LiftTransformParams)"},
         "cases": [],
         "reference": None,

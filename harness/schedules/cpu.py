@@ -188,7 +188,7 @@ def schedule_reduction(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, 
 
 
 def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, target, *,
-                           sample: bool = False) -> None:
+                           sample: bool = False, weight_bits: int = 8) -> None:
     """The 8-bit NCHW conv2d (``conv2d_nchw``: 8-bit data, int8 weights, int32 accumulation) on
     the CPU's exact 8-bit dot product (:func:`harness.schedules.intrinsics.cpu_int8_dots`: the best one
     whose vector of output channels and group of input channels divide the conv's).
@@ -219,7 +219,8 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     conv = int8_conv_iters(sch, anchor)
     k_i, c_i, y_i, x_i = conv.k_i, conv.c_i, conv.y_i, conv.x_i
     k_ext, c_ext, x_ext = conv.k_ext, conv.c_ext, conv.x_ext
-    fitting = [d for d in cpu_int8_dots(target, conv.data_dtype) if k_ext % d[1] == 0 and c_ext % d[2] == 0]
+    fitting = [d for d in cpu_int8_dots(target, conv.data_dtype, weight_bits)
+               if k_ext % d[1] == 0 and c_ext % d[2] == 0]
     if not fitting:
         raise NotApplicable(f"no 8-bit dot product for {conv.data_dtype} data, {k_ext} output and "
                             f"{c_ext} input channels on this target")
@@ -387,12 +388,12 @@ def schedule_parallel_only(sch: s_tir.Schedule, target) -> None:  # pylint: disa
         raise NotApplicable("no data-parallel loop")
 
 
-def _schedule_int8_dot(sch: s_tir.Schedule, target, sample: bool = False) -> str:
+def _schedule_int8_dot(sch: s_tir.Schedule, target, sample: bool = False, weight_bits: int = 8) -> str:
     blocks = root_blocks(sch)
     reductions = [b for b in blocks if b.is_reduction]
     if len(reductions) != 1:
         raise NotApplicable(f"{len(reductions)} reduction blocks")
-    schedule_int8_dot_conv(sch, blocks, reductions[0], target, sample=sample)
+    schedule_int8_dot_conv(sch, blocks, reductions[0], target, sample=sample, weight_bits=weight_bits)
     return "int8 dot-product conv"
 
 
@@ -405,10 +406,10 @@ def _schedule_int8_depthwise(sch: s_tir.Schedule, target) -> str:
     return "int8 depthwise conv"
 
 
-def sample_int8_dot(sch: s_tir.Schedule, target) -> None:
+def sample_int8_dot(sch: s_tir.Schedule, target, weight_bits: int = 8) -> None:
     """The int8 dot-product schedule of a fused conv kernel with its register tile sampled
     (a MetaSchedule ``ScheduleFn``); raises where the default schedule would not use it."""
-    _schedule_int8_dot(sch, target, sample=True)
+    _schedule_int8_dot(sch, target, sample=True, weight_bits=weight_bits)
 
 
 def _schedule_main(sch: s_tir.Schedule, target) -> str:
@@ -429,18 +430,20 @@ def _schedule_main(sch: s_tir.Schedule, target) -> str:
 
 
 def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = True,
-                          int8_depthwise: bool = True, int8_amx: bool = True):
+                          int8_depthwise: bool = True, int8_amx: bool = True, weight_bits: int = 8):
     """``(schedule, kind)``: the default schedule of `func` (a PrimFunc, or an IRModule whose main
     is one) as a Schedule (its trace replays it, e.g. as a tuning record) and which rule made it
     (``"cpu_int8_dot"`` for 8-bit convs on the dot product, ``"cpu_int8_depthwise"`` for 8-bit
     depthwise convs vectorized across channels, ``"cpu"`` otherwise), or ``(None, None)`` where no
     rule applies. ``int8_dot`` / ``int8_depthwise`` False: those convs get the plain schedule;
-    ``int8_amx`` (targets with amx-int8): 8-bit convs on AMX tiles first (``"cpu_int8_amx"``)."""
+    ``int8_amx`` (targets with amx-int8): 8-bit convs on AMX tiles first (``"cpu_int8_amx"``);
+    ``weight_bits``: the most bits of the int8 weights (the quantizer's ``nbit_weight``; 7 allows
+    ``vpmaddubsw`` on CPUs without VNNI)."""
     from . import amx  # pylint: disable=import-outside-toplevel
 
     render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
     rules = [(rule, "cpu_int8_amx") for rule in amx.RULES] if int8_amx and amx.applies_to(target) else []
-    rules += [(_schedule_int8_dot, "cpu_int8_dot")] if int8_dot else []
+    rules += [(_int8_dot_rule(weight_bits), "cpu_int8_dot")] if int8_dot else []
     rules += [(_schedule_int8_depthwise, "cpu_int8_depthwise")] if int8_depthwise else []
     rules += [(_schedule_main, "cpu"), (schedule_parallel_only, "cpu")]
     for rule, kind in rules:
@@ -456,22 +459,29 @@ def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = 
     return None, None
 
 
+def _int8_dot_rule(weight_bits: int):
+    def _schedule_int8_dot_conv(sch, target):
+        return _schedule_int8_dot(sch, target, weight_bits=weight_bits)
+    return _schedule_int8_dot_conv
+
+
 def default_schedule(func, target, name: str = "func", *, int8_dot: bool = True,
-                     int8_depthwise: bool = True, int8_amx: bool = True) -> Optional[s_tir.Schedule]:
+                     int8_depthwise: bool = True, int8_amx: bool = True,
+                     weight_bits: int = 8) -> Optional[s_tir.Schedule]:
     """The default schedule of `func` (:func:`default_schedule_kind`), or None."""
     return default_schedule_kind(func, target, name, int8_dot=int8_dot, int8_depthwise=int8_depthwise,
-                                 int8_amx=int8_amx)[0]
+                                 int8_amx=int8_amx, weight_bits=weight_bits)[0]
 
 
 def schedule_func(func: tirx.PrimFunc, target, name: str = "func", *, int8_dot: bool = True,
-                  int8_depthwise: bool = True, int8_amx: bool = True,
+                  int8_depthwise: bool = True, int8_amx: bool = True, weight_bits: int = 8,
                   scheduled_by: Optional[dict] = None) -> Optional[tirx.PrimFunc]:
     """The default-scheduled `func` (with `tirx.is_scheduled`), or None where no rule applies;
     ``scheduled_by[name]`` is set to ``"default:<kind>"`` when it is scheduled."""
     if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
         return None
     sch, kind = default_schedule_kind(func, target, name, int8_dot=int8_dot, int8_depthwise=int8_depthwise,
-                                      int8_amx=int8_amx)
+                                      int8_amx=int8_amx, weight_bits=weight_bits)
     if sch is None:
         return None
     if scheduled_by is not None:
@@ -520,12 +530,14 @@ def dlight_rule():
 
 
 def default_schedule_pass(target=None, *, int8_dot: bool = True, int8_depthwise: bool = True,
-                          int8_amx: bool = True, scheduled_by: Optional[dict] = None) -> tvm.transform.Pass:
+                          int8_amx: bool = True, weight_bits: int = 8,
+                          scheduled_by: Optional[dict] = None) -> tvm.transform.Pass:
     """Module pass: default CPU schedules for the unscheduled PrimFuncs of a (fused) module
     (``scheduled_by``: kernel name -> ``"default:<kind>"`` for those it scheduled)."""
     return schedule_pass(lambda func, tgt, name: schedule_func(func, tgt, name, int8_dot=int8_dot,
                                                                int8_depthwise=int8_depthwise,
-                                                               int8_amx=int8_amx, scheduled_by=scheduled_by),
+                                                               int8_amx=int8_amx, weight_bits=weight_bits,
+                                                               scheduled_by=scheduled_by),
                          target, "HarnessCPUDefaultSchedule")
 
 
@@ -535,10 +547,12 @@ class CPUSchedules:
 
     name = "cpu"
 
-    def __init__(self, *, int8_dot: bool = True, int8_depthwise: bool = True, int8_amx: bool = True):
+    def __init__(self, *, int8_dot: bool = True, int8_depthwise: bool = True, int8_amx: bool = True,
+                 weight_bits: int = 8):
         self.int8_dot = int8_dot
         self.int8_depthwise = int8_depthwise
         self.int8_amx = int8_amx
+        self.weight_bits = weight_bits
 
     @staticmethod
     def applies_to(target) -> bool:
@@ -551,18 +565,19 @@ class CPUSchedules:
     def default_schedule(self, func, target, name: str = "func"):
         """``(schedule, kind)`` of `func`, or ``(None, None)``."""
         return default_schedule_kind(func, target, name, int8_dot=self.int8_dot, int8_depthwise=self.int8_depthwise,
-                                     int8_amx=self.int8_amx)
+                                     int8_amx=self.int8_amx, weight_bits=self.weight_bits)
 
     def sample_schedule(self, sch: s_tir.Schedule, target) -> None:
         """The family's search space for a kernel whose default is the dot-product schedule: that
         schedule with its register tile sampled (raises where it does not apply)."""
         if not self.int8_dot:
             raise NotApplicable("build.schedules.cpu_int8_dot is off")
-        sample_int8_dot(sch, target)
+        sample_int8_dot(sch, target, self.weight_bits)
 
     def schedule_passes(self, target, scheduled_by: Optional[dict] = None) -> list:
         return [default_schedule_pass(target, int8_dot=self.int8_dot, int8_depthwise=self.int8_depthwise,
-                                      int8_amx=self.int8_amx, scheduled_by=scheduled_by)]
+                                      int8_amx=self.int8_amx, weight_bits=self.weight_bits,
+                                      scheduled_by=scheduled_by)]
 
     def graph_passes(self, target) -> list:
         """On AMX targets: strided 1x1 int8 convs as a strided slice and a stride-1 conv (which runs

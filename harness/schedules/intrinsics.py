@@ -4,8 +4,9 @@ does not build with the wheel's LLVM 22) and the exact ``vpmaddwd`` on int16-wid
 (AVX-512BW and AVX2); which of them a target has (:func:`cpu_int8_dots`), and which one a schedule
 trace uses (:func:`trace_uses_intrinsic`).
 
-``vpmaddubsw`` (TVM's ``dot_16x4_avx512``) is never used: it saturates its pairwise u8 x s8 sums
-to int16 (2 x 255 x 127 > 32767).
+``vpmaddubsw`` saturates its pairwise u8 x s8 sums to int16 (2 x 255 x 127 > 32767): it is used
+(:func:`pmaddubsw_intrinsic`) only for weights of at most 7 bits (``quantize.nbit_weight: 7``,
+2 x 255 x 64 <= 32767), where it is exact, on CPUs without VNNI.
 """
 from __future__ import annotations
 
@@ -158,6 +159,68 @@ def pmaddwd_intrinsic(lanes: int, data_dtype: str) -> str:
     return name
 
 
+_PMADDUBSW_LLVM = {8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd", "avx2"),
+                   16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512", "avx512bw")}
+# |weight| <= 64: a vpmaddubsw pair sum is at most 2 x 255 x 64 = 32640 in magnitude (int16: exact)
+PMADDUBSW_MAX_WEIGHT_BITS = 7
+
+
+def pmaddubsw_intrinsic(lanes: int) -> str:
+    """Register (once) and name ``C[0:lanes] += sum_(k<4) A[k] * B[0:lanes, k]`` for uint8 A and
+    int8 B whose values fit 7 bits, as ``vpmaddubsw`` (u8 x s8 pair sums to int16) then
+    ``vpmaddwd`` by ones (int16 pair sums to int32): 4 multiply-adds per lane in two instructions,
+    against two per lane in one for the exact :func:`pmaddwd_intrinsic` (plus its widening).
+
+    Exact only while no int16 pair sum saturates: weights in [-64, 64] (the quantizer's
+    ``nbit_weight: 7`` gives [-63, 63]). The schedules pick it only where the build says its
+    weights have at most :data:`PMADDUBSW_MAX_WEIGHT_BITS` bits."""
+    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    pairs_llvm, quads_llvm, _ = _PMADDUBSW_LLVM[lanes]
+    name = f"harness_dot_{lanes}x4_u8s7_pmaddubsw"
+    if TensorIntrin.get(name, allow_missing=True) is not None:
+        return name
+    nbytes, halves, wide = 4 * lanes, f"int16x{2 * lanes}", f"int32x{lanes}"
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        a: T.Buffer((4,), "uint8", offset_factor=1),
+        b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            for lane, red in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vl, vr = T.axis.remap("SR", [lane, red])
+                    c[vl] = c[vl] + T.cast(a[vr], "int32") * T.cast(b[vl, vr], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        a: T.Buffer((4,), "uint8", offset_factor=1),
+        b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            # the 4 activation bytes, seen as one int32, repeated in every lane
+            a_word = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+            a_bytes = T.reinterpret(T.broadcast(a_word, lanes), dtype=f"uint8x{nbytes}")
+            pair_sums = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(pairs_llvm), a_bytes, b.vload([0, 0], dtype=f"int8x{nbytes}"),
+                dtype=halves,
+            )
+            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=wide) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(quads_llvm), pair_sums, T.broadcast(T.int16(1), 2 * lanes), dtype=wide,
+            )
+
+    TensorIntrin.register(name, desc, impl)
+    return name
+
+
 def register_cpu_int8_intrinsics() -> None:
     """Register the harness's x86 8-bit dot products (:func:`vnni_intrinsic`, every
     :func:`pmaddwd_intrinsic` variant): database records of kernels that use one name it, and
@@ -166,18 +229,25 @@ def register_cpu_int8_intrinsics() -> None:
     for lanes in _PMADDWD_LLVM:
         for data_dtype in ("uint8", "int8"):
             pmaddwd_intrinsic(lanes, data_dtype)
+    for lanes in _PMADDUBSW_LLVM:
+        pmaddubsw_intrinsic(lanes)
 
 
-def cpu_int8_dots(target: Any, data_dtype: str) -> list:
+def cpu_int8_dots(target: Any, data_dtype: str, weight_bits: int = 8) -> list:
     """The exact 8-bit dot products of an llvm target, best first, as ``(intrinsic, lanes,
-    reduction)``: VNNI ``vpdpbusd`` (16 x 4, unsigned activations only), then ``vpmaddwd`` on
-    AVX-512BW (16 x 2) and on AVX2 (8 x 2).  Empty for other CPUs."""
+    reduction)``: VNNI ``vpdpbusd`` (16 x 4, unsigned activations only); without VNNI, for
+    unsigned activations and weights of at most 7 bits (`weight_bits`), ``vpmaddubsw`` +
+    ``vpmaddwd`` on AVX-512BW (16 x 4) and on AVX2 (8 x 4); then ``vpmaddwd`` on int16-widened
+    operands on AVX-512BW (16 x 2) and on AVX2 (8 x 2).  Empty for other CPUs."""
     tgt = normalize_target(target)
     if tgt.kind.name != "llvm" or data_dtype not in ("uint8", "int8"):
         return []
     found = []
     if data_dtype == "uint8" and target_has_feature(tgt, "avx512vnni"):
         found.append((vnni_intrinsic(), 16, 4))
+    elif data_dtype == "uint8" and weight_bits <= PMADDUBSW_MAX_WEIGHT_BITS:
+        found += [(pmaddubsw_intrinsic(lanes), lanes, 4) for lanes in (16, 8)
+                  if target_has_feature(tgt, _PMADDUBSW_LLVM[lanes][2])]
     for lanes in (16, 8):
         if target_has_feature(tgt, _PMADDWD_LLVM[lanes][1]):
             found.append((pmaddwd_intrinsic(lanes, data_dtype), lanes, 2))

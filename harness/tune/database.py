@@ -283,30 +283,6 @@ def open_database(work_dir: str, target: Any, *, create: bool = False):
 
 
 # ---------------------------------------------------------------------- workload identity
-_VOLATILE_ATTRS = ("global_symbol", "op_pattern", "tir.is_scheduled")
-
-
-def canonical_module(func):
-    """The IRModule under which a conv ``PrimFunc`` is stored in / looked up from a database.
-
-    Attributes that only name or classify the function (its symbol, Relax's ``op_pattern``)
-    are dropped, so a tuned conv is found again whatever the function is called in the module
-    being built.  The function is then normalized the way MetaSchedule does for tuning.
-    """
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod  # pylint: disable=import-outside-toplevel
-
-    if isinstance(func, tvm.IRModule):
-        funcs = [f for _, f in func.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-        if len(funcs) != 1:
-            raise ValueError("canonical_module expects a module with exactly one PrimFunc")
-        func = funcs[0]
-    for key in _VOLATILE_ATTRS:
-        if func.attrs is not None and key in func.attrs:
-            func = func.without_attr(key)
-    return _normalize_mod(func)
-
-
 def workload_records(database, mod) -> list:
     """All tuning records of workload ``mod`` (failed ones included), without adding it."""
     import tvm_ffi  # pylint: disable=import-outside-toplevel

@@ -381,7 +381,8 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
         if (dtype == "int8" and default is not None and trace_uses_intrinsic(default.trace)
                 and _samples_tiles(task.dispatched[0], target, options)):
             # the default dot-product (dp4a) schedule, its tiles tuned
-            space = cuda_int8_dp4a_space(target) if target.kind.name == "cuda" else cpu_int8_dot_space(target)
+            space = (cuda_int8_dp4a_space(target) if target.kind.name == "cuda" else
+                     cpu_int8_dot_space(target, (options or ScheduleOptions()).int8_weight_bits))
         elif dtype == "int8":
             space = space_for(dtype, target, "uint8" if target.kind.name == "llvm" else None)
         else:

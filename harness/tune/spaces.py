@@ -296,7 +296,7 @@ def int8_space(target: Any, data_dtype: str = "int8", *, tensor_cores: bool | No
     return default_space(tgt)
 
 
-def cpu_int8_dot_space(target: Any) -> SearchSpace:
+def cpu_int8_dot_space(target: Any, weight_bits: int = 8) -> SearchSpace:
     """Search space of a fused 8-bit conv kernel (model-level tuning) that the default CPU
     schedule puts on the dot product (:func:`harness.schedules.cpu.schedule_int8_dot_conv`):
     that schedule with its register tile sampled, the search mutating the tile sizes.
@@ -309,10 +309,10 @@ def cpu_int8_dot_space(target: Any) -> SearchSpace:
     from ..schedules.cpu import sample_int8_dot  # pylint: disable=import-outside-toplevel
 
     tgt = normalize_target(target)
-    names = sorted({name for name, _, _ in cpu_int8_dots(tgt, "uint8") + cpu_int8_dots(tgt, "int8")})
+    names = sorted({name for name, _, _ in cpu_int8_dots(tgt, "uint8", weight_bits) + cpu_int8_dots(tgt, "int8")})
     return SearchSpace(
         [], [], {ms.mutator.MutateTileSize(): 1.0}, names, "llvm-int8-dot:" + ",".join(names),
-        schedule_fn=lambda sch: sample_int8_dot(sch, tgt),
+        schedule_fn=lambda sch: sample_int8_dot(sch, tgt, weight_bits),
         # three tile sizes, a few dozen points: a small population covers them, and every
         # candidate is a replay of the whole schedule (packing, tensorize), costly to make
         search_opts={"population_size": 64, "init_min_unmeasured": 16, "genetic_num_iters": 2},

@@ -79,11 +79,13 @@ def odd_pools(c=8, hw=17):
     return _module((1, c, hw, hw), "float32", body)
 
 
-def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True, stride=1, data="uint8", groups=1):
+def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True, stride=1, data="uint8", groups=1, weight_bits=8):
     """uint8 (or int8) x int8 -> int32 conv; with `epilogue`, realize.py's dequantize / bias / ReLU /
     requantize chain after it (cast, per-channel multiply, add, relu, multiply, floor(+0.5), clip,
-    cast); with epilogue "int_bias", an int32 bias add (integers all through: exact)."""
-    w = RNG.randint(-127, 128, size=(co, ci // groups, k, k)).astype("int8")
+    cast); with epilogue "int_bias", an int32 bias add (integers all through: exact). Weights of
+    `weight_bits` bits, symmetric (as the quantizer's nbit_weight makes them)."""
+    top = 2 ** (weight_bits - 1) - 1
+    w = RNG.randint(-top, top + 1, size=(co, ci // groups, k, k)).astype("int8")
     scale = RNG.uniform(1e-3, 1e-2, size=(1, co, 1, 1)).astype("float32")
     bias = RNG.normal(size=(1, co, 1, 1)).astype("float32")
 
@@ -395,6 +397,50 @@ def test_int8_dot_product_per_cpu():
     assert dots("skylake-avx512") == [(16, 2), (8, 2)]
     assert dots("haswell") == [(8, 2)] and dots("znver2", "int8") == [(8, 2)]
     assert dots("x86-64") == [] and dots("znver2", "float32") == []
+
+
+def test_seven_bit_weights_choose_pmaddubsw():
+    """Weights of at most 7 bits (quantize.nbit_weight: 7) put unsigned data on vpmaddubsw (4 per
+    lane, exact: 2 x 255 x 64 < 2^15) where there is no VNNI; VNNI CPUs and int8 data are unchanged."""
+    from harness.schedules.intrinsics import cpu_int8_dots
+
+    def dots(mcpu, dtype="uint8", bits=7):
+        return [(d[0].endswith("pmaddubsw"),) + d[1:] for d in cpu_int8_dots({"kind": "llvm", "mcpu": mcpu}, dtype, bits)]
+
+    assert dots("haswell") == [(True, 8, 4), (False, 8, 2)] and dots("haswell", bits=8) == [(False, 8, 2)]
+    assert dots("skylake-avx512") == [(True, 16, 4), (True, 8, 4), (False, 16, 2), (False, 8, 2)]
+    assert dots("cascadelake") == dots("cascadelake", bits=8)  # vpdpbusd is exact at 8 bits
+    assert dots("znver2", "int8") == [(False, 8, 2)]  # vpmaddubsw's first operand is unsigned
+
+
+@pytest.mark.parametrize("mcpu,feature,register", [("haswell", "avx2", "ymm"),
+                                                   ("skylake-avx512", "avx512bw", "zmm")])
+def test_seven_bit_weights_run_on_pmaddubsw_exactly(mcpu, feature, register):
+    """A conv with 7-bit weights built for a CPU without VNNI: its kernel multiplies on vpmaddubsw
+    (read from the assembly, on any host), the 8-bit build does not; run where this host has the
+    instruction set, with the largest data codes (255) as well: equal to the plain schedule's sums."""
+    import re
+
+    from harness.targets import target_has_feature
+
+    tgt = tvm.target.Target(llvm_target(mcpu, 2))
+    mod = int8_conv(ci=16, co=32, hw=10, epilogue="int_bias", weight_bits=7)
+    seven = ScheduleOptions(cpu_int8_amx=False, int8_weight_bits=7)
+    built = compile_module(mod, tgt, schedules=seven)
+    eight = compile_module(mod, tgt, schedules=NO_AMX)
+
+    def asm(b):
+        return next(m.inspect_source("s") for m in [b.executable.mod, *b.executable.mod.imports] if m.kind == "llvm")
+
+    assert re.search(rf"vpmaddubsw\s+%{register}", asm(built)) and "vpmaddubsw" not in asm(eight)
+    host = tvm.target.Target(llvm_target())
+    if not target_has_feature(host, feature):
+        pytest.skip(f"compiled and read only: this host has no {feature} to run {mcpu} code")
+    plain = compile_module(mod, tgt, schedules=ScheduleOptions.none())
+    for x in (_codes((1, 16, 10, 10), "uint8"), np.full((1, 16, 10, 10), 255, "uint8")):
+        got, ref = (relax.VirtualMachine(b.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+                    for b in (built, plain))
+        np.testing.assert_array_equal(got, ref)
 
 
 @pytest.mark.parametrize("mcpu,channels,instruction", [

@@ -203,7 +203,8 @@ bench: {{results_dir: {tmp_path / "results"}}}
     [kernel] = [k for k, v in int8["tuning"]["kernels"].items() if v == source]
     assert "conv2d" in kernel
     assert int8["build"] == {"schedules": {"cpu_default": True, "cpu_int8_dot": True, "cpu_int8_depthwise": True,
-                                           "cpu_int8_amx": False, "cuda_int8_dp4a": True}, "fallback": None}
+                                           "cpu_int8_amx": False, "cuda_int8_dp4a": True, "int8_weight_bits": 8},
+                             "fallback": None}
     [fp32] = [v for v in record["variants"] if v["variant"] == "tvm-fp32"]
     assert fp32["tuning"]["from_database"] == 0  # an int8 conv's record does not match fp32 convs
     # the built kernel is the record's, not the default one
