@@ -19,11 +19,17 @@ from ..targets import cuda_sm, normalize_target, target_has_feature
 _INTRIN_LOADED = False
 
 
+def intrinsics_loaded() -> bool:
+    """Whether :func:`load_tensor_intrinsics` has run in this process."""
+    return _INTRIN_LOADED
+
+
 def load_tensor_intrinsics() -> None:
     """Register TVM's tensor intrinsics (imports ``tvm.s_tir.tensor_intrin``).
 
-    The import parses a few hundred TVMScript functions and takes ~15-20 s on this machine;
-    it is done once per process.
+    The import parses a few hundred TVMScript functions and takes 40 s or more on a 2-core
+    machine; it is done once per process, and only where TVM's own intrinsics are needed (CUDA
+    schedules and searches, records that name them).
     """
     global _INTRIN_LOADED  # pylint: disable=global-statement
     if not _INTRIN_LOADED:
@@ -33,6 +39,29 @@ def load_tensor_intrinsics() -> None:
 
 
 VNNI_INTRIN = "harness_dot_16x4_vnni"
+
+
+def _dot_desc(data_dtype: str, lanes: int, red: int):
+    """What every x86 8-bit dot product computes: ``C[0:lanes] += sum_(k<red) A[k] * B[0:lanes, k]``
+    (A: `red` activations of `data_dtype`, B: int8 weights, C: int32), the description a
+    tensor intrinsic's implementation is matched against."""
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        a: T.Buffer((red,), data_dtype, offset_factor=1),
+        b: T.Buffer((lanes, red), "int8", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:red], b[0:lanes, 0:red])
+            T.writes(c[0:lanes])
+            for lane, k in T.grid(lanes, red):
+                with T.sblock("update"):
+                    vl, vr = T.axis.remap("SR", [lane, k])
+                    c[vl] = c[vl] + T.cast(a[vr], "int32") * T.cast(b[vl, vr], "int32")
+
+    return desc
 
 
 def _register_vnni_intrinsic() -> None:
@@ -50,20 +79,6 @@ def _register_vnni_intrinsic() -> None:
 
     if TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is not None:
         return
-
-    @T.prim_func(s_tir=True)
-    def desc(
-        a: T.Buffer((4,), "uint8", offset_factor=1),
-        b: T.Buffer((16, 4), "int8", offset_factor=1),
-        c: T.Buffer((16,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-            T.writes(c[0:16])
-            for lane, red in T.grid(16, 4):
-                with T.sblock("update"):
-                    vl, vr = T.axis.remap("SR", [lane, red])
-                    c[vl] = c[vl] + T.cast(a[vr], "int32") * T.cast(b[vl, vr], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -85,7 +100,7 @@ def _register_vnni_intrinsic() -> None:
                 dtype="int32x16",
             )
 
-    TensorIntrin.register(VNNI_INTRIN, desc, impl)
+    TensorIntrin.register(VNNI_INTRIN, _dot_desc("uint8", 16, 4), impl)
 
 
 def vnni_intrinsic() -> str:
@@ -125,20 +140,6 @@ def pmaddwd_intrinsic(lanes: int, data_dtype: str) -> str:
     weights = f"int8x{2 * lanes}"
 
     @T.prim_func(s_tir=True)
-    def desc(
-        a: T.Buffer((2,), data_dtype, offset_factor=1),
-        b: T.Buffer((lanes, 2), "int8", offset_factor=1),
-        c: T.Buffer((lanes,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
-            T.writes(c[0:lanes])
-            for lane, red in T.grid(lanes, 2):
-                with T.sblock("update"):
-                    vl, vr = T.axis.remap("SR", [lane, red])
-                    c[vl] = c[vl] + T.cast(a[vr], "int32") * T.cast(b[vl, vr], "int32")
-
-    @T.prim_func(s_tir=True)
     def impl(
         a: T.Buffer((2,), data_dtype, offset_factor=1),
         b: T.Buffer((lanes, 2), "int8", offset_factor=1),
@@ -155,7 +156,7 @@ def pmaddwd_intrinsic(lanes: int, data_dtype: str) -> str:
                 T.Cast(halves, b.vload([0, 0], dtype=weights)), dtype=wide,
             )
 
-    TensorIntrin.register(name, desc, impl)
+    TensorIntrin.register(name, _dot_desc(data_dtype, lanes, 2), impl)
     return name
 
 
@@ -184,20 +185,6 @@ def pmaddubsw_intrinsic(lanes: int) -> str:
     nbytes, halves, wide = 4 * lanes, f"int16x{2 * lanes}", f"int32x{lanes}"
 
     @T.prim_func(s_tir=True)
-    def desc(
-        a: T.Buffer((4,), "uint8", offset_factor=1),
-        b: T.Buffer((lanes, 4), "int8", offset_factor=1),
-        c: T.Buffer((lanes,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
-            T.writes(c[0:lanes])
-            for lane, red in T.grid(lanes, 4):
-                with T.sblock("update"):
-                    vl, vr = T.axis.remap("SR", [lane, red])
-                    c[vl] = c[vl] + T.cast(a[vr], "int32") * T.cast(b[vl, vr], "int32")
-
-    @T.prim_func(s_tir=True)
     def impl(
         a: T.Buffer((4,), "uint8", offset_factor=1),
         b: T.Buffer((lanes, 4), "int8", offset_factor=1),
@@ -217,7 +204,7 @@ def pmaddubsw_intrinsic(lanes: int) -> str:
                 T.llvm_lookup_intrinsic_id(quads_llvm), pair_sums, T.broadcast(T.int16(1), 2 * lanes), dtype=wide,
             )
 
-    TensorIntrin.register(name, desc, impl)
+    TensorIntrin.register(name, _dot_desc("uint8", lanes, 4), impl)
     return name
 
 

@@ -37,7 +37,7 @@ import warnings
 from typing import Any, Iterable
 
 from ..errors import HarnessError, HarnessWarning
-from ..schedules.intrinsics import load_tensor_intrinsics, register_cpu_int8_intrinsics
+from ..schedules.intrinsics import intrinsics_loaded, load_tensor_intrinsics, register_cpu_int8_intrinsics
 from ..targets import normalize_target, target_key, target_summary
 
 logger = logging.getLogger("harness")
@@ -190,7 +190,6 @@ def sanitize_database(work_dir: str) -> list[str]:
     rec_lines, rec_no_eol = _read_raw_lines(rec_path)
     if not wl_lines and not rec_lines:
         return []
-    load_tensor_intrinsics()
     register_cpu_int8_intrinsics()  # records of x86 int8 kernels name our intrinsics: they must be registered
     from ..schedules.amx import register_named  # pylint: disable=import-outside-toplevel
 
@@ -233,7 +232,7 @@ def sanitize_database(work_dir: str) -> list[str]:
             if entry[0] not in new_index:
                 raise ValueError(f"refers to workload {entry[0]}, which is missing or corrupt")
             index = new_index[entry[0]]
-            TuningRecord.from_json(entry[1], workloads[index])
+            _record_from_json(TuningRecord, entry[1], workloads[index])
         except Exception as err:  # pylint: disable=broad-except
             _reject(rec_path, i + 1, line, err)
             continue
@@ -261,6 +260,20 @@ def sanitize_database(work_dir: str) -> list[str]:
     return messages
 
 
+def _record_from_json(record_class, entry, workload):
+    """A tuning record from its JSON. Reading one replays its trace, and a trace that tensorizes
+    with one of TVM's own intrinsics needs them registered: importing them all
+    (``tvm.s_tir.tensor_intrin``) takes 40 s or more, so it is done only when a record needs it,
+    not for every database a build reads."""
+    try:
+        return record_class.from_json(entry, workload)
+    except Exception:  # pylint: disable=broad-except
+        if intrinsics_loaded():
+            raise
+        load_tensor_intrinsics()
+        return record_class.from_json(entry, workload)
+
+
 def open_database(work_dir: str, target: Any, *, create: bool = False):
     """Open the ``JSONDatabase`` in ``work_dir`` for ``target`` (checked, sanitized).
 
@@ -270,8 +283,9 @@ def open_database(work_dir: str, target: Any, *, create: bool = False):
     """
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
-    load_tensor_intrinsics()
     register_cpu_int8_intrinsics()
+    if normalize_target(target).kind.name == "cuda":  # dp4a / wmma records name TVM's own intrinsics
+        load_tensor_intrinsics()
     has_db = os.path.exists(os.path.join(work_dir, WORKLOAD_FILE))
     if not has_db and not create:
         raise FileNotFoundError(f"no tuning database in {work_dir} (expected {WORKLOAD_FILE})")
