@@ -44,6 +44,12 @@ class QConfig:
     # between two quantized ops: "float" (dequantize, requantize by a float multiply) or "integer"
     # (int32 bias and ReLU, fixed-point multiply and shift; round_for_shift rounds it; requantize.py)
     requantize: Literal["float", "integer"] = "float"
+    # a tensor that quantized ops read and other ops read too (a residual block's input: its first
+    # conv and its skip-connection add; a pool's output read by two convs): "int8" quantizes it once
+    # and stores the 8-bit codes, the other readers get their dequantized value inside their own
+    # kernels (relay's realize did the same); "float": it stays float32 and every quantized reader
+    # quantizes a copy of its own (4x the memory traffic on ResNets' skip connections)
+    shared_tensors: Literal["int8", "float"] = "int8"
 
     def __post_init__(self):
         self.validate()
@@ -63,6 +69,8 @@ class QConfig:
             raise ConfigError("quantize.calibrate_chunk_by: -1 (all at once) or a positive count")
         if self.requantize not in ("float", "integer"):
             raise ConfigError(f"quantize.requantize: unknown '{self.requantize}'; valid: float, integer")
+        if self.shared_tensors not in ("int8", "float"):
+            raise ConfigError(f"quantize.shared_tensors: unknown '{self.shared_tensors}'; valid: int8, float")
         if self.partition_conversions not in ("disabled", "enabled", "fully_integral"):
             raise ConfigError(f"quantize.partition_conversions: unknown '{self.partition_conversions}'; "
                               "valid: disabled, enabled, fully_integral")

@@ -120,6 +120,44 @@ def _quantize_expr(x: relax.Expr, tq: TensorQuant, cfg: QConfig) -> relax.Expr:
     return relax.op.clip(codes, lo, hi)
 
 
+MAX_POOL = tvm.ir.Op.get("relax.nn.max_pool2d")
+
+
+def _shared_inputs(func: relax.Function, enabled: List[QuantOp], quants: Dict[str, TensorQuant]) -> List[list]:
+    """The data tensors to quantize once (``shared_tensors: int8``): a var bound in `func` that
+    quantized ops read with one scale and type, and that something else reads too (or a second
+    quantized op). ``[[var, TensorQuant, None], ...]``."""
+    readers: Dict[int, list] = {}  # index of the var among the bindings -> [quant ops]
+    bound = []
+    other_reads = []
+    for block in func.body.blocks:
+        for b in block.bindings:
+            bound.append(b.var)
+            op = next((o for o in enabled if o.var.same_as(b.var)), None)
+            call = b.value
+            if not isinstance(call, relax.Call):
+                other_reads.extend(relax.analysis.free_vars(call))
+                continue
+            args = list(call.args)
+            if op is not None:
+                data = args.pop(0)
+                idx = next((i for i, v in enumerate(bound) if v.same_as(data)), None)
+                if idx is not None:
+                    readers.setdefault(idx, []).append(op)
+            for a in args:
+                other_reads.extend(v for v in (a.fields if isinstance(a, relax.Tuple) else [a]) if isinstance(v, relax.Var))
+    other_reads.extend(relax.analysis.free_vars(func.body.body))
+    out = []
+    for idx, ops in readers.items():
+        tqs = [quants[o.tensor] for o in ops]
+        if any(t.scale != tqs[0].scale or t.dtype != tqs[0].dtype for t in tqs):
+            continue
+        read_elsewhere = any(v.same_as(bound[idx]) for v in other_reads)
+        if len(ops) > 1 or read_elsewhere:
+            out.append([bound[idx], tqs[0], None])
+    return out
+
+
 @relax.expr_functor.mutator
 class _Realizer(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig,
@@ -133,6 +171,10 @@ class _Realizer(relax.PyExprMutator):
         self.switch_index = {op.name: i for i, op in enumerate(enabled)} if switchable else None
         self.switch = relax.Var("quant_switch", relax.TensorType((len(enabled),), "float32")) \
             if switchable else None
+        # shared_tensors: int8 (not in a switchable build, whose fp32 choice must see fp32 inputs):
+        # [original var, its TensorQuant, its 8-bit value once emitted]
+        self.shared = _shared_inputs(mod["main"], enabled, quants) \
+            if cfg.shared_tensors == "int8" and not switchable else []
 
     def transform(self) -> tvm.IRModule:
         func = self.visit_expr(self.mod_["main"])
@@ -142,6 +184,59 @@ class _Realizer(relax.PyExprMutator):
         self.builder_.update_func(self.mod_.get_global_var("main"), func)
         return self.builder_.get()
 
+    def _shared(self, var) -> Optional[list]:
+        return next((entry for entry in self.shared if entry[0].same_as(var)), None)
+
+    def _emit_binding(self, binding: relax.VarBinding, value: relax.Expr) -> relax.Var:
+        if isinstance(binding.var, relax.DataflowVar):
+            new_var = self.builder_.emit(value, name_hint=binding.var.name)
+        else:
+            new_var = self.builder_.emit_output(value, name_hint=binding.var.name)
+        self.set_var_remap(binding.var, new_var)
+        return new_var
+
+    def _dequantized(self, entry: list) -> relax.Expr:
+        """A shared tensor as its non-quantized readers see it (emitted for each reader, so that it
+        fuses into the reader's kernel: the tensor in memory stays 8-bit)."""
+        _, tq, value = entry
+        if self.cfg.do_simulation:
+            return value
+        return self.builder_.emit(relax.op.multiply(relax.op.astype(value, "float32"),
+                                                    relax.const(tq.scale, "float32")))
+
+    def _eight_bit(self, binding: relax.VarBinding, tq: TensorQuant) -> relax.Var:
+        """The bound tensor's 8-bit codes (do_simulation: their fp32 value). The codes of a max pool's
+        output are the max pool of its input's codes (quantizing is monotone: the same codes), so that
+        the pool and its producer's output are 8-bit too."""
+        value, emit = binding.value, self.builder_.emit
+        if self.cfg.do_simulation:
+            codes = emit(_quantize_expr(self.visit_expr(binding.var), tq, self.cfg))
+            return emit(relax.op.multiply(codes, relax.const(tq.scale, "float32")))
+        if isinstance(value, relax.Call) and value.op.same_as(MAX_POOL):
+            codes = emit(_quantize_expr(self.visit_expr(value.args[0]), tq, self.cfg))
+            return emit(relax.Call(value.op, [emit(relax.op.astype(codes, tq.dtype))], value.attrs),
+                        name_hint=f"{binding.var.name}_q")
+        codes = emit(_quantize_expr(self.visit_expr(binding.var), tq, self.cfg))
+        return emit(relax.op.astype(codes, tq.dtype), name_hint=f"{binding.var.name}_q")
+
+    def _reader(self, binding: relax.VarBinding) -> bool:
+        """A binding reading shared tensors (not as a quantized op's data): its call rewritten to
+        read their dequantized values; False where it reads none."""
+        call = binding.value
+        if not isinstance(call, relax.Call) or not any(
+                self._shared(v) is not None for a in call.args
+                for v in (a.fields if isinstance(a, relax.Tuple) else [a]) if isinstance(v, relax.Var)):
+            return False
+
+        def arg(a):
+            if isinstance(a, relax.Tuple):
+                return relax.Tuple([arg(f) for f in a.fields])
+            entry = self._shared(a) if isinstance(a, relax.Var) else None
+            return self._dequantized(entry) if entry is not None and entry[2] is not None else self.visit_expr(a)
+
+        self._emit_binding(binding, relax.Call(call.op, [arg(a) for a in call.args], call.attrs, call.ty_args))
+        return True
+
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         op = None
         for v, o in self.by_var.items():
@@ -149,11 +244,17 @@ class _Realizer(relax.PyExprMutator):
                 op = o
                 break
         if op is None:
-            return super().visit_var_binding_(binding)
+            if not self._reader(binding):
+                super().visit_var_binding_(binding)
+            entry = self._shared(binding.var)
+            if entry is not None:  # quantized once, here, for all its readers
+                entry[2] = self._eight_bit(binding, entry[1])
+            return None
         call = binding.value
+        entry = self._shared(call.args[0])
         data = self.visit_expr(call.args[0])
         w = call.args[1].value.numpy()
-        out = self._quantized(op, call, data, w)
+        out = self._quantized(op, call, data, w, entry[2] if entry is not None else None)
         if self.switch is not None:
             # switch i: 1 keeps the int8 result, 0 the op's own fp32 result (one build, any choice)
             quant = self.builder_.emit(out)
@@ -161,13 +262,12 @@ class _Realizer(relax.PyExprMutator):
             flag = self.builder_.emit(relax.op.take(self.switch, relax.const(self.switch_index[op.name], "int64"),
                                                     axis=0))
             out = relax.op.where(relax.op.greater(flag, relax.const(0.5, "float32")), quant, fp32)
-        if isinstance(binding.var, relax.DataflowVar):
-            new_var = self.builder_.emit(out, name_hint=binding.var.name)
-        else:
-            new_var = self.builder_.emit_output(out, name_hint=binding.var.name)
-        self.set_var_remap(binding.var, new_var)
+        self._emit_binding(binding, out)
+        return None
 
-    def _quantized(self, op: QuantOp, call: relax.Call, data: relax.Expr, w: np.ndarray) -> relax.Expr:
+    def _quantized(self, op: QuantOp, call: relax.Call, data: relax.Expr, w: np.ndarray,
+                   shared: Optional[relax.Expr] = None) -> relax.Expr:
+        """The op on 8-bit data (`shared`: its data's codes, already emitted for several readers)."""
         cfg = self.cfg
         tq = self.quants[op.tensor]
         emit = self.builder_.emit
@@ -177,18 +277,18 @@ class _Realizer(relax.PyExprMutator):
             w_oi = w
         s_w = weight_scales(w_oi, cfg)
         wq = quantize_weight(w_oi, s_w, cfg)
-        codes = emit(_quantize_expr(data, tq, cfg))
+        codes = emit(_quantize_expr(data, tq, cfg)) if shared is None else None
         combined = (tq.scale * s_w).astype("float32")
         scale_shape = (1, -1, 1, 1) if op.kind == "nn.conv2d" else (1, -1)
         w_shape = (-1,) + (1,) * (w_oi.ndim - 1)
         if cfg.do_simulation:
             # fake quantization in fp32: same rounding and clipping, no integer kernels
-            xq = emit(relax.op.multiply(codes, relax.const(tq.scale, "float32")))
+            xq = emit(relax.op.multiply(codes, relax.const(tq.scale, "float32"))) if shared is None else shared
             w_fake = (wq.astype("float64") * s_w.reshape(w_shape)).astype("float32")
             weight = relax.const(w_fake if op.kind == "nn.conv2d" else np.ascontiguousarray(w_fake.T))
             out = self._op(op, call, xq, weight, out_dtype="float32")
         else:
-            xq = emit(relax.op.astype(codes, tq.dtype))
+            xq = emit(relax.op.astype(codes, tq.dtype)) if shared is None else shared
             weight = relax.const(wq if op.kind == "nn.conv2d" else np.ascontiguousarray(wq.T))
             acc = emit(self._op(op, call, xq, weight, out_dtype="int32"))
             out = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(combined.reshape(scale_shape)))

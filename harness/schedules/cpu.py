@@ -185,6 +185,36 @@ def schedule_reduction(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, 
         sch.vectorize(epi_loops[-1])
     for blk in prologue + rest:
         schedule_injective(sch, blk.rv, bits)
+    if vec_factor > 1 and len(sch.get(anchor.rv).reads) > 2:  # convs (data, weights, acc): not pools
+        deinterleave_strided_reads(sch, prologue, anchor, vec)
+
+
+def deinterleave_strided_reads(sch: s_tir.Schedule, stages: List[Block], anchor: Block, vec: int) -> None:
+    """A stage (the padding) that the reduction reads ``s`` elements apart along its vector axis
+    (stride-2 convs and pools: ``x * 2 + kw``) is stored de-interleaved, ``[..., x % s, x // s]``,
+    so that those reads are contiguous vectors (LLVM otherwise loads a strided vector element by
+    element). Only where ``s`` divides the stage's innermost extent; used for convs (measured on a
+    2-core Emerald Rapids: resnet50's 7x7 stride-2 fp32 stem ~15% faster), not pools (a 3x3 stride-2
+    max pool got slower: its padding stage, written de-interleaved, costs more than it saves)."""
+    from tvm.sym.pattern import detect_linear_equation  # pylint: disable=import-outside-toplevel
+
+    block = sch.get(anchor.rv)
+    var = anchor.iters[vec].var
+    for blk in stages:
+        buf = sch.get(blk.rv).writes[0].source
+        region = next((r for r in block.reads if r.source.same_as(buf)), None)
+        if region is None or len(buf.shape) < 2:
+            continue
+        coef = detect_linear_equation(region.region[-1].min, [var])
+        stride = const_int(coef[0]) if len(coef) == 2 else None
+        width = const_int(buf.shape[-1])
+        if stride is None or stride < 2 or width is None or width % stride:
+            continue
+        sch.transform_layout(blk.rv, ("write", 0), _deinterleave_map(len(buf.shape), stride))
+
+
+def _deinterleave_map(ndim: int, stride: int):
+    return tirx.IndexMap.from_func(lambda *idx: [*idx[:-1], idx[-1] % stride, idx[-1] // stride], ndim=ndim)
 
 
 def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, target, *,

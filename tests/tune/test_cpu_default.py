@@ -143,6 +143,8 @@ def _scheduled_funcs(mod, target, int8_dot=True, int8_depthwise=True):
 CASES = {
     "conv_bias_relu": (conv_bias_relu(), (1, 8, 14, 14), "float32"),
     "conv_stride2": (conv_bias_relu(ci=6, co=12, hw=13, k=3, stride=2), (1, 6, 13, 13), "float32"),
+    # a stem-like 7x7 / 2 conv whose padded rows (22 wide) are stored de-interleaved
+    "conv_7x7_stride2": (conv_bias_relu(ci=3, co=16, hw=16, k=7, stride=2), (1, 3, 16, 16), "float32"),
     "grouped_conv": (conv_bias_relu(ci=8, co=16, groups=4), (1, 8, 14, 14), "float32"),
     "depthwise_dilated": (conv_bias_relu(ci=16, co=16, groups=16, dilation=2), (1, 16, 14, 14), "float32"),
     "dense": (dense_bias(), (2, 48), "float32"),
@@ -186,6 +188,24 @@ def test_conv_is_parallel_vectorized_register_tiled(case, target):
     assert '"tirx.is_scheduled": True' in text
     assert '_init"' in text  # the accumulator is initialized apart (decompose_reduction)
     assert 'scope="local"' in text  # ... in a local buffer, the epilogue computed from it
+
+
+def _pad_shape(func) -> list:
+    """The shapes of the function's padding buffers (its TVMScript: `pad_temp = T.sblock_alloc_buffer((...))`)."""
+    import re  # pylint: disable=import-outside-toplevel
+
+    return [[int(d) for d in re.findall(r"T\.int64\((\d+)\)", line[line.index("(("):line.index("))") + 1])]
+            for line in func.script().splitlines() if re.match(r"\s*pad\w* = T\.sblock_alloc_buffer", line)]
+
+
+def test_stride2_conv_reads_deinterleaved_rows(target):
+    """A stride-2 conv's padded data is stored [n, c, y, x % 2, x / 2]: the vector of output columns
+    reads contiguous bytes (the numbers: test_same_numbers_as_unscheduled[conv_7x7_stride2]); the
+    max pool (a padding stage too) keeps its layout."""
+    conv = next(f for name, f in _scheduled_funcs(CASES["conv_7x7_stride2"][0], target).items() if "conv2d" in name)
+    assert _pad_shape(conv) == [[1, 3, 22, 2, 11]]
+    pool = next(f for name, f in _scheduled_funcs(CASES["pools"][0], target).items() if "max_pool" in name)
+    assert _pad_shape(pool) == [[1, 16, 17, 17]]
 
 
 def test_vector_factor_and_target_width():
