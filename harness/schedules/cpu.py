@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 # below this many output elements an elementwise kernel stays on one thread
 _PARALLEL_MIN_ELEMENTS = 4096
+# a reduction with at most this many output rows besides its vector axis is a matrix-vector product
+_GEMV_ROWS = 4
 
 
 def schedule_injective(sch: s_tir.Schedule, block_rv, bits: int) -> None:
@@ -187,6 +189,33 @@ def schedule_reduction(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, 
         schedule_injective(sch, blk.rv, bits)
     if vec_factor > 1 and len(sch.get(anchor.rv).reads) > 2:  # convs (data, weights, acc): not pools
         deinterleave_strided_reads(sch, prologue, anchor, vec)
+    if vec_factor > 1 and math.prod(e for i, e in enumerate(extents) if i != vec and not is_reduction_iter(
+            anchor.iters[i])) <= _GEMV_ROWS:
+        pack_gemv_weights(sch, anchor, vec, vec_factor, params)
+
+
+def pack_gemv_weights(sch: s_tir.Schedule, anchor: Block, vec: int, vec_factor: int, params) -> None:
+    """A matrix-vector product (a dense layer at batch 1: ``W[k, n]``, n the vector axis, a
+    parameter) reads one short vector per row of W, each from another cache line: the weights
+    are packed once at build as ``[n / v, k, v]`` (a layout-rewrite block, folded into the constant),
+    so that each vector of outputs streams its weights contiguously."""
+    block = sch.get(anchor.rv)
+    var = anchor.iters[vec].var
+    for i, region in enumerate(block.reads):
+        buf = region.source
+        if len(buf.shape) != 2 or not any(buf.same_as(p) for p in params):
+            continue
+        rows, cols = region.region
+        if not (isinstance(cols.min, tirx.Var) and cols.min.same_as(var) and isinstance(rows.min, tirx.Var)):
+            continue
+        if not any(iv.var.same_as(rows.min) and is_reduction_iter(iv) for iv in anchor.iters):
+            continue
+        if const_int(buf.shape[1]) % vec_factor:
+            return
+        pack = sch.cache_read(anchor.rv, i, "global")
+        sch.transform_layout(pack, ("write", 0), lambda k, n: (n // vec_factor, k, n % vec_factor))
+        sch.annotate(pack, "meta_schedule.layout_rewrite_preproc", True)
+        return
 
 
 def deinterleave_strided_reads(sch: s_tir.Schedule, stages: List[Block], anchor: Block, vec: int) -> None:

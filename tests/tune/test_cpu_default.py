@@ -208,6 +208,18 @@ def test_stride2_conv_reads_deinterleaved_rows(target):
     assert _pad_shape(pool) == [[1, 16, 17, 17]]
 
 
+def test_dense_at_batch_1_streams_packed_weights(target):
+    """A matrix-vector product's weights W[k, n] are packed [n / v, k, v] once at build (a
+    layout-rewrite block): each vector of outputs reads its weights contiguously."""
+    [func] = [f for name, f in _scheduled_funcs(dense_bias(m=1, k=64, n=48), target).items() if "matmul" in name]
+    text = func.script()
+    assert '"meta_schedule.layout_rewrite_preproc": True' in text
+    vec = cpu_default.pick_vector_factor(48, vector_bits(target) // 32)
+    assert f"T.sblock_alloc_buffer((T.int64({48 // vec}), T.int64(64), T.int64({vec}))" in text
+    m = compile_module(dense_bias(m=1, k=64, n=48), target)
+    assert m.report.kernels  # builds (the packing folded into the constant)
+
+
 def test_vector_factor_and_target_width():
     assert cpu_default.pick_vector_factor(56, 8) == 8
     assert cpu_default.pick_vector_factor(28, 8) == 7
