@@ -26,6 +26,13 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence], aligns: str =
     return "\n".join(out)
 
 
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence]) -> str:
+    """A Markdown table (what the benchmark scripts print for the README)."""
+    out = ["| " + " | ".join(str(h) for h in headers) + " |", "|" + " --- |" * len(headers)]
+    out += ["| " + " | ".join("" if c is None else str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
 def latency_rows(record: Dict) -> List[List]:
     rows = []
     for v in record.get("variants", []):

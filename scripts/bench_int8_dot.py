@@ -31,6 +31,7 @@ from harness.frontends import load_model  # noqa: E402
 from harness.models import input_data  # noqa: E402
 from harness.pipeline import calibration_table, int8_module, logs_root, run_key  # noqa: E402
 from harness.record import cpu_name  # noqa: E402
+from harness.report import markdown_table  # noqa: E402
 from harness.schedules import ScheduleOptions  # noqa: E402
 from harness.schedules.intrinsics import cpu_int8_dots  # noqa: E402
 from harness.tune.database import load_records  # noqa: E402
@@ -107,10 +108,7 @@ def main():
             "int8 dot, plain dw vs fp32", "int8 dot vs fp32",
             *(["fp32 tuned ms", "int8 tuned ms", "tuned int8 vs tuned fp32"] if args.tuned else []),
             "max logit diff"]
-    print("| " + " | ".join(head) + " |")
-    print("|" + " --- |" * len(head))
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print(markdown_table(head, rows))
 
 
 if __name__ == "__main__":

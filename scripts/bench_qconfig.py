@@ -31,6 +31,7 @@ from harness.models import MODELS, input_data  # noqa: E402
 from harness.pipeline import calibration_table, int8_module  # noqa: E402
 from harness.quantize.qconfig import QConfig  # noqa: E402
 from harness.record import cpu_name  # noqa: E402
+from harness.report import markdown_table  # noqa: E402
 from harness.targets import llvm_target  # noqa: E402
 
 CONFIGS = {name: f"configs/{name}_int8.yaml" for name in
@@ -101,10 +102,7 @@ def main():  # pylint: disable=too-many-locals
           f"TVM {tvm.__version__}, untuned, batch 1, median of {args.rounds} alternating rounds; accuracy: "
           f"logits vs fp32 on {len(photos)} photos\n")
     head = ["model", "int8 build", "fp32 ms", "int8 ms", "int8 vs fp32", "cosine vs fp32", "top-1 agree"]
-    print("| " + " | ".join(head) + " |")
-    print("|" + " --- |" * len(head))
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print(markdown_table(head, rows))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from harness.frontends import load_model  # noqa: E402
 from harness.models import MODELS, input_data  # noqa: E402
 from harness.pipeline import calibration_table, int8_module  # noqa: E402
 from harness.record import cpu_name  # noqa: E402
+from harness.report import markdown_table  # noqa: E402
 from harness.schedules import ScheduleOptions  # noqa: E402
 from harness.schedules.intrinsics import cpu_int8_dots  # noqa: E402
 from harness.targets import llvm_target  # noqa: E402
@@ -95,10 +96,7 @@ def main():
           f"median of {args.rounds} alternating rounds; accuracy: logits vs fp32 on {len(photos)} photos\n")
     head = ["model", "fp32 ms", "int8 w8 ms", "int8 w7 ms", "w7 vs w8", "w7 vs fp32", "cosine w8", "cosine w7",
             "top-1 agree w8", "top-1 agree w7"]
-    print("| " + " | ".join(head) + " |")
-    print("|" + " --- |" * len(head))
-    for r in rows:
-        print("| " + " | ".join(r) + " |")
+    print(markdown_table(head, rows))
 
 
 if __name__ == "__main__":

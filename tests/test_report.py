@@ -215,3 +215,10 @@ def test_parse_fraction():
     assert parse_fraction("0.05") == 0.05
     assert parse_fraction(" 12.5% ") == pytest.approx(0.125)
     assert parse_fraction("0") == 0.0
+
+
+def test_markdown_table_for_the_readme():
+    from harness.report import markdown_table
+
+    assert markdown_table(["model", "ms"], [["resnet50_v1", "26.1"], ["digits", None]]).splitlines() == [
+        "| model | ms |", "| --- | --- |", "| resnet50_v1 | 26.1 |", "| digits |  |"]
