@@ -123,6 +123,11 @@ def _quantize_expr(x: relax.Expr, tq: TensorQuant, cfg: QConfig) -> relax.Expr:
 MAX_POOL = tvm.ir.Op.get("relax.nn.max_pool2d")
 
 
+def _arg_vars(arg: relax.Expr) -> list:
+    """The vars a call argument passes (a var, or the vars of a tuple such as concat's)."""
+    return [v for v in (arg.fields if isinstance(arg, relax.Tuple) else [arg]) if isinstance(v, relax.Var)]
+
+
 def _shared_inputs(func: relax.Function, enabled: List[QuantOp], quants: Dict[str, TensorQuant]) -> List[list]:
     """The data tensors to quantize once (``shared_tensors: int8``): a var bound in `func` that
     quantized ops read with one scale and type, and that something else reads too (or a second
@@ -145,7 +150,7 @@ def _shared_inputs(func: relax.Function, enabled: List[QuantOp], quants: Dict[st
                 if idx is not None:
                     readers.setdefault(idx, []).append(op)
             for a in args:
-                other_reads.extend(v for v in (a.fields if isinstance(a, relax.Tuple) else [a]) if isinstance(v, relax.Var))
+                other_reads.extend(_arg_vars(a))
     other_reads.extend(relax.analysis.free_vars(func.body.body))
     out = []
     for idx, ops in readers.items():
@@ -208,24 +213,25 @@ class _Realizer(relax.PyExprMutator):
         """The bound tensor's 8-bit codes (do_simulation: their fp32 value). The codes of a max pool's
         output are the max pool of its input's codes (quantizing is monotone: the same codes), so that
         the pool and its producer's output are 8-bit too."""
-        value, emit = binding.value, self.builder_.emit
+        value = binding.value
+        if not self.cfg.do_simulation and isinstance(value, relax.Call) and value.op.same_as(MAX_POOL):
+            pooled = relax.Call(value.op, [self._quantized_value(self.visit_expr(value.args[0]), tq)], value.attrs)
+            return self.builder_.emit(pooled, name_hint=f"{binding.var.name}_q")
+        return self._quantized_value(self.visit_expr(binding.var), tq, name_hint=f"{binding.var.name}_q")
+
+    def _quantized_value(self, x: relax.Expr, tq: TensorQuant, name_hint: str = "") -> relax.Var:
+        """x as a quantized op reads it: its 8-bit codes (do_simulation: their fp32 value)."""
+        codes = self.builder_.emit(_quantize_expr(x, tq, self.cfg))
         if self.cfg.do_simulation:
-            codes = emit(_quantize_expr(self.visit_expr(binding.var), tq, self.cfg))
-            return emit(relax.op.multiply(codes, relax.const(tq.scale, "float32")))
-        if isinstance(value, relax.Call) and value.op.same_as(MAX_POOL):
-            codes = emit(_quantize_expr(self.visit_expr(value.args[0]), tq, self.cfg))
-            return emit(relax.Call(value.op, [emit(relax.op.astype(codes, tq.dtype))], value.attrs),
-                        name_hint=f"{binding.var.name}_q")
-        codes = emit(_quantize_expr(self.visit_expr(binding.var), tq, self.cfg))
-        return emit(relax.op.astype(codes, tq.dtype), name_hint=f"{binding.var.name}_q")
+            return self.builder_.emit(relax.op.multiply(codes, relax.const(tq.scale, "float32")), name_hint=name_hint)
+        return self.builder_.emit(relax.op.astype(codes, tq.dtype), name_hint=name_hint)
 
     def _reader(self, binding: relax.VarBinding) -> bool:
         """A binding reading shared tensors (not as a quantized op's data): its call rewritten to
         read their dequantized values; False where it reads none."""
         call = binding.value
         if not isinstance(call, relax.Call) or not any(
-                self._shared(v) is not None for a in call.args
-                for v in (a.fields if isinstance(a, relax.Tuple) else [a]) if isinstance(v, relax.Var)):
+                self._shared(v) is not None for a in call.args for v in _arg_vars(a)):
             return False
 
         def arg(a):
@@ -277,18 +283,16 @@ class _Realizer(relax.PyExprMutator):
             w_oi = w
         s_w = weight_scales(w_oi, cfg)
         wq = quantize_weight(w_oi, s_w, cfg)
-        codes = emit(_quantize_expr(data, tq, cfg)) if shared is None else None
+        xq = shared if shared is not None else self._quantized_value(data, tq)
         combined = (tq.scale * s_w).astype("float32")
         scale_shape = (1, -1, 1, 1) if op.kind == "nn.conv2d" else (1, -1)
         w_shape = (-1,) + (1,) * (w_oi.ndim - 1)
         if cfg.do_simulation:
             # fake quantization in fp32: same rounding and clipping, no integer kernels
-            xq = emit(relax.op.multiply(codes, relax.const(tq.scale, "float32"))) if shared is None else shared
             w_fake = (wq.astype("float64") * s_w.reshape(w_shape)).astype("float32")
             weight = relax.const(w_fake if op.kind == "nn.conv2d" else np.ascontiguousarray(w_fake.T))
             out = self._op(op, call, xq, weight, out_dtype="float32")
         else:
-            xq = emit(relax.op.astype(codes, tq.dtype)) if shared is None else shared
             weight = relax.const(wq if op.kind == "nn.conv2d" else np.ascontiguousarray(wq.T))
             acc = emit(self._op(op, call, xq, weight, out_dtype="int32"))
             out = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(combined.reshape(scale_shape)))

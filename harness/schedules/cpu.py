@@ -210,7 +210,7 @@ def pack_gemv_weights(sch: s_tir.Schedule, anchor: Block, vec: int, vec_factor: 
             continue
         if not any(iv.var.same_as(rows.min) and is_reduction_iter(iv) for iv in anchor.iters):
             continue
-        if const_int(buf.shape[1]) % vec_factor:
+        if not isinstance(buf.shape[1], tirx.IntImm) or int(buf.shape[1].value) % vec_factor:
             return
         pack = sch.cache_read(anchor.rv, i, "global")
         sch.transform_layout(pack, ("write", 0), lambda k, n: (n // vec_factor, k, n % vec_factor))
@@ -235,9 +235,11 @@ def deinterleave_strided_reads(sch: s_tir.Schedule, stages: List[Block], anchor:
         if region is None or len(buf.shape) < 2:
             continue
         coef = detect_linear_equation(region.region[-1].min, [var])
-        stride = const_int(coef[0]) if len(coef) == 2 else None
-        width = const_int(buf.shape[-1])
-        if stride is None or stride < 2 or width is None or width % stride:
+        stride, width = (coef[0] if len(coef) == 2 else None), buf.shape[-1]
+        if not (isinstance(stride, tirx.IntImm) and isinstance(width, tirx.IntImm)):
+            continue  # (a symbolic stride or width: left as it is, not the whole schedule refused)
+        stride, width = int(stride.value), int(width.value)
+        if stride < 2 or width % stride:
             continue
         sch.transform_layout(blk.rv, ("write", 0), _deinterleave_map(len(buf.shape), stride))
 
