@@ -1,6 +1,7 @@
 """Latency measurement with the VM's `time_evaluator` (and the same rule for Python callables), after a warm-up run."""
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Sequence
@@ -125,3 +126,13 @@ def time_vm_args(vm, dev, args: Sequence, *, number: int = 10, repeat: int = 5, 
     result = timer(*args)
     return LatencyStats.from_samples(list(result.results), batch=batch, number=number, repeat=repeat,
                                      min_repeat_ms=min_repeat_ms)
+
+
+def alternate_vms(vms: dict, dev, inputs: Sequence[np.ndarray], *, rounds: int = 3, repeat: int = 5) -> dict:
+    """{label: median ms} of the VMs ({label: vm}) timed in alternating rounds (one `time_vm` of each
+    per round, number=1): what the benchmark scripts compare side by side on a noisy machine."""
+    times = {k: [] for k in vms}
+    for _ in range(rounds):
+        for k, vm in vms.items():
+            times[k].append(time_vm(vm, dev, inputs, number=1, repeat=repeat, min_repeat_ms=0).mean_ms)
+    return {k: statistics.median(v) for k, v in times.items()}

@@ -17,7 +17,6 @@ them). The int8 builds must give the same logits. Prints a Markdown table.
 import argparse
 import datetime
 import os
-import statistics
 import sys
 
 import numpy as np
@@ -88,11 +87,7 @@ def main():
                 vms[label] = bench.make_vm(_build(mod, target, True, work_dir), dev)
         outs = {k: np.asarray(bench.run_once(vm, dev, [x])) for k, vm in vms.items()}
         diff = max(float(np.abs(outs["int8 plain"] - outs[k]).max()) for k in vms if k.startswith("int8"))
-        times = {k: [] for k in vms}
-        for _ in range(args.rounds):
-            for k, vm in vms.items():
-                times[k].append(bench.time_vm(vm, dev, [x], number=1, repeat=args.repeat, min_repeat_ms=0).mean_ms)
-        ms = {k: statistics.median(v) for k, v in times.items()}
+        ms = bench.alternate_vms(vms, dev, [x], rounds=args.rounds, repeat=args.repeat)
         tuned = [f"{ms['fp32 tuned']:.1f}", f"{ms['int8 tuned']:.1f}",
                  f"{ms['fp32 tuned'] / ms['int8 tuned']:.2f}x"] if args.tuned else []
         rows.append([name, f"{ms['fp32']:.1f}", f"{ms['int8 plain']:.1f}", f"{ms['int8 dot, plain dw']:.1f}",

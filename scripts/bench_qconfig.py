@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import statistics
 import sys
 
 import numpy as np
@@ -50,15 +49,6 @@ def _typed(key: str, text: str):
     return text
 
 
-def alternate_ms(vms: dict, dev, x, rounds: int, repeat: int) -> dict:
-    """{label: median ms} of the VMs timed in alternating rounds."""
-    times = {k: [] for k in vms}
-    for _ in range(rounds):
-        for k, vm in vms.items():
-            times[k].append(bench.time_vm(vm, dev, [x], number=1, repeat=repeat, min_repeat_ms=0).mean_ms)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main():  # pylint: disable=too-many-locals
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet50_v1")
@@ -90,7 +80,7 @@ def main():  # pylint: disable=too-many-locals
         photos = load_photos(model.input_shape[2:], spec.mean, spec.std)
         logits = {k: predict(lambda b, vm=vm: np.asarray(bench.run_once(vm, dev, [b])), photos, model.input_shape[0])
                   for k, vm in vms.items()}
-        ms = alternate_ms(vms, dev, input_data(model.input_shape, 0), args.rounds, args.repeat)
+        ms = bench.alternate_vms(vms, dev, [input_data(model.input_shape, 0)], rounds=args.rounds, repeat=args.repeat)
         for k in mods:
             if k == "fp32":
                 continue

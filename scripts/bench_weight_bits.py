@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import statistics
 import sys
 
 import numpy as np
@@ -80,11 +79,7 @@ def main():
                   for k, vm in vms.items()}
         acc = {k: compare(logits["fp32"], logits[k]) for k in ("int8 w8", "int8 w7")}
         x = input_data(model.input_shape, 0)
-        times = {k: [] for k in vms}
-        for _ in range(args.rounds):
-            for k, vm in vms.items():
-                times[k].append(bench.time_vm(vm, dev, [x], number=1, repeat=args.repeat, min_repeat_ms=0).mean_ms)
-        ms = {k: statistics.median(v) for k, v in times.items()}
+        ms = bench.alternate_vms(vms, dev, [x], rounds=args.rounds, repeat=args.repeat)
         rows.append([name, f"{ms['fp32']:.1f}", f"{ms['int8 w8']:.1f}", f"{ms['int8 w7']:.1f}",
                      f"{ms['int8 w8'] / ms['int8 w7']:.2f}x", f"{ms['fp32'] / ms['int8 w7']:.2f}x",
                      f"{acc['int8 w8']['cosine_mean']:.4f}", f"{acc['int8 w7']['cosine_mean']:.4f}",
