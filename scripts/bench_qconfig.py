@@ -29,6 +29,7 @@ from harness.frontends import load_model  # noqa: E402
 from harness.models import MODELS, input_data  # noqa: E402
 from harness.pipeline import calibration_table, int8_module  # noqa: E402
 from harness.quantize.qconfig import QConfig  # noqa: E402
+from harness.quantize.table import PLAN_KEYS  # noqa: E402
 from harness.record import cpu_name  # noqa: E402
 from harness.report import markdown_table  # noqa: E402
 from harness.targets import llvm_target  # noqa: E402
@@ -46,6 +47,8 @@ def _typed(key: str, text: str):
         return int(text)
     if isinstance(default, float):
         return float(text)
+    if isinstance(default, list):  # e.g. skip_conv_layers: "0+3" -> [0, 3], "none" -> []
+        return [] if text.lower() in ("none", "") else [int(v) for v in text.split("+")]
     return text
 
 
@@ -73,7 +76,9 @@ def main():  # pylint: disable=too-many-locals
         mods = {"fp32": build.bind_params(model.mod, model.params)}
         for v in values:
             variant = dataclasses.replace(cfg, quantize=dataclasses.replace(cfg.quantize, **{args.key: v}))
-            mods[f"{args.key}={v}"] = int8_module(variant, model, table)
+            # a key that changes which ops are quantized needs a calibration of its own
+            plan_table = calibration_table(variant, model, status=lambda m: None) if args.key in PLAN_KEYS else table
+            mods[f"{args.key}={v}"] = int8_module(variant, model, plan_table)
         built = {k: build.compile_module(mod, target, fallback=False, schedules=cfg.schedule_options()).executable
                  for k, mod in mods.items()}
         vms = {k: bench.make_vm(ex, dev) for k, ex in built.items()}

@@ -74,7 +74,7 @@ def save_table(table: dict, path: str) -> str:
 
 # qconfig keys that decide what a table holds: which tensors are calibrated (the plan) and their
 # thresholds, scales and storage types; keys used only where the mode or bias correction reads them
-_PLAN_KEYS = ("skip_conv_layers", "skip_dense_layer", "debug_enabled_ops")
+PLAN_KEYS = ("skip_conv_layers", "skip_dense_layer", "debug_enabled_ops")
 _THRESHOLD_KEYS = ("calibrate_mode", "nbit_input", "dtype_input", "activation_dtype")
 
 
@@ -84,7 +84,7 @@ def table_mismatch(table: dict, cfg: QConfig) -> List[str]:
     requantize, are `cfg`'s to choose and are not listed), as "key: table X, config Y"."""
     made = {**QConfig().to_dict(), **table.get("qconfig", {})}  # a key missing from the table: its default
     want = cfg.to_dict()
-    keys = list(_PLAN_KEYS + _THRESHOLD_KEYS)
+    keys = list(PLAN_KEYS + _THRESHOLD_KEYS)
     if want["calibrate_mode"] == made["calibrate_mode"] == "global_scale":
         keys.append("global_scale")
     if want["calibrate_mode"] == made["calibrate_mode"] == "percentile":

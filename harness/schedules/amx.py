@@ -190,7 +190,8 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
         with T.sblock("root"):
             T.reads()
             T.writes(c[0:nt, 0:rows, 0:16])
-            cfg = T.alloc_buffer((8,), "uint64", scope="local")
+            # (64 bytes in global scope go on the stack; "local" ones were a workspace call per block)
+            cfg = T.alloc_buffer((8,), "uint64", scope="global")
             cfg[0] = T.uint64(words[0])
             cfg[1] = T.uint64(words[1])
             cfg[2] = T.uint64(words[2])
@@ -200,7 +201,7 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
             cfg[6] = T.uint64(words[6])
             cfg[7] = T.uint64(words[7])
             # ldtilecfg costs hundreds of cycles: only where this thread's tiles are configured otherwise
-            cur = T.alloc_buffer((8,), "uint64", scope="local")
+            cur = T.alloc_buffer((8,), "uint64", scope="global")
             T.evaluate(intrin("sttilecfg", T.address_of(cur[0])))
             if (cur[0] != cfg[0]) or (cur[1] != cfg[1]) or (cur[2] != cfg[2]) or (cur[3] != cfg[3]) or (
                     cur[4] != cfg[4]) or (cur[5] != cfg[5]) or (cur[6] != cfg[6]) or (cur[7] != cfg[7]):
@@ -523,7 +524,8 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
         with T.sblock("root"):
             T.reads()
             T.writes(c[0:chans, 0:pix])
-            cfg = T.alloc_buffer((8,), "uint64", scope="local")
+            # (64 bytes in global scope go on the stack; "local" ones were a workspace call per block)
+            cfg = T.alloc_buffer((8,), "uint64", scope="global")
             cfg[0] = T.uint64(words[0])
             cfg[1] = T.uint64(words[1])
             cfg[2] = T.uint64(words[2])
@@ -533,7 +535,7 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
             cfg[6] = T.uint64(words[6])
             cfg[7] = T.uint64(words[7])
             # ldtilecfg costs hundreds of cycles: only where this thread's tiles are configured otherwise
-            cur = T.alloc_buffer((8,), "uint64", scope="local")
+            cur = T.alloc_buffer((8,), "uint64", scope="global")
             T.evaluate(intrin("sttilecfg", T.address_of(cur[0])))
             if (cur[0] != cfg[0]) or (cur[1] != cfg[1]) or (cur[2] != cfg[2]) or (cur[3] != cfg[3]) or (
                     cur[4] != cfg[4]) or (cur[5] != cfg[5]) or (cur[6] != cfg[6]) or (cur[7] != cfg[7]):
