@@ -55,8 +55,9 @@ class ScheduleFamily(Protocol):  # pylint: disable=too-few-public-methods
     def default_schedule(self, func, target, name: str = "func"):
         """``(Schedule, kind)`` of a kernel, or ``(None, None)`` where the family has none."""
 
-    def sample_schedule(self, sch, target) -> None:
-        """The default schedule with its tile sizes sampled (a MetaSchedule ``ScheduleFn``)."""
+    def sample_schedule(self, sch, target):
+        """The default schedule with its tile sizes sampled (a MetaSchedule ``ScheduleFn``: `sch`
+        in place and None, or a list of design spaces)."""
 
     def schedule_passes(self, target, scheduled_by: Optional[dict] = None) -> list: ...
 

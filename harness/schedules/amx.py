@@ -655,7 +655,6 @@ def schedule_amx_channel_conv(sch, blocks, anchor, target, *, plan: Optional[Cha
     mt, tn, nt, kc = plan.mt, plan.tn, plan.nt, plan.kc
     if conv.x_ext % (nt * tn) or conv.k_ext % (mt * 16) or conv.c_ext % kc:
         raise NotApplicable(f"tile plan {plan.key} does not divide the conv")
-    zero, dot, store_intrin = channel_intrinsics(plan)
     k_i, c_i, x_i = conv.k_i, conv.c_i, conv.x_i
     iters = anchor.iters
     parts = pack_int8_conv(sch, blocks, anchor, 4,
@@ -671,6 +670,7 @@ def schedule_amx_channel_conv(sch, blocks, anchor, target, *, plan: Optional[Cha
     store = sch.cache_write(anchor.rv, 0, "local")
     sch.set_scope(store, 0, "local")  # the int32 sums of one block: on the stack, not a workspace per block
 
+    zero, dot, store_intrin = channel_intrinsics(plan)
     loops = sch.get_loops(anchor.rv)
     spatial, reduce = [], []
     k_in = x_in = c_in = None
@@ -709,6 +709,43 @@ def schedule_amx_channel_conv(sch, blocks, anchor, target, *, plan: Optional[Cha
             _schedule_injective(sch, blk.rv, bits)
     _schedule_injective(sch, parts.weights, bits)
     return plan
+
+
+def channel_plans(conv) -> list:
+    """Every :class:`ChannelPlan` a stride-1 8-bit conv can run (its search space, default first):
+    1-3 tiles of 16 output channels, 1 or 2 pixel tiles of any width divisor from 4 to 16 pixels
+    (or the whole row where it is narrower), within the 8 tile registers."""
+    default = channel_plan_for(conv)
+    k_tiles, width = conv.k_ext // 16, conv.x_ext
+    widths = [d for d in range(min(4, width), MAX_ROWS + 1) if width % d == 0] or [default.tn]
+    plans = [default]
+    for tn in widths:
+        for nt in (1, 2):
+            for mt in (1, 2, 3):
+                if (width // tn) % nt or k_tiles % mt or mt * nt + mt + nt > TILES:
+                    continue
+                plan = ChannelPlan(mt, tn, nt, default.kc)
+                if plan.key != default.key:
+                    plans.append(plan)
+    return plans
+
+
+def amx_channel_spaces(sch, target) -> list:
+    """`harness tune`'s search space of a stride-1 8-bit conv kernel on AMX: one design space per
+    tile plan (:func:`channel_plans`), each the channel-row schedule of that plan, copies of `sch`.
+    The plan is the tensor intrinsics' own (their names hold it), so plans are design spaces, not
+    sampled decisions (a trace replayed with another decision would keep the first plan's
+    intrinsics). NotApplicable, before `sch` is changed, where the AMX kernel does not apply."""
+    blocks, anchor = _amx_anchor(sch, target)
+    conv = int8_conv_iters(sch, anchor)
+    if _x_stride(sch, anchor, conv) != 1:
+        raise NotApplicable("strided: data rows are not contiguous pixels")
+    spaces = []
+    for plan in channel_plans(conv):
+        space = sch.copy()
+        schedule_amx_channel_conv(space, *_amx_anchor(space, target), target, plan=plan)
+        spaces.append(space)
+    return spaces
 
 
 def _schedule_interleave(sch, block_rv) -> None:

@@ -467,10 +467,21 @@ def _schedule_int8_depthwise(sch: s_tir.Schedule, target) -> str:
     return "int8 depthwise conv"
 
 
-def sample_int8_dot(sch: s_tir.Schedule, target, weight_bits: int = 8) -> None:
+def sample_int8_dot(sch: s_tir.Schedule, target, weight_bits: int = 8, *, amx: bool = False):
     """The int8 dot-product schedule of a fused conv kernel with its register tile sampled
-    (a MetaSchedule ``ScheduleFn``); raises where the default schedule would not use it."""
+    (a MetaSchedule ``ScheduleFn``: `sch` scheduled in place, None returned); raises where the
+    default schedule would not use it. ``amx`` (a target with amx-int8): a stride-1 conv the AMX
+    tiles take gets their space instead, a list of design spaces, one per tile plan
+    (:func:`harness.schedules.amx.amx_channel_spaces`; `sch` itself is left as it is)."""
+    from . import amx as amx_tiles  # pylint: disable=import-outside-toplevel
+
+    if amx and amx_tiles.applies_to(target):
+        try:
+            return amx_tiles.amx_channel_spaces(sch, target)
+        except NotApplicable:  # (raised before the schedule changes)
+            pass
     _schedule_int8_dot(sch, target, sample=True, weight_bits=weight_bits)
+    return None
 
 
 def _schedule_main(sch: s_tir.Schedule, target) -> str:
@@ -628,12 +639,17 @@ class CPUSchedules:
         return default_schedule_kind(func, target, name, int8_dot=self.int8_dot, int8_depthwise=self.int8_depthwise,
                                      int8_amx=self.int8_amx, weight_bits=self.weight_bits)
 
-    def sample_schedule(self, sch: s_tir.Schedule, target) -> None:
-        """The family's search space for a kernel whose default is the dot-product schedule: that
-        schedule with its register tile sampled (raises where it does not apply)."""
+    def sample_schedule(self, sch: s_tir.Schedule, target):
+        """The family's search space for an 8-bit conv kernel (raises where there is none): the
+        dot-product schedule with its register tile sampled (`sch`, in place), or on AMX targets a
+        stride-1 conv's AMX design spaces, one per tile plan (a list of copies of `sch`)."""
         if not self.int8_dot:
-            raise NotApplicable("build.schedules.cpu_int8_dot is off")
-        sample_int8_dot(sch, target, self.weight_bits)
+            from . import amx  # pylint: disable=import-outside-toplevel
+
+            if not (self.int8_amx and amx.applies_to(target)):
+                raise NotApplicable("build.schedules.cpu_int8_dot is off")
+            return amx.amx_channel_spaces(sch, target)
+        return sample_int8_dot(sch, target, self.weight_bits, amx=self.int8_amx)
 
     def schedule_passes(self, target, scheduled_by: Optional[dict] = None) -> list:
         return [default_schedule_pass(target, int8_dot=self.int8_dot, int8_depthwise=self.int8_depthwise,

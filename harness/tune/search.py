@@ -381,8 +381,9 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
         if (dtype == "int8" and default is not None and trace_uses_intrinsic(default.trace)
                 and _samples_tiles(task.dispatched[0], target, options)):
             # the default dot-product (dp4a) schedule, its tiles tuned
+            opts = options or ScheduleOptions()
             space = (cuda_int8_dp4a_space(target) if target.kind.name == "cuda" else
-                     cpu_int8_dot_space(target, (options or ScheduleOptions()).int8_weight_bits))
+                     cpu_int8_dot_space(target, opts.int8_weight_bits, amx=opts.cpu_int8_amx))
         elif dtype == "int8":
             space = space_for(dtype, target, "uint8" if target.kind.name == "llvm" else None)
         else:
@@ -420,9 +421,11 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
 
 
 def _samples_tiles(kernel, target, options: Optional[ScheduleOptions]) -> bool:
-    """The family's tile-sampled schedule (the dot-product / dp4a search space) applies to `kernel`.
-    An AMX default does not imply it: AMX kernels have no search space of their own, and a conv
-    whose int32 accumulator is the kernel's output (no epilogue) has no dot-product schedule."""
+    """The family's tile-sampled schedule (the dot-product / dp4a search space, on AMX targets the
+    AMX tile plans of stride-1 convs) applies to `kernel`. A default schedule on the dot product or
+    on AMX tiles does not imply it: a strided conv on AMX's pixel-row tiles has no AMX space (its
+    space is the dot product's), and a conv whose int32 accumulator is the kernel's output (no
+    epilogue) has no dot-product schedule."""
     from tvm import s_tir  # pylint: disable=import-outside-toplevel
 
     family = schedule_family(target, options)

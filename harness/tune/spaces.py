@@ -296,10 +296,12 @@ def int8_space(target: Any, data_dtype: str = "int8", *, tensor_cores: bool | No
     return default_space(tgt)
 
 
-def cpu_int8_dot_space(target: Any, weight_bits: int = 8) -> SearchSpace:
+def cpu_int8_dot_space(target: Any, weight_bits: int = 8, *, amx: bool = False) -> SearchSpace:
     """Search space of a fused 8-bit conv kernel (model-level tuning) that the default CPU
     schedule puts on the dot product (:func:`harness.schedules.cpu.schedule_int8_dot_conv`):
-    that schedule with its register tile sampled, the search mutating the tile sizes.
+    that schedule with its register tile sampled, the search mutating the tile sizes. ``amx``
+    (build.schedules.cpu_int8_amx on a target with amx-int8): a stride-1 conv's space is its AMX
+    kernel instead, one design space per tile plan (:func:`harness.schedules.amx.amx_channel_spaces`).
 
     MetaSchedule's own intrinsic rule does not apply to these kernels: their data and weights
     are plain NCHW / OIHW, packed inside the kernel by the schedule.
@@ -312,7 +314,7 @@ def cpu_int8_dot_space(target: Any, weight_bits: int = 8) -> SearchSpace:
     names = sorted({name for name, _, _ in cpu_int8_dots(tgt, "uint8", weight_bits) + cpu_int8_dots(tgt, "int8")})
     return SearchSpace(
         [], [], {ms.mutator.MutateTileSize(): 1.0}, names, "llvm-int8-dot:" + ",".join(names),
-        schedule_fn=lambda sch: sample_int8_dot(sch, tgt, weight_bits),
+        schedule_fn=lambda sch: sample_int8_dot(sch, tgt, weight_bits, amx=amx),
         # three tile sizes, a few dozen points: a small population covers them, and every
         # candidate is a replay of the whole schedule (packing, tensorize), costly to make
         search_opts={"population_size": 64, "init_min_unmeasured": 16, "genetic_num_iters": 2},
