@@ -11,9 +11,11 @@ in alternating rounds (median). Prints ms, GMAC/s and % of the AMX peak:
     peak = cores x clock x 1024 int8 MACs per cycle (one 16x64x16 tdpbusd per 16 cycles and core)
 
 With `--models resnet50_v1[,resnet18_v1]`: the whole quantized model (its config under configs/),
-int8 on AMX against int8 on VNNI, same calibration, alternating rounds, outputs compared.
+int8 on AMX against int8 on VNNI, same calibration, alternating rounds, outputs compared; with
+`--logs` also int8 on AMX with the tuning records `harness run` applies (the committed
+`tuning_logs/<target>/conv` databases: searched AMX tile plans), its output compared too.
 
-    .venv/bin/python scripts/bench_amx.py [--shapes N,C,H,W,K,R,S,stride,pad;...] [--models resnet50_v1]
+    .venv/bin/python scripts/bench_amx.py [--shapes N,C,H,W,K,R,S,stride,pad;...] [--models resnet50_v1] [--logs]
 """
 import argparse
 import datetime
@@ -68,6 +70,7 @@ def main():  # pylint: disable=too-many-locals
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", help="semicolon-separated conv shapes N,C,H,W,K,R,S,stride,pad (default: resnet50_v1's)")
     ap.add_argument("--models", default="", help="also whole models: resnet50_v1, resnet18_v1")
+    ap.add_argument("--logs", action="store_true", help="models: also AMX with the tuning records harness run applies")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=5, help="time_evaluator repeats per round")
     ap.add_argument("--clock-ghz", type=float, default=None)
@@ -78,6 +81,7 @@ def main():  # pylint: disable=too-many-locals
 
     from harness import bench, build
     from harness.record import cpu_name
+    from harness.report import markdown_table
     from harness.targets import llvm_target
     from harness.schedules import ScheduleOptions, amx
 
@@ -125,7 +129,7 @@ def main():  # pylint: disable=too-many-locals
         from harness.config import load_config
         from harness.frontends import load_model
         from harness.models import input_data
-        from harness.pipeline import calibration_table, int8_module
+        from harness.pipeline import calibration_table, int8_module, run_key, tuning_records
 
         cfg = load_config(CONFIGS[name])
         model = load_model(cfg.model)
@@ -133,30 +137,32 @@ def main():  # pylint: disable=too-many-locals
         qmod = int8_module(cfg, model, calibration_table(cfg, model, status=lambda m: None))
         on, off = compile_both(qmod)
         vms = {"amx": bench.make_vm(on.executable, dev), "vnni": bench.make_vm(off.executable, dev)}
+        if args.logs:
+            records = tuning_records(cfg, target, run_key(name, model.input_shape[0], "int8"))
+            tuned = build.compile_module(qmod, target, records=records, fallback=False)
+            vms["amx+logs"] = bench.make_vm(tuned.executable, dev)
         outs = {key: np.asarray(bench.run_once(vm, dev, [x])) for key, vm in vms.items()}
-        same = bool(np.array_equal(outs["amx"], outs["vnni"]))
+        same = all(np.array_equal(outs["amx"], out) for out in outs.values())
         runs = {key: (lambda vm=vm: bench.time_vm(vm, dev, [x], number=1, repeat=args.repeat,
                                                     min_repeat_ms=0).median_ms / 1e3)
                 for key, vm in vms.items()}
         ms = alternate(runs, args.rounds, args.repeat)
+        tuned_cols = [f"{ms['amx+logs']:.2f}", f"{ms['amx'] / ms['amx+logs']:.2f}x"] if args.logs else []
         model_rows.append([name, str(len(on.amx_kernels)), f"{ms['amx']:.2f}", f"{ms['vnni']:.2f}",
-                           f"{ms['vnni'] / ms['amx']:.2f}x", "yes" if same else "NO"])
+                           f"{ms['vnni'] / ms['amx']:.2f}x", *tuned_cols, "yes" if same else "NO"])
         print(" | ".join(model_rows[-1]), file=sys.stderr, flush=True)
 
     print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({cores} cores, {ghz:.2f} GHz assumed), TVM {tvm.__version__}, "
-          f"untuned default schedules, batch 1, median of {args.rounds} alternating rounds; AMX peak "
+          f"default schedules{' (and with the tuning logs: AMX + logs)' if args.logs else ''}, batch 1, median of {args.rounds} alternating rounds; AMX peak "
           f"{peak / 1e12:.2f} TMAC/s ({amx.PEAK_MACS_PER_CYCLE} int8 MACs/cycle/core)\n")
     if rows:
         head = ["conv N,C,H,W,K,R,S,stride,pad", "AMX ms", "VNNI ms", "AMX vs VNNI", "AMX GMAC/s", "AMX % of peak",
                 "same output"]
-        print("| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
+        print(markdown_table(head, rows))
     if model_rows:
-        head = ["model (int8)", "AMX kernels", "AMX ms", "VNNI ms", "AMX vs VNNI", "same output"]
-        print("\n| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
-        for row in model_rows:
-            print("| " + " | ".join(row) + " |")
+        head = ["model (int8)", "AMX kernels", "AMX ms", "VNNI ms", "AMX vs VNNI",
+                *(["AMX + logs ms", "logs vs default"] if args.logs else []), "same output"]
+        print("\n" + markdown_table(head, model_rows))
 
 
 if __name__ == "__main__":
