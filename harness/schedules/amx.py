@@ -155,6 +155,46 @@ class TilePlan:  # pylint: disable=too-few-public-methods
         return bytes(cfg)
 
 
+def _configure_and_zero(plan: TilePlan):
+    """The body of a plan's ``zero`` intrinsic (a TVMScript macro): load the plan's tile
+    configuration where this thread's tiles are configured otherwise, zero its accumulators."""
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    config = plan.config_bytes()
+    words = [int.from_bytes(config[8 * i:8 * i + 8], "little") for i in range(8)]  # the 64 bytes as 8 stores
+    accumulators = plan.mt * plan.nt
+
+    @T.macro
+    def configure_and_zero():
+        # (64 bytes in global scope go on the stack; "local" ones were a workspace call per block)
+        cfg = T.alloc_buffer((8,), "uint64", scope="global")
+        cfg[0] = T.uint64(words[0])
+        cfg[1] = T.uint64(words[1])
+        cfg[2] = T.uint64(words[2])
+        cfg[3] = T.uint64(words[3])
+        cfg[4] = T.uint64(words[4])
+        cfg[5] = T.uint64(words[5])
+        cfg[6] = T.uint64(words[6])
+        cfg[7] = T.uint64(words[7])
+        # ldtilecfg costs hundreds of cycles: only where this thread's tiles are configured otherwise
+        cur = T.alloc_buffer((8,), "uint64", scope="global")
+        T.evaluate(_intrin("sttilecfg", T.address_of(cur[0])))
+        if (cur[0] != cfg[0]) or (cur[1] != cfg[1]) or (cur[2] != cfg[2]) or (cur[3] != cfg[3]) or (
+                cur[4] != cfg[4]) or (cur[5] != cfg[5]) or (cur[6] != cfg[6]) or (cur[7] != cfg[7]):
+            T.evaluate(_intrin("ldtilecfg", T.address_of(cfg[0])))
+        for t in T.unroll(accumulators):
+            T.evaluate(_intrin("tilezero", T.Cast("int8", t)))
+
+    return configure_and_zero
+
+
+def _intrin(name, *args):
+    """A call of the LLVM intrinsic ``llvm.x86.<name>`` (AMX: tile numbers are immediates)."""
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    return T.call_llvm_intrin("void", f"llvm.x86.{name}", *args)
+
+
 def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str, str]:
     """Register (once) and name the (zero, dot, store) tensor intrinsics of `plan`."""
     from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
@@ -168,11 +208,7 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
     mt, tm, nt, kc, sw = plan.mt, plan.tm, plan.nt, plan.kc, plan.stride
     rows = mt * tm  # output pixels of one micro-kernel
     a_rows = (rows - 1) * sw + 1
-    config = plan.config_bytes()
-    words = [int.from_bytes(config[8 * i:8 * i + 8], "little") for i in range(8)]  # the 64 bytes as 8 stores
-
-    def intrin(name, *args):
-        return T.call_llvm_intrin("void", f"llvm.x86.{name}", *args)
+    configure_and_zero, intrin = _configure_and_zero(plan), _intrin
 
     @T.prim_func(s_tir=True)
     def zero_desc(c: T.Buffer((nt, rows, 16), "int32", offset_factor=1, scope="local")) -> None:
@@ -190,24 +226,7 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
         with T.sblock("root"):
             T.reads()
             T.writes(c[0:nt, 0:rows, 0:16])
-            # (64 bytes in global scope go on the stack; "local" ones were a workspace call per block)
-            cfg = T.alloc_buffer((8,), "uint64", scope="global")
-            cfg[0] = T.uint64(words[0])
-            cfg[1] = T.uint64(words[1])
-            cfg[2] = T.uint64(words[2])
-            cfg[3] = T.uint64(words[3])
-            cfg[4] = T.uint64(words[4])
-            cfg[5] = T.uint64(words[5])
-            cfg[6] = T.uint64(words[6])
-            cfg[7] = T.uint64(words[7])
-            # ldtilecfg costs hundreds of cycles: only where this thread's tiles are configured otherwise
-            cur = T.alloc_buffer((8,), "uint64", scope="global")
-            T.evaluate(intrin("sttilecfg", T.address_of(cur[0])))
-            if (cur[0] != cfg[0]) or (cur[1] != cfg[1]) or (cur[2] != cfg[2]) or (cur[3] != cfg[3]) or (
-                    cur[4] != cfg[4]) or (cur[5] != cfg[5]) or (cur[6] != cfg[6]) or (cur[7] != cfg[7]):
-                T.evaluate(intrin("ldtilecfg", T.address_of(cfg[0])))
-            for t in T.unroll(mt * nt):
-                T.evaluate(intrin("tilezero", T.Cast("int8", t)))
+            configure_and_zero()
 
     @T.prim_func(s_tir=True)
     def dot_desc(
@@ -503,11 +522,7 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
         return names
     mt, nt, tn, kc = plan.mt, plan.nt, plan.tn, plan.kc
     chans, pix = mt * 16, nt * tn
-    config = plan.config_bytes()
-    words = [int.from_bytes(config[8 * i:8 * i + 8], "little") for i in range(8)]
-
-    def intrin(name, *args):
-        return T.call_llvm_intrin("void", f"llvm.x86.{name}", *args)
+    configure_and_zero, intrin = _configure_and_zero(plan), _intrin
 
     @T.prim_func(s_tir=True)
     def zero_desc(c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local")) -> None:
@@ -524,24 +539,7 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
         with T.sblock("root"):
             T.reads()
             T.writes(c[0:chans, 0:pix])
-            # (64 bytes in global scope go on the stack; "local" ones were a workspace call per block)
-            cfg = T.alloc_buffer((8,), "uint64", scope="global")
-            cfg[0] = T.uint64(words[0])
-            cfg[1] = T.uint64(words[1])
-            cfg[2] = T.uint64(words[2])
-            cfg[3] = T.uint64(words[3])
-            cfg[4] = T.uint64(words[4])
-            cfg[5] = T.uint64(words[5])
-            cfg[6] = T.uint64(words[6])
-            cfg[7] = T.uint64(words[7])
-            # ldtilecfg costs hundreds of cycles: only where this thread's tiles are configured otherwise
-            cur = T.alloc_buffer((8,), "uint64", scope="global")
-            T.evaluate(intrin("sttilecfg", T.address_of(cur[0])))
-            if (cur[0] != cfg[0]) or (cur[1] != cfg[1]) or (cur[2] != cfg[2]) or (cur[3] != cfg[3]) or (
-                    cur[4] != cfg[4]) or (cur[5] != cfg[5]) or (cur[6] != cfg[6]) or (cur[7] != cfg[7]):
-                T.evaluate(intrin("ldtilecfg", T.address_of(cfg[0])))
-            for t in T.unroll(mt * nt):
-                T.evaluate(intrin("tilezero", T.Cast("int8", t)))
+            configure_and_zero()
 
     @T.prim_func(s_tir=True)
     def dot_desc(
