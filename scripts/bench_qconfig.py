@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """One quantize key, several values: speed and accuracy of each int8 build beside fp32, in one run.
 
-For each model: one calibration (the model's int8 config under configs/), then fp32 and one int8
+For each model: one calibration (the model's int8 config under configs/; one per value for a key
+that changes which ops are quantized: skip_conv_layers, skip_dense_layer), then fp32 and one int8
 build per value of the key (`--key shared_tensors --values float,int8`), all for this CPU (or
 `--mcpu`), timed in alternating rounds (the ratios measured side by side are what to read on a
 shared machine), each int8 build's logits compared with fp32's on the bundled photos (cosine,
@@ -72,13 +73,13 @@ def main():  # pylint: disable=too-many-locals
         cfg = load_config(CONFIGS[name])
         model = load_model(cfg.model)
         spec = MODELS[name]
-        table = calibration_table(cfg, model, status=lambda m: None)
+        # one calibration for all values; a key that changes which ops are quantized: one per value
+        table = None if args.key in PLAN_KEYS else calibration_table(cfg, model, status=lambda m: None)
         mods = {"fp32": build.bind_params(model.mod, model.params)}
         for v in values:
             variant = dataclasses.replace(cfg, quantize=dataclasses.replace(cfg.quantize, **{args.key: v}))
-            # a key that changes which ops are quantized needs a calibration of its own
-            plan_table = calibration_table(variant, model, status=lambda m: None) if args.key in PLAN_KEYS else table
-            mods[f"{args.key}={v}"] = int8_module(variant, model, plan_table)
+            mods[f"{args.key}={v}"] = int8_module(
+                variant, model, table or calibration_table(variant, model, status=lambda m: None))
         built = {k: build.compile_module(mod, target, fallback=False, schedules=cfg.schedule_options()).executable
                  for k, mod in mods.items()}
         vms = {k: bench.make_vm(ex, dev) for k, ex in built.items()}
