@@ -214,7 +214,7 @@ def pack_gemv_weights(sch: s_tir.Schedule, anchor: Block, vec: int, vec_factor: 
             return
         pack = sch.cache_read(anchor.rv, i, "global")
         sch.transform_layout(pack, ("write", 0), lambda k, n: (n // vec_factor, k, n % vec_factor))
-        sch.annotate(pack, "meta_schedule.layout_rewrite_preproc", True)
+        sch.annotate(pack, "meta_schedule.layout_rewrite_preproc", 1)
         return
 
 

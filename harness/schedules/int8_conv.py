@@ -93,5 +93,5 @@ def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red:
     sch.transform_layout(pack, ("write", 0), lambda n, c, y, x: (n, c // red, y, x, c % red))
     weights = sch.cache_read(anchor.rv, 1, "global")
     sch.transform_layout(weights, ("write", 0), weight_map)
-    sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", True)
+    sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", 1)
     return PackedConv(prologue, rest, epilogue, weights)

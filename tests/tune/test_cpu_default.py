@@ -213,7 +213,7 @@ def test_dense_at_batch_1_streams_packed_weights(target):
     layout-rewrite block): each vector of outputs reads its weights contiguously."""
     [func] = [f for name, f in _scheduled_funcs(dense_bias(m=1, k=64, n=48), target).items() if "matmul" in name]
     text = func.script()
-    assert '"meta_schedule.layout_rewrite_preproc": True' in text
+    assert '"meta_schedule.layout_rewrite_preproc": 1' in text
     vec = cpu_default.pick_vector_factor(48, vector_bits(target) // 32)
     assert f"T.sblock_alloc_buffer((T.int64({48 // vec}), T.int64(64), T.int64({vec}))" in text
     m = compile_module(dense_bias(m=1, k=64, n=48), target)

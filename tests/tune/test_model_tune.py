@@ -117,17 +117,13 @@ def test_default_schedules_are_kept_as_candidates(tmp_path):
     tasks = tunable_tasks(mod, target)
     assert first.defaults_measured == len(tasks) >= 2
     database = open_database(work_dir, target)
-    def script(sch):  # a record's JSON keeps a True annotation as 1 (the weight packing's): the same
-        return sch.mod.script().replace('"meta_schedule.layout_rewrite_preproc": True',
-                                        '"meta_schedule.layout_rewrite_preproc": 1')
-
     for task in tasks:
-        wanted = script(cpu_default.default_schedule(task.dispatched[0], target))
+        wanted = cpu_default.default_schedule(task.dispatched[0], target).mod.script()
         replayed = []
         for rec in workload_records(database, task.dispatched[0]):
             sch = tvm.s_tir.Schedule(rec.workload.mod)
             rec.trace.apply_to_schedule(sch, remove_postproc=False)
-            replayed.append(script(sch))
+            replayed.append(sch.mod.script())  # as the schedule in memory, annotations included
         assert wanted in replayed, task.task_name
     assert all(rec.run_secs and 0 < float(rec.run_secs[0]) < 1 for rec in database.get_all_tuning_records())
     records = len(database.get_all_tuning_records())

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 import warnings
 
 import pytest
@@ -113,6 +114,37 @@ def test_model_tuning_stops_at_trials_and_saves_each(tmp_path):
     again = tune_model(mod, target, work_dir, trials=7, runner=runner, seed=1, trials_per_iter=4)
     assert again.earlier_trials == 5 and again.trials == 2 and again.defaults_measured == 0
     assert _distinct_modules(work_dir, target, mods) == (report.defaults_measured + 7,) * 2
+
+
+def test_a_stored_schedule_is_known_to_the_search_as_it_is_in_memory(host, tmp_path):
+    """The search's duplicate check sees a schedule in memory and its record read back from the
+    database file as one schedule (the default int8 schedule's weight-packing annotation is
+    ``True`` in memory and ``1`` once the trace has been through JSON: compared as modules they
+    differed, and a resumed run measured a stored schedule again)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from harness.tune import ConvShape, conv_model
+    from harness.tune.conv import _conv_task
+    from harness.tune.database import open_database, workload_records
+    from harness.tune.search import dedup_search_class, default_schedules
+
+    target = tvm.target.Target(host)
+    task = _conv_task(conv_model(ConvShape.parse(SMALL)), target, None)
+    kernel = task.dispatched[0]
+    (default,) = default_schedules([(kernel, task.task_name)], target)
+    assert default is not None
+    work_dir = str(tmp_path / "db")
+    database = open_database(work_dir, target, create=True)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        default.trace, database.commit_workload(kernel), [1e-4], target,
+        ms.arg_info.ArgInfo.from_entry_func(default.mod, remove_preproc=True)))
+    (stored,) = workload_records(open_database(work_dir, target), kernel)  # read back from the file
+
+    search = dedup_search_class()(ms.search_strategy.EvolutionarySearch())
+    search.context = types.SimpleNamespace(mod=kernel)
+    assert search._remember(stored.as_measure_candidate().sch.mod)  # pylint: disable=protected-access
+    assert not search._remember(default.mod)  # pylint: disable=protected-access
 
 
 _KILLED_TUNING = """
