@@ -1,7 +1,9 @@
 """Latency measurement with the VM's `time_evaluator` (and the same rule for Python callables), after a warm-up run."""
 from __future__ import annotations
 
+import os
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable, List, Optional, Sequence
@@ -44,9 +46,40 @@ class LatencyStats:
                    batch * 1e3 / mean, batch, number, repeat, min_repeat_ms, [float(x) for x in ms])
 
 
-def make_vm(executable, dev) -> "relax.VirtualMachine":
+#: TVM's runtime decides its CPU thread count once per process as half the logical CPUs on x86
+#: ("ignore hyper-threading"): on a machine whose CPUs are all cores (a 2-vCPU cloud guest: 1 thread
+#: per core) it runs every kernel on half of them while the peers use all. The harness sets it.
+_CPU_THREADS: dict = {}  # OS thread -> threads its TVM thread pool was last set to
+
+
+def default_cpu_threads() -> int:
+    """The CPU threads a run uses unless told otherwise: all of this machine's, as the llvm target's
+    ``num-cores`` default (:func:`harness.targets.llvm_target`) and the CPU peers' thread counts."""
+    return os.cpu_count() or 1
+
+
+def use_cpu_threads(threads: Optional[int] = None) -> int:
+    """Run this thread's TVM CPU kernels on `threads` threads (default: :func:`default_cpu_threads`),
+    sharing the CPUs this process may use; returns the count. Set again only when it changes."""
+    count = int(threads or default_cpu_threads())
+    if count < 1:
+        raise ValueError(f"CPU threads must be at least 1, got {threads!r}")
+    key = threading.get_ident()
+    if _CPU_THREADS.get(key) != count:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        # mode -3 (kSpecifyThreadShareAllCore): `count` workers, none pinned, on these CPUs
+        tvm.get_global_func("runtime.config_threadpool")(-3, count, [str(c) for c in cpus])
+        _CPU_THREADS[key] = count
+    return count
+
+
+def make_vm(executable, dev, threads: Optional[int] = None) -> "relax.VirtualMachine":
+    """A VM of `executable` on `dev`; on a CPU, its kernels run on `threads` threads
+    (:func:`use_cpu_threads`; default: all cores)."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
+    if dev.dlpack_device_type() == 1:  # kDLCPU
+        use_cpu_threads(threads)
     return relax.VirtualMachine(executable, dev)
 
 

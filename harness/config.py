@@ -44,7 +44,7 @@ class TargetConfig:
 
     kind: Literal["auto", "llvm", "cuda"] = "auto"
     mcpu: Optional[str] = None  # llvm: default is this machine's CPU (llvm_get_system_cpu)
-    num_cores: Optional[int] = None  # llvm: default is the machine's core count
+    num_cores: Optional[int] = None  # llvm: the threads kernels (and CPU peers) run on; default: all CPUs
     arch: Optional[str] = None  # cuda: e.g. sm_90; default: the visible GPU's, else sm_90
 
 

@@ -13,6 +13,7 @@ from .errors import HarnessError
 from .frontends import LoadedModel, load_model
 from .models import MODELS, ModelSpec, input_data
 from .record import check_writable_dir, new_record, write_record_somewhere
+from .targets import cpu_threads
 
 log = logging.getLogger("harness")
 Status = Callable[[str], None]
@@ -265,7 +266,10 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
             variant["note"] = "compile only"
         else:
             dev = build.device_for(target)
-            vm = bench.make_vm(built.executable, dev)
+            threads = cpu_threads(target)
+            vm = bench.make_vm(built.executable, dev, threads)
+            if threads is not None:
+                variant["threads"] = threads  # the TVM runtime's CPU threads (target.num_cores)
             runners[name] = _vm_runner(vm, dev)
             first = runners[name](x)
             variant["output_shape"] = list(first.shape)
@@ -329,7 +333,7 @@ def peer_variants(cfg, model: LoadedModel, peers: Sequence[str], x: np.ndarray, 
     calib = [b[_input_name(model)] for b in calibration_inputs(calib_cfg, model)]
     device = "cuda" if target.kind.name == "cuda" else "cpu"
     return run_peers(list(peers), model, x, reference, bench=cfg.bench, calib_batches=calib, device=device,
-                     status=status)
+                     status=status, threads=cpu_threads(target))
 
 
 # ----------------------------------------------------------------------------- sensitivity

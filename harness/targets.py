@@ -123,6 +123,14 @@ def device_for(target):
     return tvm.cuda(0) if target.kind.name == "cuda" else tvm.cpu(0)
 
 
+def cpu_threads(target) -> Optional[int]:
+    """The threads a build for `target` runs its CPU kernels on: an llvm target's ``num-cores``
+    (``target.num_cores``; default all cores), None for a GPU target."""
+    if target.kind.name != "llvm":
+        return None
+    return int(target.attrs.get("num-cores", 0)) or None
+
+
 # ----------------------------------------------------------------------------- target handling
 def target_key(target: Any) -> str:
     """Directory-friendly name of a target, e.g. ``llvm-znver5`` or ``cuda-sm_90``.

@@ -100,3 +100,54 @@ def test_build_switches_are_config_keys(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'build.schedules.cpu_int8_dots' \(did you mean "
                                           r"'cpu_int8_dot'\?\)"):
         load_config(str(cfg))
+
+
+
+_THREADS_SCRIPT = """
+import os, sys
+import numpy as np
+import tvm
+from harness import bench, build
+from harness.targets import llvm_target
+from harness.tune import ConvShape, conv_model
+
+
+def cpu_ticks():  # OS thread -> its user + system CPU time so far
+    ticks = {}
+    for tid in os.listdir("/proc/self/task"):
+        fields = open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        ticks[tid] = int(fields[11]) + int(fields[12])
+    return ticks
+
+
+ex = build.compile_module(conv_model(ConvShape.parse("1,64,56,56,64,3,3,1,1"), "float32"),
+                          tvm.target.Target(llvm_target())).executable
+vm = bench.make_vm(ex, tvm.cpu(), int(sys.argv[1]))
+x = [np.ones((1, 64, 56, 56), "float32")]
+bench.run_once(vm, tvm.cpu(), x)
+before = cpu_ticks()
+for _ in range(100):
+    bench.run_once(vm, tvm.cpu(), x)
+print(sum(1 for tid, t in cpu_ticks().items() if t > before.get(tid, 0)))
+"""
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cpu_kernels_run_on_the_threads_asked_for(threads, tmp_path):
+    """TVM's runtime alone takes half the logical CPUs on x86 (1 of a 2-vCPU guest's 2 cores); a
+    VM the harness makes runs its parallel kernels on `threads`: that many OS threads of the
+    process do work while the model runs (counted from /proc)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    if threads > (os.cpu_count() or 1):
+        pytest.skip(f"{threads} threads on a machine of {os.cpu_count()} CPUs")
+    script = tmp_path / "threads.py"
+    script.write_text(_THREADS_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(threads)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) == threads

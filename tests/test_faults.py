@@ -131,6 +131,7 @@ def test_record_goes_elsewhere_when_the_folder_fails_at_the_end(tmp_path, capsys
     row = lines[2].split()
     assert row[:3] == ["digits_cnn", "1", "tvm-fp32"]
     assert float(row[4]) == pytest.approx(rec["variants"][0]["latency"]["mean_ms"], abs=1e-3)
+    assert rec["variants"][0]["threads"] == os.cpu_count()  # target.num_cores' default: TVM ran on all CPUs
     assert not results.exists()
 
 

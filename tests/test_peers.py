@@ -106,6 +106,7 @@ def test_cpu_peers_agree_and_are_timed(fixture, request):
     # OpenVINO says which kernels it ran: fp32 really f32 (not bf16), int8 convs on int8 kernels, ISA named
     ov32, ov8 = by_name["openvino-fp32"]["detail"], by_name["openvino-int8"]["detail"]
     assert ov32["inference_precision"] == "f32" and ov32["threads"] == os.cpu_count()
+    assert by_name["onnxruntime-fp32"]["threads"] == by_name["onnxruntime-int8"]["threads"] == os.cpu_count()
     assert all(k.endswith("_f32") for k in ov32["kernels"]), ov32["kernels"]
     n_convs, n_dense = {"resnet18": (20, 1), "digits": (2, 2)}[fixture]
     assert sum(ov32["kernels"].values()) == n_convs + n_dense
@@ -257,6 +258,15 @@ def test_disagreeing_reference_is_na(digits):
     rec = run_peers(["mxnet-int8"], model, x, -ref, bench=QUICK, calib_batches=calib)[0]
     assert rec["latency"] is None and rec["agreement"]["cosine"] < 0
     assert rec["note"].startswith("n/a: output differs from TVM fp32 (cosine -")
+
+
+def test_peers_run_on_the_threads_they_are_given(digits):
+    """`threads` (the target's num_cores, TVM's thread count) is what ONNX Runtime and OpenVINO use."""
+    model, x, ref, calib = digits
+    recs = run_peers(["onnxruntime-fp32", "openvino-fp32"], model, x, ref, bench=QUICK, calib_batches=calib,
+                     threads=1)
+    assert recs[0]["note"] == "" and recs[0]["threads"] == 1
+    assert recs[1]["note"] == "" and recs[1]["detail"]["threads"] == 1
 
 
 def test_missing_package_and_missing_definition_are_na(digits, monkeypatch):

@@ -98,6 +98,9 @@ class _Library:
 
             if host_has_amx():  # a CPU library may hold AMX tile kernels: tile state before its first run
                 request_amx_permission()
+            from ..bench import use_cpu_threads
+
+            use_cpu_threads()  # all CPUs (TVM alone takes half of them on x86), as `harness run` does
         try:
             self.vm = rvm.VirtualMachine(tvm.runtime.load_module(path), dev)
         except Exception as e:  # a library of another target / a broken file: one line

@@ -97,7 +97,9 @@ class _Prepared:
 
 
 class _Context:
-    def __init__(self, model, x, reference, bench, calib_batches, device, status):
+    def __init__(self, model, x, reference, bench, calib_batches, device, status, threads=None):
+        from ..bench import default_cpu_threads  # pylint: disable=import-outside-toplevel
+
         self.model = model
         self.x = np.ascontiguousarray(x, dtype=np.float32)
         self.reference = np.asarray(reference)
@@ -107,6 +109,7 @@ class _Context:
                               for b in (calib_batches or [])]
         self.device = device
         self.status = status
+        self.threads = int(threads or default_cpu_threads())  # CPU threads of the peers that take a count
         self._torch = None  # (module, None) or (None, exception)
         self._onnx = None  # ((path, input name), None) or (None, exception)
         self._tmp = None  # TemporaryDirectory holding the ONNX export, removed by close()
@@ -478,11 +481,12 @@ def run_peer(name: str, ctx: _Context) -> dict:
 
 
 def run_peers(names: Sequence[str], model, x: np.ndarray, reference: np.ndarray, *, bench, calib_batches,
-              device: str = "cpu", status: Status = lambda msg: None) -> List[dict]:
+              device: str = "cpu", status: Status = lambda msg: None, threads: Optional[int] = None) -> List[dict]:
     """Run, check against `reference` (TVM fp32 on `x`) and time each peer; one variant dict per name, in order.
 
     `bench` is a BenchConfig (number, repeat, min_repeat_ms, warmup); `calib_batches` are the NCHW
-    float32 arrays the int8 peers calibrate on; `device` is "cpu" or "cuda".
+    float32 arrays the int8 peers calibrate on; `device` is "cpu" or "cuda"; `threads`: the CPU
+    threads of ONNX Runtime and OpenVINO (default: all cores, as TVM's).
     """
     names = list(names)
     for name in names:
@@ -490,7 +494,7 @@ def run_peers(names: Sequence[str], model, x: np.ndarray, reference: np.ndarray,
             raise HarnessError(f"unknown peer '{name}'; valid: {', '.join(PEERS)}")
     if device not in ("cpu", "cuda"):
         raise HarnessError(f"peers: unknown device '{device}'; valid: cpu, cuda")
-    ctx = _Context(model, x, reference, bench, calib_batches, device, status)
+    ctx = _Context(model, x, reference, bench, calib_batches, device, status, threads)
     try:
         return [run_peer(name, ctx) for name in names]
     finally:

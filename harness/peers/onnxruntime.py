@@ -18,11 +18,11 @@ import numpy as np
 from . import PeerUnavailable, _Context, _onnx_fp32_skips, _Prepared
 
 
-def _ort_session(path: str):
+def _ort_session(path: str, threads: int):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
-    so.intra_op_num_threads = os.cpu_count() or 1
+    so.intra_op_num_threads = threads
     so.log_severity_level = 3
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
@@ -45,9 +45,10 @@ def peer_onnxruntime_fp32(ctx: _Context, rec: dict) -> _Prepared:
     import onnxruntime as ort
 
     rec["software"] = f"onnxruntime {ort.__version__}"
+    rec["threads"] = ctx.threads
     _cpu_only(ctx, "onnxruntime-fp32")
     path, input_name = ctx.onnx_export()
-    return _runner(_ort_session(path), input_name, ctx.x, {"export_s": ctx.export_s})
+    return _runner(_ort_session(path, ctx.threads), input_name, ctx.x, {"export_s": ctx.export_s})
 
 
 def peer_onnxruntime_int8(ctx: _Context, rec: dict) -> _Prepared:
@@ -56,6 +57,7 @@ def peer_onnxruntime_int8(ctx: _Context, rec: dict) -> _Prepared:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     rec["software"] = f"onnxruntime {ort.__version__}"
+    rec["threads"] = ctx.threads
     _cpu_only(ctx, "onnxruntime-int8")
 
     class Reader(CalibrationDataReader):
@@ -69,7 +71,7 @@ def peer_onnxruntime_int8(ctx: _Context, rec: dict) -> _Prepared:
     with tempfile.TemporaryDirectory(prefix="harness-ort-") as tmp:
         pre = os.path.join(tmp, "fp32-pre.onnx")
         quant_pre_process(src, pre, skip_symbolic_shape=True)
-        fp32_out = _ort_session(pre).run(None, {input_name: ctx.x})[0]
+        fp32_out = _ort_session(pre, ctx.threads).run(None, {input_name: ctx.x})[0]
         g32 = ctx.check_export(fp32_out, "ORT")
         chunks = ctx.calib_chunks(ctx.batch)
         skip = _onnx_fp32_skips(pre)
@@ -81,7 +83,7 @@ def peer_onnxruntime_int8(ctx: _Context, rec: dict) -> _Prepared:
             quantize_static(pre, qpath, Reader(input_name, chunks), quant_format=QuantFormat.QDQ,
                             per_channel=True, calibrate_method=CalibrationMethod.Entropy, nodes_to_exclude=skip)
         calib_s = time.perf_counter() - t1
-        sess = _ort_session(qpath)
+        sess = _ort_session(qpath, ctx.threads)
     return _runner(sess, input_name, ctx.x,
                    {"calibration": "entropy", "calib_samples": len(chunks) * ctx.batch, "fp32_nodes": skip,
                     "export_s": ctx.export_s, "calibration_s": round(calib_s, 3), "fp32_export_agreement": g32})

@@ -44,10 +44,10 @@ def _software(with_nncf: bool) -> str:
     return text
 
 
-def _compile(model, f32: bool):
+def _compile(model, f32: bool, threads: int):
     import openvino as ov
 
-    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": os.cpu_count() or 1}
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
     if f32:
         config["INFERENCE_PRECISION_HINT"] = "f32"
     return ov.Core().compile_model(model, "CPU", config)
@@ -87,7 +87,7 @@ def peer_openvino_fp32(ctx: _Context, rec: dict) -> _Prepared:
     rec["software"] = _software(False)
     _cpu_only(ctx, "openvino-fp32")
     path, _ = ctx.onnx_export()
-    compiled = _compile(ov.Core().read_model(path), f32=True)
+    compiled = _compile(ov.Core().read_model(path), f32=True, threads=ctx.threads)
     return _runner(compiled, ctx.x, {"export_s": ctx.export_s, **runtime_kernels(compiled)})
 
 
@@ -111,7 +111,7 @@ def peer_openvino_int8(ctx: _Context, rec: dict) -> _Prepared:
 
     path, _ = ctx.onnx_export()
     model = ov.Core().read_model(path)
-    fp32_out = np.array(_compile(model, f32=True).create_infer_request().infer({0: ctx.x})[0])
+    fp32_out = np.array(_compile(model, f32=True, threads=ctx.threads).create_infer_request().infer({0: ctx.x})[0])
     g32 = ctx.check_export(fp32_out, "OpenVINO")
     chunks = ctx.calib_chunks(ctx.batch)
     ignored = _fp32_ignored(model)
@@ -128,7 +128,7 @@ def peer_openvino_int8(ctx: _Context, rec: dict) -> _Prepared:
     finally:
         nncf_log.setLevel(level)
     calib_s = time.perf_counter() - t0
-    compiled = _compile(qmodel, f32=False)
+    compiled = _compile(qmodel, f32=False, threads=ctx.threads)
     detail = {"calibration": "nncf min/max (default preset)", "calib_samples": len(chunks) * ctx.batch,
               "fp32_nodes": ignored["names"] + [f"type {t}" for t in ignored["types"]],
               "export_s": ctx.export_s, "calibration_s": round(calib_s, 3), "fp32_export_agreement": g32,

@@ -4,6 +4,7 @@ a MetaSchedule runner object (e.g. TVM's RPC runner), and the build function of 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Any
 
@@ -24,14 +25,28 @@ def make_runner(runner: Any, target, *, timeout_sec: float, number: int, repeat:
             number=number, repeat=repeat, min_repeat_ms=min_repeat_ms, enable_cpu_cache_flush=False
         )
         from ..schedules import amx  # pylint: disable=import-outside-toplevel
-        from ..targets import host_has_amx  # pylint: disable=import-outside-toplevel
+        from ..targets import cpu_threads, host_has_amx  # pylint: disable=import-outside-toplevel
 
-        # AMX kernels measured in the runner's processes need their own tile state
-        init = amx.worker_permission if amx.applies_to(target) and host_has_amx() else None
+        # AMX kernels measured in the runner's processes need their own tile state; CPU kernels run on
+        # the threads a build of the target runs them on
+        init = functools.partial(_runner_worker_setup, cpu_threads(target), amx.applies_to(target) and host_has_amx())
         return ms.runner.LocalRunner(timeout_sec=timeout_sec, evaluator_config=config, initializer=init)
     if isinstance(runner, str):
         raise ValueError(f"unknown runner {runner!r}; valid: 'local' or a MetaSchedule Runner object")
     return runner
+
+
+def _runner_worker_setup(threads, amx_tiles: bool) -> None:
+    """Run once in each process of the local runner: the AMX tile permission where its kernels may
+    use tiles, and the TVM runtime's CPU threads (`threads`; None: a GPU target, left as it is)."""
+    if amx_tiles:
+        from ..schedules import amx  # pylint: disable=import-outside-toplevel
+
+        amx.worker_permission()
+    if threads:
+        from ..bench import use_cpu_threads  # pylint: disable=import-outside-toplevel
+
+        use_cpu_threads(threads)
 
 
 @contextlib.contextmanager
