@@ -314,3 +314,55 @@ def test_amx_search_space_plans_build_and_are_exact(tmp_path):
         if amx.host_has_amx():
             got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
             np.testing.assert_array_equal(got, _conv_reference(x, w, 1, 1), err_msg=_plan_of(sch))
+
+
+def _one_conv_int8(shape, relu: bool):
+    """conv2d + bias (+ ReLU) of `shape` quantized as the harness quantizes a model: its conv
+    kernel's epilogue differs with `relu`, its conv (the anchor block) does not."""
+    from harness.quantize import QConfig, quantize
+
+    rng = np.random.RandomState(0)
+    weight = rng.normal(size=(shape.k, shape.c, shape.r, shape.s)).astype("float32") / 8
+    bb = relax.BlockBuilder()
+    x = relax.Var("data", relax.TensorType((shape.n, shape.c, shape.h, shape.w), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(bb.emit(relax.op.nn.relu(x)), relax.const(weight),
+                                           strides=shape.stride, padding=shape.pad))
+            y = bb.emit(relax.op.add(y, relax.const(np.full((1, shape.k, 1, 1), 0.1, "float32"))))
+            out = bb.emit_output(relax.op.nn.relu(y) if relu else y)
+        bb.emit_func_output(out)
+    calib = [{"data": rng.normal(size=(shape.n, shape.c, shape.h, shape.w)).astype("float32")} for _ in range(2)]
+    return quantize(bb.get(), {}, calib, model_name="one_conv", config=QConfig(skip_conv_layers=[]))
+
+
+def test_a_searched_tile_plan_applies_to_the_same_conv_with_another_epilogue():
+    """A record of a searched (non-default) AMX plan, tuned on a conv kernel with one epilogue, is
+    applied to the same conv fused with another as that kernel's own design space of the plan
+    (MetaSchedule's anchor-trace replay fails on these schedules: resnet50_v1's residual-add
+    kernels kept their default plans)."""
+    import tvm_ffi
+
+    from harness.build.passes.apply_database import Record, replay
+    from harness.tune import ConvShape
+    from harness.tune.conv import _conv_task
+
+    target = tvm.target.Target(SPR)
+    family = schedule_family(target)
+    shape = ConvShape.parse("1,32,8,8,32,1,1,1,0")
+    tuned = _conv_task(_one_conv_int8(shape, relu=True), target, None).dispatched[0]
+    other = _conv_task(_one_conv_int8(shape, relu=False), target, None).dispatched[0]
+    assert not tvm_ffi.structural_equal(tuned, other)
+    spaces = family.sample_schedule(tvm.s_tir.Schedule(tuned), target)
+    plans = [_plan(space) for space in spaces]
+    assert len(plans) > 2
+    record = Record("conv/t", spaces[2].trace, tuned, 1e-4)
+    sch, how = replay(record, other["main"], target, family)
+    assert how == "same tile plan" and _plan(sch) == plans[2] != plans[0]
+    asm = _asm(compile_module(tvm.IRModule({"main": sch.mod["main"]}), target, fallback=False))
+    assert _counts(asm)["tdpbsud"] > 0
+
+
+def _plan(sch) -> str:
+    """The AMX tile plan a schedule tensorizes with (its dot intrinsic's name)."""
+    return next(str(i.attrs[0]) for i in sch.trace.insts if i.kind.name == "Tensorize" and "_dot_" in str(i.attrs[0]))

@@ -17,7 +17,10 @@ with a dot-product record), so the harness replays what a record *decided* inste
    tile sizes sampled): the kernel's own space is generated and the record's tile decisions are
    put into it, in order;
 3. the record is the family's default schedule of its workload: the kernel's default schedule;
-4. otherwise MetaSchedule's anchor-trace replay is tried (generic MetaSchedule records).
+4. the record is one of the family's design spaces without sampled decisions (an AMX tile plan:
+   the plan is in its tensor intrinsics' names): the kernel's design space with the same
+   intrinsics;
+5. otherwise MetaSchedule's anchor-trace replay is tried (generic MetaSchedule records).
 
 Where none of these works the kernel keeps its default schedule and a warning says why. Among the
 records of a kernel the fastest wins, whatever database it comes from.
@@ -131,6 +134,23 @@ def _steps(trace) -> list:
     return list(trace.as_python())
 
 
+def _intrinsics(trace) -> list:
+    """The tensor intrinsics a trace tensorizes with, in order."""
+    return [str(inst.attrs[0]) for inst in trace.insts if inst.kind.name == "Tensorize"]
+
+
+def _same_design_space(record: Record, kernel, target, family):
+    """The kernel's design space that tensorizes with the record's intrinsics (None if none does)."""
+    wanted = _intrinsics(record.trace)
+    if not wanted:
+        return None
+    spaces = family.sample_schedule(s_tir.Schedule(kernel, debug_mask="none", error_render_level="none"), target)
+    for space in spaces if isinstance(spaces, list) else []:
+        if _intrinsics(space.trace) == wanted:
+            return space
+    return None
+
+
 def replay(record: Record, func: tirx.PrimFunc, target, family) -> tuple:
     """``(Schedule, how)`` of `func` with `record`'s schedule, or ``(None, reason)``."""
     import tvm_ffi  # pylint: disable=import-outside-toplevel
@@ -167,6 +187,14 @@ def replay(record: Record, func: tirx.PrimFunc, target, family) -> tuple:
                 if sch is not None:
                     return sch, "default of the same conv"
                 reasons.append("the family has no default schedule for this kernel")
+            else:
+                try:
+                    sch = _same_design_space(record, kernel, target, family)
+                except Exception as err:  # pylint: disable=broad-except
+                    sch = None
+                    reasons.append(f"no design space of this kernel like the record's ({_last_line(err)})")
+                if sch is not None:
+                    return sch, "same tile plan"
     try:
         from tvm.s_tir.meta_schedule.trace_apply import schedule_using_anchor_trace  # pylint: disable=import-outside-toplevel
 
