@@ -128,7 +128,8 @@ bench.run_once(vm, tvm.cpu(), x)
 before = cpu_ticks()
 for _ in range(100):
     bench.run_once(vm, tvm.cpu(), x)
-print(sum(1 for tid, t in cpu_ticks().items() if t > before.get(tid, 0)))
+used = [t - before.get(tid, 0) for tid, t in cpu_ticks().items()]
+print(sum(1 for u in used if u * 4 >= max(used)))  # threads that did a share of the work (not a stray tick)
 """
 
 
@@ -136,7 +137,7 @@ print(sum(1 for tid, t in cpu_ticks().items() if t > before.get(tid, 0)))
 def test_cpu_kernels_run_on_the_threads_asked_for(threads, tmp_path):
     """TVM's runtime alone takes half the logical CPUs on x86 (1 of a 2-vCPU guest's 2 cores); a
     VM the harness makes runs its parallel kernels on `threads`: that many OS threads of the
-    process do work while the model runs (counted from /proc)."""
+    process do a share of the work while the model runs (CPU time per thread, from /proc)."""
     import os
     import subprocess
     import sys
