@@ -256,11 +256,10 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
         variant = {"variant": name, "target": tkey, "compile_seconds": round(built.compile_seconds, 3),
                    "export": built.export_path,
                    "build": {"schedules": report.schedules, "fallback": report.fallback},
+                   # a target with amx-int8: which kernels run on AMX tiles
                    **({} if built.amx_kernels is None else {"amx_kernels": built.amx_kernels}),
                    "tuning": {"database": database if key in report.sources else None, **report.as_dict()},
                    **extra}
-        if built.amx_kernels is not None:  # a target with amx-int8: which kernels run on AMX tiles
-            variant["amx_kernels"] = built.amx_kernels
         if compile_only:
             variant["latency"] = None
             variant["note"] = "compile only"
