@@ -11,6 +11,8 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import tvm  # the runtime is enough here (`harness bench-bundle`); tvm.relax is imported where needed
 
+from .targets import default_cpu_threads
+
 
 @dataclass
 class LatencyStats:
@@ -52,12 +54,6 @@ class LatencyStats:
 _CPU_THREADS: dict = {}  # OS thread -> threads its TVM thread pool was last set to
 
 
-def default_cpu_threads() -> int:
-    """The CPU threads a run uses unless told otherwise: all of this machine's, as the llvm target's
-    ``num-cores`` default (:func:`harness.targets.llvm_target`) and the CPU peers' thread counts."""
-    return os.cpu_count() or 1
-
-
 def use_cpu_threads(threads: Optional[int] = None) -> int:
     """Run this thread's TVM CPU kernels on `threads` threads (default: :func:`default_cpu_threads`),
     sharing the CPUs this process may use; returns the count. Set again only when it changes."""
@@ -66,7 +62,7 @@ def use_cpu_threads(threads: Optional[int] = None) -> int:
         raise ValueError(f"CPU threads must be at least 1, got {threads!r}")
     key = threading.get_ident()
     if _CPU_THREADS.get(key) != count:
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(default_cpu_threads())
         # mode -3 (kSpecifyThreadShareAllCore): `count` workers, none pinned, on these CPUs
         tvm.get_global_func("runtime.config_threadpool")(-3, count, [str(c) for c in cpus])
         _CPU_THREADS[key] = count

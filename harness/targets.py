@@ -20,13 +20,19 @@ from typing import Any, Optional
 from .errors import ConfigError
 
 
+def default_cpu_threads() -> int:
+    """The CPU threads a run uses unless told otherwise: all of this machine's (an llvm target's
+    ``num-cores`` default, TVM's runtime thread pool and the CPU peers' thread counts)."""
+    return os.cpu_count() or 1
+
+
 def llvm_target(mcpu: Optional[str] = None, num_cores: Optional[int] = None) -> dict:
     """Target dict for `mcpu` (default: this machine's CPU) with `num_cores` threads."""
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm.target import codegen  # pylint: disable=import-outside-toplevel
 
     config = {"kind": "llvm", "mcpu": str(mcpu or codegen.llvm_get_system_cpu()),
-              "num-cores": int(num_cores or os.cpu_count() or 1)}
+              "num-cores": int(num_cores or default_cpu_threads())}
     probe = tvm.target.Target(config)
     if codegen.target_has_features("sse4a", probe) and codegen.target_has_features("avx", probe):
         config["mattr"] = ["-sse4a"]

@@ -30,7 +30,7 @@ from harness.models import input_data  # noqa: E402
 from harness.pipeline import calibration_table, int8_module  # noqa: E402
 from harness.record import cpu_name  # noqa: E402
 from harness.report import markdown_table  # noqa: E402
-from harness.targets import llvm_target  # noqa: E402
+from harness.targets import default_cpu_threads, llvm_target  # noqa: E402
 
 
 def main():  # pylint: disable=too-many-locals
@@ -41,7 +41,7 @@ def main():  # pylint: disable=too-many-locals
     ap.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     ap.add_argument("--repeat", type=int, default=5, help="time_evaluator repeats per round")
     args = ap.parse_args()
-    cores = bench.default_cpu_threads()
+    cores = default_cpu_threads()
     counts = [int(v) for v in args.threads.split(",")] if args.threads else sorted({1, cores})
     if any(n < 1 for n in counts):
         sys.exit(f"error: --threads {args.threads}: every count must be at least 1")

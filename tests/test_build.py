@@ -129,7 +129,8 @@ before = cpu_ticks()
 for _ in range(100):
     bench.run_once(vm, tvm.cpu(), x)
 used = [t - before.get(tid, 0) for tid, t in cpu_ticks().items()]
-print(sum(1 for u in used if u * 4 >= max(used)))  # threads that did a share of the work (not a stray tick)
+# threads that did a share of the work: a pool thread left idle may still spin a little after it starts
+print(sum(1 for u in used if u * 2 >= max(used)))
 """
 
 

@@ -98,7 +98,7 @@ class _Prepared:
 
 class _Context:
     def __init__(self, model, x, reference, bench, calib_batches, device, status, threads=None):
-        from ..bench import default_cpu_threads  # pylint: disable=import-outside-toplevel
+        from ..targets import default_cpu_threads  # pylint: disable=import-outside-toplevel
 
         self.model = model
         self.x = np.ascontiguousarray(x, dtype=np.float32)

@@ -36,6 +36,7 @@ import tvm
 from tvm import s_tir, tirx
 
 from ...schedules.analysis import SCHEDULED_ATTR, is_scheduled
+from ...schedules.intrinsics import trace_uses_intrinsic
 
 logger = logging.getLogger("harness")
 
@@ -134,19 +135,14 @@ def _steps(trace) -> list:
     return list(trace.as_python())
 
 
-def _intrinsics(trace) -> list:
-    """The tensor intrinsics a trace tensorizes with, in order."""
-    return [str(inst.attrs[0]) for inst in trace.insts if inst.kind.name == "Tensorize"]
-
-
 def _same_design_space(record: Record, kernel, target, family):
-    """The kernel's design space that tensorizes with the record's intrinsics (None if none does)."""
-    wanted = _intrinsics(record.trace)
-    if not wanted:
+    """The kernel's design space that tensorizes with the record's dot intrinsic (None if none does)."""
+    wanted = trace_uses_intrinsic(record.trace)
+    if wanted is None:
         return None
     spaces = family.sample_schedule(s_tir.Schedule(kernel, debug_mask="none", error_render_level="none"), target)
     for space in spaces if isinstance(spaces, list) else []:
-        if _intrinsics(space.trace) == wanted:
+        if trace_uses_intrinsic(space.trace) == wanted:
             return space
     return None
 
