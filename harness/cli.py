@@ -212,8 +212,8 @@ def cmd_tune(args) -> int:
 def cmd_tune_conv(args) -> int:
     import os
 
-    from .config import TargetConfig, load_config
-    from .pipeline import REPO_ROOT, logs_root, qconfig_of
+    from .config import QuantizeConfig, RunConfig, TargetConfig, load_config
+    from .pipeline import REPO_ROOT, logs_root
     from .targets import gpu_visible, resolve_target
     from .tune import ConvShape, conv_work_dir, emit_source, tune_conv
 
@@ -225,15 +225,12 @@ def cmd_tune_conv(args) -> int:
 
     if args.trials is not None and args.trials < 0:
         raise HarnessError(f"--trials: must be >= 0 (0: no tuning), got {args.trials}")
-    qconfig, options, logs = None, None, args.logs
-    if args.config:
-        cfg = load_config(args.config)
-        if args.dtype == "int8" and cfg.quantize is not None:
-            qconfig = qconfig_of(cfg.quantize)
-        options = cfg.schedule_options()
-        logs = logs or logs_root(cfg)
-    logs = logs or "tuning_logs"
     target = resolve_target(TargetConfig(kind=args.target))
+    # without a config: the default config's quantizer (reduce_range resolved for the target)
+    cfg = load_config(args.config) if args.config else RunConfig(quantize=QuantizeConfig())
+    qconfig = cfg.qconfig(target) if args.dtype == "int8" and cfg.quantize is not None else None
+    options = cfg.schedule_options(target)
+    logs = args.logs or (logs_root(cfg) if args.config else "tuning_logs")
     logs = logs if os.path.isabs(logs) else os.path.join(REPO_ROOT, logs)
     work_dir = conv_work_dir(logs, target, shape, args.dtype)
     trials = 32 if args.trials is None else args.trials

@@ -114,6 +114,8 @@ class AccuracyTargetConfig:
 class QuantizeConfig(QConfig):
     """relay.quantize's qconfig knobs (harness.quantize.QConfig) plus where calibration comes from."""
 
+    # a config's default is the target's choice (QConfig's, for the library API, relay's 8 bits)
+    reduce_range: Literal["auto", True, False] = "auto"
     calib: CalibConfig = field(default_factory=CalibConfig)
     table: Optional[str] = None  # re-apply this calibration table instead of calibrating
     accuracy_target: Optional[AccuracyTargetConfig] = None  # choose fp32 fallback layers to reach it
@@ -155,10 +157,29 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def schedule_options(self):
+    def qconfig(self, target=None):
+        """The quantizer's QConfig of the ``quantize:`` section, ``reduce_range: auto`` resolved for
+        `target` (default: the config's own target): on where the target's best exact dot product
+        for 8-bit data is ``vpmaddubsw`` (x86 without VNNI), off elsewhere."""
+        from .quantize import QConfig  # pylint: disable=import-outside-toplevel
+
+        names = {f.name for f in dataclasses.fields(QConfig)}
+        qc = QConfig(**{k: v for k, v in dataclasses.asdict(self.quantize).items() if k in names})
+        if qc.reduce_range == "auto":
+            from .schedules.intrinsics import reduced_range_pays  # pylint: disable=import-outside-toplevel
+            from .targets import resolve_target  # pylint: disable=import-outside-toplevel
+
+            qc = dataclasses.replace(qc, reduce_range=reduced_range_pays(target or resolve_target(self.target)))
+        return qc
+
+    def schedule_options(self, target=None):
         """The build's :class:`harness.schedules.ScheduleOptions`: the ``build.schedules`` switches,
-        and the bits of the int8 weights the quantizer makes (``quantize.nbit_weight``)."""
-        bits = self.quantize.nbit_weight if self.quantize is not None else 8
+        and the most bits of the weights the dot-product convs get from the quantizer
+        (``quantize.nbit_weight``, 7 at most with ``reduce_range``; `target` resolves its auto)."""
+        bits = 8
+        if self.quantize is not None:
+            qc = self.qconfig(target)
+            bits = qc.weight_bits("nn.conv2d", 1, "uint8")
         return dataclasses.replace(self.build.schedules.options(), int8_weight_bits=bits)
 
 

@@ -197,7 +197,7 @@ def int8_module(cfg, model: LoadedModel, table: dict, only=None, fp32_layers=Non
     """The int8 module of `table` (fp32_layers: default the table's recorded choice; see apply_table)."""
     from .quantize import apply_table
 
-    return apply_table(model.mod, model.params, table, model_name=model.name, config=qconfig_of(cfg.quantize),
+    return apply_table(model.mod, model.params, table, model_name=model.name, config=cfg.qconfig(),
                        table_path=cfg.quantize.table or "table", only=only, fp32_layers=fp32_layers,
                        switchable=switchable)
 
@@ -308,7 +308,7 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
         variants=variants,
         accuracy=accuracy,
         calibration=None if table is None else {
-            "tensors": len(table["tensors"]), "qconfig": qconfig_of(cfg.quantize).to_dict(),
+            "tensors": len(table["tensors"]), "qconfig": cfg.qconfig(target).to_dict(),
             "table": cfg.quantize.table, "table_qconfig": table["qconfig"]},
         accuracy_target=None if table is None else table.get("accuracy_target"),
     )

@@ -15,12 +15,18 @@ from ..errors import ConfigError
 CALIBRATE_MODES = ("global_scale", "kl_divergence", "percentile", "max")
 WEIGHT_SCALES = ("power2", "max", "channel_max")
 QUANTIZABLE_OPS = ("nn.conv2d", "nn.dense")
+REDUCED_WEIGHT_BITS = 7  # reduce_range: 2 x 255 x 64 <= 32767, so vpmaddubsw's int16 pair sums cannot saturate
 
 
 @dataclass
 class QConfig:
     nbit_input: int = 8  # bits of quantized conv/dense inputs
     nbit_weight: int = 8  # bits of quantized weights
+    # True: the weights of the convs that x86 CPUs without VNNI multiply on vpmaddubsw (ungrouped,
+    # uint8 data) get at most 7 bits, which makes that instruction exact (ONNX Runtime's name for the
+    # same choice); "auto" is resolved by the build's target (RunConfig.qconfig): True on x86 CPUs
+    # whose best exact 8-bit dot product is vpmaddubsw, False elsewhere
+    reduce_range: Literal["auto", True, False] = False
     nbit_activation: int = 32  # bits of the accumulator (int32)
     dtype_input: Literal["int8", "uint8"] = "int8"
     dtype_weight: Literal["int8"] = "int8"
@@ -59,6 +65,8 @@ class QConfig:
             v = getattr(self, key)
             if not 2 <= v <= 8:
                 raise ConfigError(f"quantize.{key}: {v} bits not supported; valid: 2..8 (stored as 8-bit)")
+        if not (self.reduce_range == "auto" or isinstance(self.reduce_range, bool)):
+            raise ConfigError(f"quantize.reduce_range: {self.reduce_range!r}; valid: auto, true, false")
         if self.nbit_activation != 32:
             raise ConfigError(f"quantize.nbit_activation: {self.nbit_activation} not supported; valid: 32")
         if not 0.0 < self.percentile <= 1.0:
@@ -83,6 +91,15 @@ class QConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def weight_bits(self, op_kind: str, groups: int, data_dtype: str) -> int:
+        """Bits of the weights of one quantized op: ``nbit_weight``, and at most 7 for an ungrouped
+        conv on uint8 data where ``reduce_range`` is on (the convs the vpmaddubsw dot product takes)."""
+        if self.reduce_range == "auto":
+            raise ValueError("qconfig.reduce_range 'auto' is resolved for a target first (RunConfig.qconfig)")
+        if self.reduce_range and op_kind == "nn.conv2d" and groups == 1 and data_dtype == "uint8":
+            return min(self.nbit_weight, REDUCED_WEIGHT_BITS)
+        return self.nbit_weight
 
     @classmethod
     def from_dict(cls, data: dict) -> "QConfig":

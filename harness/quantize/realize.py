@@ -86,10 +86,11 @@ def data_quant(name: str, threshold: float, min_value: float, cfg: QConfig) -> T
     return TensorQuant(name, float(threshold), threshold_to_scale(threshold, cfg.nbit_input, signed), dtype)
 
 
-def weight_scales(w: np.ndarray, cfg: QConfig) -> np.ndarray:
-    """Per output channel scales (shape (K,)); per-tensor modes repeat one value."""
+def weight_scales(w: np.ndarray, cfg: QConfig, bits: Optional[int] = None) -> np.ndarray:
+    """Per output channel scales (shape (K,)) for weights of `bits` bits (default
+    ``cfg.nbit_weight``); per-tensor modes repeat one value."""
     k = w.shape[0]
-    q = qmax(cfg.nbit_weight, True)
+    q = qmax(cfg.nbit_weight if bits is None else bits, True)
     if cfg.weight_scale == "channel_max":
         m = np.abs(w.reshape(k, -1)).max(axis=1).astype(np.float64)
         m[m == 0] = 1.0  # an all-zero channel: any scale represents it exactly
@@ -101,8 +102,8 @@ def weight_scales(w: np.ndarray, cfg: QConfig) -> np.ndarray:
     return np.full(k, m / q)
 
 
-def quantize_weight(w: np.ndarray, scales: np.ndarray, cfg: QConfig) -> np.ndarray:
-    q = qmax(cfg.nbit_weight, True)
+def quantize_weight(w: np.ndarray, scales: np.ndarray, cfg: QConfig, bits: Optional[int] = None) -> np.ndarray:
+    q = qmax(cfg.nbit_weight if bits is None else bits, True)
     shape = (-1,) + (1,) * (w.ndim - 1)
     return np.clip(np.rint(w / scales.reshape(shape)), -q, q).astype("int8")
 
@@ -281,8 +282,9 @@ class _Realizer(relax.PyExprMutator):
             w_oi = w.T  # matmul(x, W^T): the constant is (in, out); scales are per output unit
         else:
             w_oi = w
-        s_w = weight_scales(w_oi, cfg)
-        wq = quantize_weight(w_oi, s_w, cfg)
+        bits = cfg.weight_bits(op.kind, int(call.attrs.groups) if op.kind == "nn.conv2d" else 1, tq.dtype)
+        s_w = weight_scales(w_oi, cfg, bits)
+        wq = quantize_weight(w_oi, s_w, cfg, bits)
         xq = shared if shared is not None else self._quantized_value(data, tq)
         combined = (tq.scale * s_w).astype("float32")
         scale_shape = (1, -1, 1, 1) if op.kind == "nn.conv2d" else (1, -1)

@@ -241,6 +241,28 @@ def cpu_int8_dots(target: Any, data_dtype: str, weight_bits: int = 8) -> list:
     return found
 
 
+def reduced_range_pays(target: Any) -> bool:
+    """True where 7-bit weights change the dot product 8-bit data multiply on: an x86 CPU without
+    VNNI whose best exact choice becomes ``vpmaddubsw`` (AVX2, AVX-512BW) instead of ``vpmaddwd``."""
+    dots = cpu_int8_dots(target, "uint8", PMADDUBSW_MAX_WEIGHT_BITS)
+    return bool(dots) and dots[0][0] != cpu_int8_dots(target, "uint8", 8)[0][0]
+
+
+def dot_weight_bits_mismatch(trace: Any, target: Any, weight_bits: int) -> str | None:
+    """Why a schedule `trace` (a tuning record's) does not suit a build whose dot-product convs have
+    weights of `weight_bits` bits, or None: a ``vpmaddubsw`` kernel needs at most 7 (it would
+    saturate), and where the build's uint8 convs multiply on ``vpmaddubsw`` a ``vpmaddwd`` kernel
+    of 8-bit weights would run them at half its rate."""
+    name = trace_uses_intrinsic(trace) or ""
+    if "pmaddubsw" in name and weight_bits > PMADDUBSW_MAX_WEIGHT_BITS:
+        return (f"its kernel multiplies on vpmaddubsw, exact only for weights of at most "
+                f"{PMADDUBSW_MAX_WEIGHT_BITS} bits; this build's have {weight_bits}")
+    if name.endswith("_u8_pmaddwd") and weight_bits <= PMADDUBSW_MAX_WEIGHT_BITS and reduced_range_pays(target):
+        return (f"its kernel is for 8-bit weights (vpmaddwd); this build's have {weight_bits} bits "
+                "and multiply on vpmaddubsw (quantize.reduce_range)")
+    return None
+
+
 def int8_intrinsics_for(target: Any, data_dtype: str = "int8") -> list[str]:
     """Names of the int8 intrinsics the int8 rules try for ``target`` (may be empty)."""
     tgt = normalize_target(target)

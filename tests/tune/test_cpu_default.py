@@ -707,3 +707,44 @@ def test_mobilenetv2_like_int8_agrees_with_fp32(target):
     g_after, g_before = agreement(after, fp32), agreement(before, fp32)
     assert g_after["cosine"] == pytest.approx(g_before["cosine"], abs=1e-6) and g_after["cosine"] >= 0.99, g_after
     assert g_after["top1_agree"] == 1.0
+
+
+def test_a_record_for_other_weight_bits_is_not_applied(tmp_path, caplog):
+    """A tuning record of a vpmaddubsw kernel (7-bit weights) reaches no build whose weights have 8
+    bits (it would saturate), and one of a vpmaddwd kernel (8-bit weights) no build whose uint8 convs
+    have 7 (it would run them at half vpmaddubsw's rate): those convs get the default schedule of
+    their own weights, with one warning for all. Compiled for haswell (AVX2) and read, on any host."""
+    import logging
+
+    from tvm.s_tir import meta_schedule as ms
+
+    from harness.schedules.intrinsics import trace_uses_intrinsic
+    from harness.tune.database import load_records, open_database
+    from harness.tune.search import tunable_tasks
+    from harness.tune.spaces import cpu_int8_dot_space
+
+    tgt = tvm.target.Target(llvm_target("haswell", 2))
+    mod = int8_conv(ci=16, co=32, hw=10, epilogue="int_bias", weight_bits=7)
+    options = {bits: ScheduleOptions(cpu_int8_amx=False, int8_weight_bits=bits) for bits in (7, 8)}
+    for made, other in ((7, 8), (8, 7)):
+        [task] = tunable_tasks(mod, tgt, options[made])
+        ctx = ms.TuneContext(mod=task.dispatched[0], target=tgt, task_name=task.task_name, rand_state=0,
+                             space_generator=cpu_int8_dot_space(tgt, made, amx=False).space_generator(), num_threads=1)
+        [sch] = ctx.generate_design_space()
+        assert ("pmaddubsw" in trace_uses_intrinsic(sch.trace)) == (made == 7)
+        work_dir = str(tmp_path / f"w{made}")
+        database = open_database(work_dir, tgt, create=True)
+        database.commit_tuning_record(ms.database.TuningRecord(
+            sch.trace, database.commit_workload(task.dispatched[0]), [1e-3], tgt,
+            ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
+        records = load_records([("db", work_dir)], tgt)
+        assert compile_module(mod, tgt, records=records, schedules=options[made]).report.from_database == [task.task_name]
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            built = compile_module(mod, tgt, records=records, schedules=options[other])
+        assert built.report.from_database == []
+        [warning] = [r.getMessage() for r in caplog.records if "not applied" in r.getMessage()]
+        assert warning.startswith("1 tuning records of 1 kernels not applied") and "re-tune" in warning
+        asm = next(m.inspect_source("s") for m in [built.executable.mod, *built.executable.mod.imports]
+                   if m.kind == "llvm")
+        assert ("vpmaddubsw" in asm) == (other == 7)

@@ -36,7 +36,7 @@ import tvm
 from tvm import s_tir, tirx
 
 from ...schedules.analysis import SCHEDULED_ATTR, is_scheduled
-from ...schedules.intrinsics import trace_uses_intrinsic
+from ...schedules.intrinsics import dot_weight_bits_mismatch, trace_uses_intrinsic
 
 logger = logging.getLogger("harness")
 
@@ -229,12 +229,16 @@ def apply_database_pass(records: TuningRecords, target, family=None, scheduled_b
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessApplyDatabase")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        updates = {}
+        updates, mismatched = {}, []
         for gvar, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
                 continue
             tgt = func.attrs.get("target", target) if func.attrs else target
             for record in records.candidates(func):
+                other_bits = dot_weight_bits_mismatch(record.trace, tgt, getattr(family, "weight_bits", 8))
+                if other_bits:
+                    mismatched.append((gvar.name_hint, record.source, other_bits))
+                    continue
                 sch, how = replay(record, func, tgt, family)
                 if sch is None:
                     logger.warning("tuning record of %s from %s not applied: %s", gvar.name_hint,
@@ -251,6 +255,10 @@ def apply_database_pass(records: TuningRecords, target, family=None, scheduled_b
                     amx_records.append(gvar.name_hint)
                 logger.debug("%s: record from %s (%s)", gvar.name_hint, record.source, how)
                 break
+        if mismatched:  # one line for all: a database tuned with other weight bits misses every conv
+            logger.warning("%d tuning records of %d kernels not applied (first: %s from %s): %s; re-tune "
+                           "(harness tune CONFIG --only int8) for kernels of this build", len(mismatched),
+                           len({m[0] for m in mismatched}), *mismatched[0])
         if updates:
             mod = mod.clone()
             for gvar, func in updates.items():
