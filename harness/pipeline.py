@@ -135,8 +135,10 @@ def calibration_table(cfg, model: LoadedModel, *, status: Status, progress: bool
     if loaded:
         table = load_table(qcfg.table)
         check_table_qconfig(table, qconfig_of(qcfg), qcfg.table)  # same plan and thresholds, or refused
-        made, want = table.get("qconfig", {}), qconfig_of(qcfg).to_dict()
-        other = "; ".join(f"{k} {v!r} (table: {made[k]!r})" for k, v in want.items() if k in made and made[k] != v)
+        # the build's qconfig (reduce_range resolved for the target; a table's "auto" was the same choice)
+        made, want = table.get("qconfig", {}), cfg.qconfig().to_dict()
+        other = "; ".join(f"{k} {v!r} (table: {made[k]!r})" for k, v in want.items()
+                          if k in made and made[k] != v and made[k] != "auto")
         status(f"using calibration table {qcfg.table}" + (f", building with the config's {other}" if other else ""))
     else:
         table = _calibrate(cfg, model, status=status, progress=progress)
@@ -193,11 +195,12 @@ def _calibrate(cfg, model: LoadedModel, *, status: Status, progress: bool = Fals
             bar.close()
 
 
-def int8_module(cfg, model: LoadedModel, table: dict, only=None, fp32_layers=None, switchable: bool = False):
+def int8_module(cfg, model: LoadedModel, table: dict, only=None, fp32_layers=None, switchable: bool = False,
+                target=None):
     """The int8 module of `table` (fp32_layers: default the table's recorded choice; see apply_table)."""
     from .quantize import apply_table
 
-    return apply_table(model.mod, model.params, table, model_name=model.name, config=cfg.qconfig(),
+    return apply_table(model.mod, model.params, table, model_name=model.name, config=cfg.qconfig(target),
                        table_path=cfg.quantize.table or "table", only=only, fp32_layers=fp32_layers,
                        switchable=switchable)
 

@@ -169,12 +169,17 @@ def _export(ex, bundle_dir: str, rel: str) -> Dict:
 # ----------------------------------------------------------------------------- cases
 
 
-def _weight_specs(mod: tvm.IRModule, init: str) -> List[Dict]:
-    return [{"name": n, "shape": s, "dtype": d, "init": init} for n, s, d in _params_of(mod)]
+def _weight_specs(mod: tvm.IRModule, init: str, int8_bits: int = 8) -> List[Dict]:
+    """The parameters' specs; int8 ones carry `int8_bits` where the kernels need fewer than 8 (seeded
+    weights of 8 bits would saturate a vpmaddubsw kernel built for 7-bit ones)."""
+    return [{"name": n, "shape": s, "dtype": d, "init": init, **({"bits": int8_bits} if d == "int8" and int8_bits < 8
+                                                                    else {})}
+            for n, s, d in _params_of(mod)]
 
 
-def _variant_modules(cfg, model, variants: Sequence[str], status: Status):
-    """[(variant, module with weights as parameters, weights [(name, array)], extra)]."""
+def _variant_modules(cfg, model, variants: Sequence[str], status: Status, target=None):
+    """[(variant, module with weights as parameters, weights [(name, array)], extra)]; the int8
+    module quantized for `target` (default: the config's; its reduce_range)."""
     from ..pipeline import calibration_table, int8_module
 
     out = []
@@ -190,7 +195,7 @@ def _variant_modules(cfg, model, variants: Sequence[str], status: Status):
         if cfg.quantize is None:
             raise ConfigError(f"{model.name}: variants {', '.join(int8)} need a quantize: section in the config")
         table = calibration_table(cfg, model, status=status)
-        mod, weights = constants_to_params(int8_module(cfg, model, table))
+        mod, weights = constants_to_params(int8_module(cfg, model, table, target=target))
         n_q = sum(1 for t in table["tensors"] if t["enabled"])
         extra = {"calibrate_mode": table["qconfig"]["calibrate_mode"], "quantized_ops": n_q,
                  "fp32_ops": len(table["tensors"]) - n_q}
@@ -220,15 +225,16 @@ def _case(cfg, target, bundle_dir: str, variants: Sequence[str], peers: Sequence
         "variants": [],
         "peers": None,
     }
-    for variant, mod, _, extra in _variant_modules(cfg, model, variants, status):
+    options = cfg.schedule_options(target)
+    for variant, mod, _, extra in _variant_modules(cfg, model, variants, status, target):
         dkey = "float32" if variant == "tvm-fp32" else "int8"
         records = tuning_records(cfg, target, run_key(model.name, batch, dkey))
         status(f"{model.name} B{batch} {variant}: compiling for {hbuild.target_key(target)}")
         built = compile_lifted(mod, target, variant, opt_level=cfg.build.opt_level, records=records,
-                               options=cfg.schedule_options())
+                               options=options)
         entry = {"variant": variant, **_export(built.executable, bundle_dir, f"{folder}/{variant}.so"),
                  "compile_seconds": round(built.seconds, 3), "schedules": built.schedules,
-                 "weights": _weight_specs(mod, "seeded"), "extra": extra}
+                 "weights": _weight_specs(mod, "seeded", options.int8_weight_bits), "extra": extra}
         if target.kind.name == "cuda":
             entry["dp4a_kernels"] = built.dp4a_kernels
         case["variants"].append(entry)
@@ -267,7 +273,7 @@ def _reference(target, bundle_dir: str, variants: Sequence[str], config: str, st
                           "quantize: section)")
     status(f"reference case: {cfg.model.name} int8, batch {REFERENCE_BATCH}")
     model = load_model(cfg.model)
-    int8 = int8_module(cfg, model, calibration_table(cfg, model, status=status))
+    int8 = int8_module(cfg, model, calibration_table(cfg, model, status=status), target=target)  # its weight bits
     x = np.ascontiguousarray(load_digits_split()[1][0][:REFERENCE_BATCH])
     cpu = hbuild.resolve_target(dataclasses.replace(cfg.target, kind="llvm"))
     ex = hbuild.compile_module(int8, cpu, opt_level=cfg.build.opt_level).executable
@@ -287,7 +293,7 @@ def _reference(target, bundle_dir: str, variants: Sequence[str], config: str, st
     for variant in [v for v in variants if v.startswith("tvm-int8")]:
         status(f"reference case {variant}: compiling for {hbuild.target_key(target)}")
         built = compile_lifted(mod, target, variant, opt_level=cfg.build.opt_level,
-                               options=cfg.schedule_options())
+                               options=cfg.schedule_options(target))
         entry = {"variant": variant, **_export(built.executable, bundle_dir, f"reference/{variant}.so"),
                  "schedules": built.schedules, "weights": _weight_specs(mod, "reference/weights.npz")}
         if target.kind.name == "cuda":

@@ -67,15 +67,17 @@ def libraries(manifest: Dict) -> List[str]:
     return [v["library"] for case in cases for v in case.get("variants", [])]
 
 
-def seeded_weight(name: str, shape: Sequence[int], dtype: str, seed: int) -> np.ndarray:
+def seeded_weight(name: str, shape: Sequence[int], dtype: str, seed: int, bits: int = 8) -> np.ndarray:
     """A weight of `shape` / `dtype` from `seed` and its name (so each tensor is the same whatever
-    the order): int8 / uint8 over their range, int32 small, float He-normal (fan-in: all axes but
+    the order): int8 over the symmetric range of `bits` bits (what the build's kernels were made
+    for: 7 where they multiply on vpmaddubsw), uint8 over its range, int32 small, float He-normal (fan-in: all axes but
     the first) for tensors, and around 1 (positive) for the per-channel vectors of BatchNorm
     (``gamma``, ``var``) or around 0 for the others."""
     rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())])
     shape = tuple(int(d) for d in shape)
     if dtype == "int8":
-        return rng.integers(-127, 128, size=shape, dtype=np.int8)
+        top = 2 ** (int(bits) - 1) - 1
+        return rng.integers(-top, top + 1, size=shape, dtype=np.int8)
     if dtype == "uint8":
         return rng.integers(0, 256, size=shape, dtype=np.uint8)
     if dtype.startswith("int"):
@@ -89,8 +91,8 @@ def seeded_weight(name: str, shape: Sequence[int], dtype: str, seed: int) -> np.
 
 
 def seeded_weights(specs: Sequence[Dict], seed: int) -> List[np.ndarray]:
-    """:func:`seeded_weight` for each ``{"name", "shape", "dtype"}`` of a manifest's variant."""
-    return [seeded_weight(w["name"], w["shape"], w["dtype"], seed) for w in specs]
+    """:func:`seeded_weight` for each ``{"name", "shape", "dtype"[, "bits"]}`` of a manifest's variant."""
+    return [seeded_weight(w["name"], w["shape"], w["dtype"], seed, w.get("bits", 8)) for w in specs]
 
 
 def write_json(path: str, data) -> None:

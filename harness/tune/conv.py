@@ -142,7 +142,7 @@ class ConvShape:
 def conv_model(shape: ConvShape, dtype: str = "int8", *, data_dtype: Optional[str] = None, qconfig=None,
                seed: int = 0):
     """The one-conv Relax module whose conv kernel a model build compiles for `shape` (weights bound;
-    for ``int8`` quantized by the harness's quantizer with `qconfig`, default: the default config's)."""
+    for ``int8`` quantized by the harness's quantizer with `qconfig`, default: QConfig()'s, 8-bit weights)."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
     if dtype not in ("int8", "float32"):
@@ -243,7 +243,8 @@ def tune_conv(shape: ConvShape | str, *, dtype: str = "int8", target: Any = None
     `trials`: search trials wanted in `work_dir` (those there count; its default schedule is
     measured once besides, as `harness tune` does); `runner`: ``"local"`` or a MetaSchedule
     runner (e.g. :func:`harness.tune.testing.CannedRunner`); `qconfig`: the quantizer's settings
-    (default: the default config's); `options`: the builds' schedule families (default: all on).
+    (default: QConfig()'s, 8-bit weights; `harness tune-conv` passes a config's, its reduce_range
+    resolved for the target); `options`: the builds' schedule families (default: all on, 8-bit weights).
     """
     from .search import tune_model  # pylint: disable=import-outside-toplevel
 

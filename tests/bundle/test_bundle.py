@@ -310,3 +310,6 @@ def test_seeded_weights_are_per_name_and_seed():
     assert a[0].dtype == np.float32 and abs(float(a[0].std()) - np.sqrt(2 / 147)) < 0.01  # He-normal, fan-in 147
     assert a[1].min() >= 0.5 and a[1].max() <= 1.5
     assert a[2].dtype == np.int8 and a[2].min() >= -127 and a[2].max() <= 127
+    # a build whose kernels are for 7-bit weights (reduce_range) lists them with bits: 7
+    seven = seeded_weights([{**specs[2], "bits": 7}], 7)[0]
+    assert seven.min() == -63 and seven.max() == 63
