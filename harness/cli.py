@@ -230,7 +230,7 @@ def cmd_tune_conv(args) -> int:
     cfg = load_config(args.config) if args.config else RunConfig(quantize=QuantizeConfig())
     qconfig = cfg.qconfig(target) if args.dtype == "int8" and cfg.quantize is not None else None
     options = cfg.schedule_options(target)
-    logs = args.logs or (logs_root(cfg) if args.config else "tuning_logs")
+    logs = args.logs or logs_root(cfg)  # the default config's: tuning_logs/ of the repository
     logs = logs if os.path.isabs(logs) else os.path.join(REPO_ROOT, logs)
     work_dir = conv_work_dir(logs, target, shape, args.dtype)
     trials = 32 if args.trials is None else args.trials

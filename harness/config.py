@@ -161,10 +161,9 @@ class RunConfig:
         """The quantizer's QConfig of the ``quantize:`` section, ``reduce_range: auto`` resolved for
         `target` (default: the config's own target): on where the target's best exact dot product
         for 8-bit data is ``vpmaddubsw`` (x86 without VNNI), off elsewhere."""
-        from .quantize import QConfig  # pylint: disable=import-outside-toplevel
+        from .pipeline import qconfig_of  # pylint: disable=import-outside-toplevel
 
-        names = {f.name for f in dataclasses.fields(QConfig)}
-        qc = QConfig(**{k: v for k, v in dataclasses.asdict(self.quantize).items() if k in names})
+        qc = qconfig_of(self.quantize)
         if qc.reduce_range == "auto":
             from .schedules.intrinsics import reduced_range_pays  # pylint: disable=import-outside-toplevel
             from .targets import resolve_target  # pylint: disable=import-outside-toplevel
