@@ -36,16 +36,16 @@ _MANTISSA_BITS = 31
 _MAX_SHIFT = 62  # int64 products: |y| < 2^31, M < 2^31
 
 
-def fixed_point(factors: np.ndarray) -> tuple:
-    """(M, n) int64 arrays with M * 2^-n ~= factor: M < 2^31 (31 significant bits), 0 < n <= 62."""
+def fixed_point(factors: np.ndarray, bits: int = _MANTISSA_BITS) -> tuple:
+    """(M, n) int64 arrays with M * 2^-n ~= factor: M < 2^bits (`bits` significant bits), 0 < n <= 62."""
     ms, ns = [], []
     for f in np.asarray(factors, dtype=np.float64).ravel():
         if not f > 0 or not math.isfinite(f):
             raise ValueError(f"requantization factor must be positive and finite, got {f}")
         mant, exp = math.frexp(f)  # f = mant * 2^exp, mant in [0.5, 1)
-        m = round(mant * (1 << _MANTISSA_BITS))
-        n = _MANTISSA_BITS - exp
-        if m == 1 << _MANTISSA_BITS:
+        m = round(mant * (1 << bits))
+        n = bits - exp
+        if m == 1 << bits:
             m, n = m >> 1, n - 1
         if n > _MAX_SHIFT:  # a tiny factor: fewer significant bits, every code is 0 or 1 anyway
             m, n = round(f * 2.0 ** _MAX_SHIFT), _MAX_SHIFT
@@ -88,12 +88,58 @@ def _per_channel(value: Optional[np.ndarray], k: int, ndim: int) -> Optional[np.
     return value.astype(np.float64).reshape(k)
 
 
-class _Chain:  # pylint: disable=too-few-public-methods,too-many-instance-attributes
-    """A matched `acc -> ... -> codes` chain."""
+class _Term:  # pylint: disable=too-few-public-methods
+    """One addend of a chain, ``astype(value, float32) * factor [+ bias]``: the int32 sums of a conv or
+    dense (factor s_x*s_w per channel, bias its offsets) or the 8-bit codes of a quantized tensor (a
+    residual add's skip connection: factor its scale, no bias)."""
 
-    def __init__(self, acc, combined, bias, bounds, inv_scale, lo, hi, dtype):
-        self.acc, self.combined, self.bias, self.bounds = acc, combined, bias, bounds
+    def __init__(self, value, factor: np.ndarray, bias: np.ndarray):
+        self.value, self.factor, self.bias = value, factor, bias
+
+
+class _Chain:  # pylint: disable=too-few-public-methods,too-many-instance-attributes
+    """A matched `terms -> ... -> codes` chain: one term (requantization between two quantized ops)
+    or two (a residual add of two quantized tensors)."""
+
+    def __init__(self, terms, bounds, inv_scale, lo, hi, dtype):
+        self.terms, self.bounds = terms, bounds
         self.inv_scale, self.lo, self.hi, self.dtype = inv_scale, lo, hi, dtype
+
+
+def _term(node, value, k: Optional[int]) -> Optional[_Term]:
+    """`node` (a binding's value) as a _Term, or None. `value(var)` gives the value bound to a var
+    that nothing else reads; `k` the channel count where known."""
+    offsets = []
+    while _op(node) in ("relax.add", "relax.subtract") and _const(node.args[1]) is not None:
+        offsets.append((1.0 if _op(node) == "relax.add" else -1.0, _const(node.args[1])))
+        node = value(node.args[0])
+    if _op(node) != "relax.multiply":
+        return None
+    factor_const = _const(node.args[1])
+    widened = value(node.args[0])
+    if _op(widened) != "relax.astype" or str(widened.attrs.dtype) != "float32":
+        return None
+    src = widened.args[0]
+    dtype = str(getattr(src.ty, "dtype", ""))
+    if dtype == "int32":
+        if _op(value(src)) not in ("relax.nn.conv2d", "relax.matmul"):
+            return None
+    elif dtype not in ("int8", "uint8") or not isinstance(src, relax.Var):
+        return None
+    shape = [int(d) for d in src.ty.shape]
+    if len(shape) < 2 or (k is not None and shape[1] != k):
+        return None
+    k, ndim = shape[1], len(shape)
+    factor = _per_channel(factor_const, k, ndim)
+    if factor is None or not np.all(factor > 0):
+        return None
+    bias = np.zeros(k)
+    for sign, const in offsets:
+        vec = _per_channel(const, k, ndim)
+        if vec is None:
+            return None
+        bias += sign * vec
+    return _Term(src, factor, bias)
 
 
 def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: disable=too-many-return-statements,too-many-branches
@@ -136,40 +182,30 @@ def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: di
         if None in bounds:
             return None
         node = value(node.args[0])
-    offsets = []
-    while _op(node) in ("relax.add", "relax.subtract") and _const(node.args[1]) is not None:
-        sign = 1.0 if _op(node) == "relax.add" else -1.0
-        offsets.append((sign, _const(node.args[1])))
-        node = value(node.args[0])
-    if _op(node) != "relax.multiply":
-        return None
-    combined_const = _const(node.args[1])
-    widened = value(node.args[0])
-    if _op(widened) != "relax.astype" or str(widened.attrs.dtype) != "float32":
-        return None
-    acc = widened.args[0]
-    acc_value = value(acc)
-    if _op(acc_value) not in ("relax.nn.conv2d", "relax.matmul") or str(acc.ty.dtype) != "int32":
-        return None
-    shape = [int(d) for d in acc.ty.shape]
-    k, ndim = shape[1], len(shape)
-    combined = _per_channel(combined_const, k, ndim)
-    if combined is None or not np.all(combined > 0):
-        return None
-    bias = np.zeros(k)
-    for sign, const in offsets:
-        vec = _per_channel(const, k, ndim)
-        if vec is None:
+    if _op(node) == "relax.add" and _const(node.args[1]) is None:  # a residual add
+        first = _term(value(node.args[0]), value, None)
+        second = _term(value(node.args[1]), value, None) if first is not None else None
+        if second is None or second.factor.shape != first.factor.shape \
+                or [int(d) for d in node.args[0].ty.shape] != [int(d) for d in node.args[1].ty.shape]:
             return None
-        bias += sign * vec
-    return _Chain(acc, combined, bias, bounds, inv_scale, lo, hi, str(cast.attrs.dtype))
+        terms = [first, second]
+    else:
+        term = _term(node, value, None)
+        if term is None or str(term.value.ty.dtype) != "int32":
+            return None
+        terms = [term]
+    return _Chain(terms, bounds, inv_scale, lo, hi, str(cast.attrs.dtype))
 
 
 def _integer_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
-    shape = (1, -1) + (1,) * (len(chain.acc.ty.shape) - 2)
+    ndim = len(chain.terms[0].value.ty.shape)
+    shape = (1, -1) + (1,) * (ndim - 2)
     inv_scale = np.float64(np.float32(chain.inv_scale))
-    m, n = fixed_point(chain.combined * inv_scale)
-    bias = np.rint(chain.bias / chain.combined)
+    factors = [t.factor * inv_scale for t in chain.terms]
+    # one shift n per channel for all terms, from the largest factor: with two terms each M < 2^30, so
+    # that |y1*M1 + y2*M2| and the rounding half stay below 2^63
+    _, n = fixed_point(np.maximum.reduce(factors), _MANTISSA_BITS + 1 - len(chain.terms))
+    ms = [np.rint(f * np.ldexp(1.0, n)).astype(np.int64) for f in factors]
     # the activation's bounds (ReLU: 0, ReLU6: 0 and 6) clip the codes instead of the sums: rounding
     # is monotone, so rounding a clipped value is clipping the rounded value at the rounded bounds
     rnd = (lambda v: math.floor(v + 0.5)) if round_for_shift else math.floor
@@ -178,15 +214,26 @@ def _integer_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
         lo = max(lo, rnd(chain.bounds[0] * inv_scale))
     if chain.bounds[1] < math.inf:
         hi = min(hi, rnd(chain.bounds[1] * inv_scale))
-    y = chain.acc
-    if np.any(bias != 0):
-        y = relax.op.add(y, relax.const(bias.astype("int32").reshape(shape), "int32"))
+    ys = []
+    for term in chain.terms:  # each term in its own units: int32 sums with the bias added, or codes
+        y = term.value
+        bias = np.rint(term.bias / term.factor)
+        if np.any(bias != 0):
+            y = relax.op.add(y, relax.const(bias.astype("int32").reshape(shape), "int32"))
+        ys.append(y)
     # codes that cannot be negative (uint8, ReLU): negative sums all give the lowest code, so the
     # sums are clamped at 0 and the product is unsigned (AVX2 has no 64-bit arithmetic shift)
     wide = "uint64" if lo >= 0 else "int64"
-    if lo >= 0:
-        y = relax.op.maximum(y, relax.const(0, "int32"))
-    p = relax.op.multiply(relax.op.astype(y, wide), relax.const(m.reshape(shape).astype(wide), wide))
+    if len(ys) == 1:
+        y = relax.op.maximum(ys[0], relax.const(0, "int32")) if lo >= 0 else ys[0]
+        p = relax.op.multiply(relax.op.astype(y, wide), relax.const(ms[0].reshape(shape).astype(wide), wide))
+    else:  # a residual add: the sum of the two products, in int64, then clamped
+        p = None
+        for y, m in zip(ys, ms):
+            prod = relax.op.multiply(relax.op.astype(y, "int64"), relax.const(m.reshape(shape), "int64"))
+            p = prod if p is None else relax.op.add(p, prod)
+        if lo >= 0:
+            p = relax.op.astype(relax.op.maximum(p, relax.const(0, "int64")), wide)
     if round_for_shift:
         p = relax.op.add(p, relax.const((np.int64(1) << (n - 1)).reshape(shape).astype(wide), wide))
     shifted = relax.op.right_shift(p, relax.const(n.reshape(shape).astype(wide), wide))

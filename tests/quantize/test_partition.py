@@ -50,12 +50,37 @@ def test_partitioned_resnet18_gives_the_same_outputs(resnet18_small, llvm_target
 
 
 def test_fully_integral_names_the_float_ops(resnet18_small):
+    """With the float requantization (the default) every epilogue between int8 convs is float32."""
     mod, table, _ = resnet18_small
-    with qconfig(calibrate_mode="max", weight_scale="channel_max", requantize="integer",
+    with qconfig(calibrate_mode="max", weight_scale="channel_max", requantize="float",
                  partition_conversions="fully_integral") as cfg:
         with pytest.raises(ConfigError, match=r"fully_integral: the quantized core still computes in float32: "
                                               r"\d+ add, .*nn\.relu.* \(use 'enabled' to partition anyway\)"):
             apply_table(mod, None, table, config=cfg)
+
+
+def test_fully_integral_accepts_resnet18_with_integer_requantize(resnet18_small, llvm_target):
+    """`requantize: integer` makes resnet18's core integers only: the 8 conv -> conv links inside its
+    basic blocks and 7 of its 8 residual adds (the last one feeds the float32 pool and dense, in
+    dequantize_outputs) are fixed-point requantizations. Same outputs as the unpartitioned integer
+    build, and close to the float requantization's."""
+    mod, table, x = resnet18_small
+    knobs = dict(calibrate_mode="max", weight_scale="channel_max", requantize="integer")
+    with qconfig(**knobs, partition_conversions="fully_integral") as cfg:
+        parted = apply_table(mod, None, table, config=cfg)
+    assert not core_float_ops(parted)
+    core = parted["quantized_main"].script()
+    assert core.count("R.right_shift") == 15 and core.count('out_dtype="int32"') == 19
+    assert _dtypes(parted["quantized_main"]) <= {"uint8", "int8", "int32", "uint64", "int64", ""}
+    with qconfig(**knobs) as cfg:
+        plain = apply_table(mod, None, table, config=cfg)
+    got = _run(parted, x, llvm_target)
+    np.testing.assert_array_equal(got, _run(plain, x, llvm_target))
+    with qconfig(calibrate_mode="max", weight_scale="channel_max", requantize="float") as cfg:
+        ref = _run(apply_table(mod, None, table, config=cfg), x, llvm_target)
+    a, b = ref.ravel(), got.ravel()
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
+    assert a.argmax() == b.argmax()
 
 
 def test_fully_integral_core(llvm_target):

@@ -121,6 +121,104 @@ def test_other_scales_agree_with_the_float_path(rounding, llvm_target):
     assert 0 < ref.mean() < 255  # not all clipped
 
 
+def _run_args(mod, args, llvm_target):
+    return run_once(make_vm(compile_module(mod, llvm_target).executable, tvm.cpu()), tvm.cpu(), args)
+
+
+def _residual(w, combined, bias, skip_scale, inv_scale, *, act="relu", hw=16, w_skip=None, comb_skip=None):
+    """A residual block's end as realize.py emits it: conv sums dequantized (per channel) plus bias,
+    added to the skip connection, ReLU (or none), quantized for the next block. The skip is the
+    block input's 8-bit codes dequantized (`w_skip` None: the module's second input) or a second
+    conv's dequantized sums over the same input (a downsample branch)."""
+    k, c = w.shape[0], w.shape[1]
+    out_dtype = "uint8" if act == "relu" else "int8"
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
+    s = relax.Var("s", relax.TensorType((1, k, hw, hw), out_dtype))
+    with bb.function("main", [x] if w_skip is not None else [x, s]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
+            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
+                                          _const(np.float32(combined).reshape(1, k, 1, 1))))
+            y = bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))
+            if w_skip is None:
+                r = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(s, "float32")),
+                                              relax.const(skip_scale, "float32")))
+            else:
+                acc2 = bb.emit(relax.op.nn.conv2d(x, _const(w_skip), padding=1, out_dtype="int32"))
+                r = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc2, "float32")),
+                                              _const(np.float32(comb_skip).reshape(1, k, 1, 1))))
+            y = bb.emit(relax.op.add(r, y))  # the skip first, as realize emits it
+            if act == "relu":
+                y = bb.emit(relax.op.nn.relu(y))
+            v = bb.emit(relax.op.multiply(y, relax.const(inv_scale, "float32")))
+            codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
+            lo, hi = (0, 255) if out_dtype == "uint8" else (-127, 127)
+            out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, lo, hi)), out_dtype))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+@pytest.mark.parametrize("act", ["relu", None])
+@pytest.mark.parametrize("branch", ["identity", "downsample"])
+def test_residual_add_in_integers_is_exact(branch, act, llvm_target):
+    """A residual add of two quantized tensors in integers (as relay's realize did it): each addend
+    in its own units (the conv's int32 sums plus its bias; the skip's 8-bit codes or a downsample
+    conv's sums) times its fixed-point factor, one shift per channel, summed in int64, the ReLU a
+    bound on the codes. Power-of-two scales make the factors exact, so the codes must equal a numpy
+    reference computed from the integer sums (halves rounded up, as the float path does)."""
+    rng = np.random.RandomState(7)
+    k, c = 8, 16
+    w = rng.randint(-8, 9, size=(k, c, 3, 3)).astype("int8")
+    combined = np.full(k, 2.0 ** -10)  # output scale 2^-2: the conv's factor is 2^-8
+    bias = combined * rng.randint(-3000, 3000, size=k)  # whole accumulator steps
+    w_skip = rng.randint(-8, 9, size=(k, c, 3, 3)).astype("int8") if branch == "downsample" else None
+    mod = _residual(w, combined, bias, 2.0 ** -3, 4.0, act=act, w_skip=w_skip, comb_skip=np.full(k, 2.0 ** -11))
+    qmod, chains = integer_requantize(mod, "UPWARD", True)
+    assert chains == 1
+    text = qmod["main"].script()
+    assert text.count("R.right_shift") == 1 and '"float32"' not in text  # integers only
+    x = rng.randint(0, 256, size=(1, c, 16, 16)).astype("uint8")
+    y = _acc(x, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1)  # units of 2^-10
+    if branch == "identity":  # skip codes of 2^-3: 128 units of 2^-10
+        skip = (rng.randint(0, 256, size=(1, k, 16, 16)) if act == "relu"
+                else rng.randint(-127, 128, size=(1, k, 16, 16))).astype(mod["main"].params[1].ty.dtype)
+        total, shift, args = y + 128 * skip.astype(np.int64), 8, [x, skip]
+    else:  # downsample sums of 2^-11: the total in units of 2^-11
+        total, shift, args = 2 * y + _acc(x, w_skip), 9, [x]
+    want = (total + (1 << (shift - 1))) >> shift
+    lo, hi = (0, 255) if act == "relu" else (-127, 127)
+    got = _run_args(qmod, args, llvm_target)
+    np.testing.assert_array_equal(got, np.clip(want, lo, hi).astype(got.dtype))
+    halves = (total % (1 << shift) == 1 << (shift - 1)) & (want > lo) & (want < hi)
+    assert halves.any()  # exact halves, unclipped: rounding is tested
+    assert (got == lo).mean() < 0.8 and (got == hi).mean() < 0.2  # mostly not clipped
+    np.testing.assert_array_equal(got, _run_args(mod, args, llvm_target))  # the float path: exact here too
+
+
+@pytest.mark.parametrize("branch", ["identity", "downsample"])
+def test_residual_add_other_scales_agree_with_the_float_path(branch, llvm_target):
+    """Scales that are not powers of two: the integer residual add gives the float path's codes
+    except, one step off, where a value lies within rounding of a half."""
+    rng = np.random.RandomState(8)
+    k, c = 16, 32
+    w = rng.randint(-127, 128, size=(k, c, 3, 3)).astype("int8")
+    combined = rng.uniform(2e-5, 9e-5, size=k)
+    bias = rng.normal(scale=0.5, size=k)
+    w_skip = rng.randint(-127, 128, size=(k, c, 3, 3)).astype("int8") if branch == "downsample" else None
+    mod = _residual(w, combined, bias, 0.0173, 1 / 0.0437, hw=9, w_skip=w_skip,
+                    comb_skip=rng.uniform(1e-5, 5e-5, size=k))
+    qmod, chains = integer_requantize(mod, "UPWARD", True)
+    assert chains == 1
+    x = rng.randint(0, 256, size=(1, c, 9, 9)).astype("uint8")
+    args = [x] if branch == "downsample" else [x, rng.randint(0, 256, size=(1, k, 9, 9)).astype("uint8")]
+    ref = _run_args(mod, args, llvm_target).astype(int)
+    got = _run_args(qmod, args, llvm_target).astype(int)
+    assert np.abs(got - ref).max() <= 1
+    assert (got != ref).mean() <= 0.01
+    assert 0 < ref.mean() < 255  # not all clipped
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_tensors_read_elsewhere_keep_the_float_path(shared):
     """A ReLU output that something else reads too (a residual add) is not rewritten."""
@@ -153,8 +251,9 @@ def test_qconfig_knob():
 
 @pytest.mark.slow
 def test_resnet18_integer_requantize(llvm_target):
-    """resnet18 (small input): the conv -> BN/ReLU -> conv links inside its 8 basic blocks become
-    integer-only (the others meet a residual add or two readers); logits agree with the float path."""
+    """resnet18 (small input): the conv -> BN/ReLU -> conv links inside its 8 basic blocks and the
+    residual adds whose sum a quantized op reads (7: the last one feeds the float32 pool) become
+    integer-only; logits agree with the float path."""
     from harness.quantize import apply_table, qconfig
     from tests.helpers import calibrated_resnet18
 
@@ -165,7 +264,7 @@ def test_resnet18_integer_requantize(llvm_target):
             qmod = apply_table(mod, None, table, config=cfg)
         outs[mode] = _run(qmod, calib[0]["data"], llvm_target)
         if mode == "integer":
-            assert qmod["main"].script().count("R.right_shift") == 8
+            assert qmod["main"].script().count("R.right_shift") == 8 + 7
     a, b = outs["float"].ravel(), outs["integer"].ravel()
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
     assert a.argmax() == b.argmax()
