@@ -19,9 +19,28 @@ only a power-of-two factor makes common, round up here and to even on the float 
 the shift truncates (towards -inf). Where f is a power of two (power-of-two weight scales and thresholds) ``M`` is ``2^30`` and
 the requantization is a plain shift, the case relay's ``round_for_shift`` was written for.
 
+A residual add of two quantized tensors whose sum the next quantized op reads,
+
+    y1 * f1 + y2 * f2 [ReLU] -> next op's quantize
+
+(y1 a conv's sums plus its bias as above; y2 the skip connection's 8-bit codes, f2 their scale, or a
+downsample conv's sums) is carried the same way, as relay's realize added in integers: each factor
+``f_i / s_next`` gets a multiplier ``M_i`` over one shift ``n`` per channel, fixed by the larger
+factor with 30 bits so that the int64 sum cannot overflow:
+
+    codes = clip((y1 * M1 + y2 * M2 + 2^(n-1)) >> n, lo, hi)
+
+No intermediate scale is needed (a downsample conv's output has none of its own).
+
+Pools between the activation and the next quantize: a max pool is taken of the codes (requantizing
+is monotone, so the pool of the codes is the codes of the pool: VGG's blocks); a global average
+pool (a classifier's input: mobilenet, DRN) clips the int32 sums at the activation's bounds in sum
+units, sums them in int64 and carries 1/(H*W) in the factor. Average pools inside a network
+(inception) and concat stay float.
+
 Codes agree with the float path except where the value lies within float32 rounding of a half
-(measured in the tests). Tensors read by anything else (residual adds, pooling, two consumers)
-keep the float path.
+(measured in the tests). Tensors read by anything else (two consumers, a model output) keep the
+float path.
 """
 from __future__ import annotations
 
@@ -101,9 +120,23 @@ class _Chain:  # pylint: disable=too-few-public-methods,too-many-instance-attrib
     """A matched `terms -> ... -> codes` chain: one term (requantization between two quantized ops)
     or two (a residual add of two quantized tensors)."""
 
-    def __init__(self, terms, bounds, inv_scale, lo, hi, dtype):
+    def __init__(self, terms, bounds, inv_scale, lo, hi, dtype, pool_hw: int = 0, max_pool=None):
         self.terms, self.bounds = terms, bounds
         self.inv_scale, self.lo, self.hi, self.dtype = inv_scale, lo, hi, dtype
+        self.pool_hw = pool_hw  # a global average pool between the activation and the quantize: H*W
+        self.max_pool = max_pool  # a max pool call there: applied to the codes
+
+
+def _global_pool_hw(call) -> int:
+    """H*W of the input of a global average pool (NCHW, output 1x1); 0 for anything else."""
+    if _op(call) != "relax.nn.adaptive_avg_pool2d" or str(call.attrs.layout) != "NCHW" \
+            or str(call.attrs.out_layout) != "NCHW":
+        return 0
+    size = call.attrs.output_size
+    if size is None or [int(d) for d in size] != [1, 1]:
+        return 0
+    shape = [int(d) for d in call.args[0].ty.shape]
+    return shape[2] * shape[3] if len(shape) == 4 else 0
 
 
 def _term(node, value, k: Optional[int]) -> Optional[_Term]:
@@ -175,6 +208,11 @@ def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: di
         return None
     inv_scale = _scalar(scaled.args[1])
     node, bounds = value(scaled.args[0]), (-math.inf, math.inf)
+    pool_hw, max_pool = _global_pool_hw(node), None
+    if pool_hw:  # conv -> [activation] -> global average pool -> quantize (a classifier's input)
+        node = value(node.args[0])
+    elif _op(node) == "relax.nn.max_pool2d":  # max pools commute with the monotone requantization:
+        max_pool, node = node, value(node.args[0])  # the pool of the codes (VGG's blocks)
     if _op(node) == "relax.nn.relu":
         node, bounds = value(node.args[0]), (0.0, math.inf)
     elif _op(node) == "relax.clip":  # ReLU6 and the like
@@ -182,7 +220,9 @@ def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: di
         if None in bounds:
             return None
         node = value(node.args[0])
-    if _op(node) == "relax.add" and _const(node.args[1]) is None:  # a residual add
+    if _op(node) == "relax.nn.max_pool2d" and max_pool is None and not pool_hw:  # pool before ReLU
+        max_pool, node = node, value(node.args[0])
+    if _op(node) == "relax.add" and _const(node.args[1]) is None and not pool_hw:  # a residual add
         first = _term(value(node.args[0]), value, None)
         second = _term(value(node.args[1]), value, None) if first is not None else None
         if second is None or second.factor.shape != first.factor.shape \
@@ -194,10 +234,47 @@ def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: di
         if term is None or str(term.value.ty.dtype) != "int32":
             return None
         terms = [term]
-    return _Chain(terms, bounds, inv_scale, lo, hi, str(cast.attrs.dtype))
+    return _Chain(terms, bounds, inv_scale, lo, hi, str(cast.attrs.dtype), pool_hw, max_pool)
+
+
+def _pooled_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
+    """conv -> [activation] -> global average pool -> codes: the activation clips the sums (its bounds
+    in accumulator units, per channel), the pool sums them in int64, and the factor carries the
+    1 / (H*W) with as many bits as the sum leaves room for (|sum| < H*W * 2^31)."""
+    term, shape = chain.terms[0], (1, -1, 1, 1)
+    inv_scale = np.float64(np.float32(chain.inv_scale))
+    room = 62 - 31 - max(1, math.ceil(math.log2(chain.pool_hw))) - 1
+    m, n = fixed_point(term.factor * inv_scale / chain.pool_hw, min(_MANTISSA_BITS, room))
+    y = term.value
+    bias = np.rint(term.bias / term.factor)
+    if np.any(bias != 0):
+        y = relax.op.add(y, relax.const(bias.astype("int32").reshape(shape), "int32"))
+    for bound, limit in ((chain.bounds[0], relax.op.maximum), (chain.bounds[1], relax.op.minimum)):
+        if math.isfinite(bound):
+            steps = np.clip(np.rint(bound / term.factor), -2.0 ** 31, 2.0 ** 31 - 1)
+            y = limit(y, relax.const(steps.astype("int32").reshape(shape), "int32"))
+    total = relax.op.sum(relax.op.astype(y, "int64"), axis=[2, 3], keepdims=True)
+    wide = "int64"
+    if chain.bounds[0] >= 0:  # sums of non-negative values: an unsigned shift
+        wide = "uint64"
+        total = relax.op.astype(total, wide)
+    p = relax.op.multiply(total, relax.const(m.reshape(shape).astype(wide), wide))
+    if round_for_shift:
+        p = relax.op.add(p, relax.const((np.int64(1) << (n - 1)).reshape(shape).astype(wide), wide))
+    shifted = relax.op.right_shift(p, relax.const(n.reshape(shape).astype(wide), wide))
+    return relax.op.astype(relax.op.clip(shifted, int(chain.lo), int(chain.hi)), chain.dtype)
 
 
 def _integer_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
+    if chain.pool_hw:
+        return _pooled_codes(chain, round_for_shift)
+    codes = _requantized_codes(chain, round_for_shift)
+    if chain.max_pool is not None:
+        return relax.Call(chain.max_pool.op, [codes], chain.max_pool.attrs)
+    return codes
+
+
+def _requantized_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
     ndim = len(chain.terms[0].value.ty.shape)
     shape = (1, -1) + (1,) * (ndim - 2)
     inv_scale = np.float64(np.float32(chain.inv_scale))

@@ -13,7 +13,7 @@ from harness.build import compile_module
 from harness.errors import ConfigError
 from harness.quantize import QConfig, apply_table, qconfig
 from harness.quantize.partition import core_float_ops
-from tests.helpers import calibrated_resnet18
+from tests.helpers import calibrated_model, calibrated_resnet18
 
 PARTS = ["quantize_inputs", "quantized_main", "dequantize_outputs", "main"]
 
@@ -82,6 +82,21 @@ def test_fully_integral_accepts_resnet18_with_integer_requantize(resnet18_small,
     assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
     assert a.argmax() == b.argmax()
 
+
+
+@pytest.mark.parametrize("name,integer_ops", [
+    ("mobilenetv2_1.0", "global average pool"),  # its classifier is a 1x1 conv after the pool
+    ("efficientnet_lite0", "residual adds without ReLU, int8"),
+    ("vgg16", "max pools"),
+])
+def test_fully_integral_accepts_registry_models(name, integer_ops):
+    """`requantize: integer` leaves no float32 op in the core of these models either (what each
+    needs in integers: `integer_ops`)."""
+    mod, table, _ = calibrated_model(name, 224 if name == "vgg16" else 64, 0, 1)
+    with qconfig(calibrate_mode="max", weight_scale="channel_max", requantize="integer",
+                 partition_conversions="fully_integral") as cfg:
+        parted = apply_table(mod, None, table, config=cfg)
+    assert not core_float_ops(parted), integer_ops
 
 def test_fully_integral_core(llvm_target):
     """Two convs with a bias and ReLU between them, integer requantization: the core is integers

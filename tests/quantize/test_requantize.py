@@ -219,6 +219,95 @@ def test_residual_add_other_scales_agree_with_the_float_path(branch, llvm_target
     assert 0 < ref.mean() < 255  # not all clipped
 
 
+@pytest.mark.parametrize("act", ["relu", ("clip", 0.0, 6.0), None])
+def test_global_average_pool_in_integers_is_exact(act, llvm_target):
+    """conv -> dequantize, bias -> ReLU / ReLU6 / none -> global average pool -> the classifier's
+    quantize (mobilenet's and DRN's heads): the activation clips the int32 sums (bounds in sum units),
+    the pool sums them in int64 and the factor carries 1/(H*W). Power-of-two scales: the codes equal a
+    numpy reference from the integer sums, and the float path's."""
+    rng = np.random.RandomState(9)
+    k, c, hw = 16, 16, 4
+    w = rng.randint(-8, 9, size=(k, c, 3, 3)).astype("int8")
+    combined = np.full(k, 2.0 ** -10)  # the pooled value's scale 2^-5: the factor is 2^-10 * 2^5 / 16
+    bias = combined * rng.randint(-3000, 3000, size=k)
+    out_dtype = "int8" if act is None else "uint8"
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
+            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
+                                          _const(np.float32(combined).reshape(1, k, 1, 1))))
+            y = bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))
+            if act == "relu":
+                y = bb.emit(relax.op.nn.relu(y))
+            elif act is not None:
+                y = bb.emit(relax.op.clip(y, act[1], act[2]))
+            y = bb.emit(relax.op.nn.adaptive_avg_pool2d(y, output_size=[1, 1]))
+            v = bb.emit(relax.op.multiply(y, relax.const(32.0, "float32")))
+            codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
+            lo, hi = (0, 255) if out_dtype == "uint8" else (-127, 127)
+            out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, lo, hi)), out_dtype))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    qmod, chains = integer_requantize(mod, "UPWARD", True)
+    assert chains == 1
+    text = qmod["main"].script()
+    assert "R.right_shift" in text and "R.sum" in text and '"float32"' not in text  # integers only
+    xs = rng.randint(0, 256, size=(1, c, hw, hw)).astype("uint8")
+    y = _acc(xs, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1)  # units of 2^-10
+    if act == "relu":
+        y = np.maximum(y, 0)
+    elif act is not None:
+        y = np.clip(y, 0, 6 * 2 ** 10)
+    total = y.sum(axis=(2, 3), keepdims=True)  # the factor: 2^-10 * 32 / 16 = 2^-9
+    want = np.clip((total + 2 ** 8) >> 9, lo, hi)
+    got = _run(qmod, xs, llvm_target)
+    np.testing.assert_array_equal(got, want.astype(out_dtype))
+    assert len(np.unique(got)) > k // 2  # not all clipped
+    np.testing.assert_array_equal(got, _run(mod, xs, llvm_target))  # the float path: exact here too
+
+
+@pytest.mark.parametrize("order", ["relu_then_pool", "pool_then_relu"])
+def test_max_pool_takes_the_codes(order, llvm_target):
+    """conv -> dequantize, bias -> ReLU and a max pool (either order) -> the next conv's quantize
+    (VGG's blocks): requantizing is monotone, so the pool is taken of the integer codes. Exact
+    against numpy with power-of-two scales, and equal to the float path."""
+    rng = np.random.RandomState(10)
+    k, c, hw = 8, 16, 8
+    w = rng.randint(-8, 9, size=(k, c, 3, 3)).astype("int8")
+    combined = np.full(k, 2.0 ** -10)  # output scale 2^-2: the factor is 2^-8
+    bias = combined * rng.randint(-3000, 3000, size=k)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
+            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
+                                          _const(np.float32(combined).reshape(1, k, 1, 1))))
+            y = bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))
+            for step in order.split("_then_"):
+                y = bb.emit(relax.op.nn.relu(y) if step == "relu" else
+                            relax.op.nn.max_pool2d(y, pool_size=[2, 2], strides=[2, 2]))
+            v = bb.emit(relax.op.multiply(y, relax.const(4.0, "float32")))
+            codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
+            out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, 0, 255)), "uint8"))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    qmod, chains = integer_requantize(mod, "UPWARD", True)
+    assert chains == 1
+    text = qmod["main"].script()
+    assert "R.nn.max_pool2d" in text and '"float32"' not in text  # integers only
+    xs = rng.randint(0, 256, size=(1, c, hw, hw)).astype("uint8")
+    y = _acc(xs, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1)
+    codes = np.clip((y + 128) >> 8, 0, 255)
+    want = codes.reshape(1, k, hw // 2, 2, hw // 2, 2).max(axis=(3, 5))
+    got = _run(qmod, xs, llvm_target)
+    np.testing.assert_array_equal(got, want.astype("uint8"))
+    assert 0.05 < (got == 0).mean() < 0.8 and (got == 255).mean() < 0.2  # mostly not clipped
+    np.testing.assert_array_equal(got, _run(mod, xs, llvm_target))
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_tensors_read_elsewhere_keep_the_float_path(shared):
     """A ReLU output that something else reads too (a residual add) is not rewritten."""
