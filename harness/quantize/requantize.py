@@ -35,8 +35,10 @@ No intermediate scale is needed (a downsample conv's output has none of its own)
 Pools between the activation and the next quantize: a max pool is taken of the codes (requantizing
 is monotone, so the pool of the codes is the codes of the pool: VGG's blocks); a global average
 pool (a classifier's input: mobilenet, DRN) clips the int32 sums at the activation's bounds in sum
-units, sums them in int64 and carries 1/(H*W) in the factor. Average pools inside a network
-(inception) and concat stay float.
+units, sums them in int64 and carries 1/(H*W) in the factor. An average pool of codes (inside
+inception's blocks; its count fixed: padding counted or none) is a window sum, a depthwise conv by
+ones in int32, with 1/count in the factor. A concat of such inputs (nested concats too) takes each
+input to the concat's scale in integers and concatenates the codes.
 
 Codes agree with the float path except where the value lies within float32 rounding of a half
 (measured in the tests). Tensors read by anything else (two consumers, a model output) keep the
@@ -112,19 +114,29 @@ class _Term:  # pylint: disable=too-few-public-methods
     dense (factor s_x*s_w per channel, bias its offsets) or the 8-bit codes of a quantized tensor (a
     residual add's skip connection: factor its scale, no bias)."""
 
-    def __init__(self, value, factor: np.ndarray, bias: np.ndarray):
+    def __init__(self, value, factor: np.ndarray, bias: np.ndarray, window=None):
         self.value, self.factor, self.bias = value, factor, bias
+        self.window = window  # an average pool over the codes (inception): summed by a ones conv
+
+
+def _sum_window(pool) -> bool:
+    """An average pool whose every window divides by the same count (its kernel size): NCHW, no
+    ceil mode, and padding counted (or none)."""
+    attrs = pool.attrs
+    return (str(attrs.layout) == "NCHW" and str(attrs.out_layout) == "NCHW" and not bool(attrs.ceil_mode)
+            and (bool(attrs.count_include_pad) or all(int(p) == 0 for p in attrs.padding)))
 
 
 class _Chain:  # pylint: disable=too-few-public-methods,too-many-instance-attributes
     """A matched `terms -> ... -> codes` chain: one term (requantization between two quantized ops)
     or two (a residual add of two quantized tensors)."""
 
-    def __init__(self, terms, bounds, inv_scale, lo, hi, dtype, pool_hw: int = 0, max_pool=None):
+    def __init__(self, terms, bounds, inv_scale, lo, hi, dtype, pool_hw: int = 0, max_pool=None, parts=None):
         self.terms, self.bounds = terms, bounds
         self.inv_scale, self.lo, self.hi, self.dtype = inv_scale, lo, hi, dtype
         self.pool_hw = pool_hw  # a global average pool between the activation and the quantize: H*W
         self.max_pool = max_pool  # a max pool call there: applied to the codes
+        self.parts = parts  # a concat's inputs (chains of their own, same scale): the codes concatenated
 
 
 def _global_pool_hw(call) -> int:
@@ -146,6 +158,9 @@ def _term(node, value, k: Optional[int]) -> Optional[_Term]:
     while _op(node) in ("relax.add", "relax.subtract") and _const(node.args[1]) is not None:
         offsets.append((1.0 if _op(node) == "relax.add" else -1.0, _const(node.args[1])))
         node = value(node.args[0])
+    window = None
+    if _op(node) == "relax.nn.avg_pool2d" and not offsets and _sum_window(node):
+        window, node = node, value(node.args[0])
     if _op(node) != "relax.multiply":
         return None
     factor_const = _const(node.args[1])
@@ -158,6 +173,8 @@ def _term(node, value, k: Optional[int]) -> Optional[_Term]:
         if _op(value(src)) not in ("relax.nn.conv2d", "relax.matmul"):
             return None
     elif dtype not in ("int8", "uint8") or not isinstance(src, relax.Var):
+        return None
+    if window is not None and dtype == "int32":
         return None
     shape = [int(d) for d in src.ty.shape]
     if len(shape) < 2 or (k is not None and shape[1] != k):
@@ -172,7 +189,9 @@ def _term(node, value, k: Optional[int]) -> Optional[_Term]:
         if vec is None:
             return None
         bias += sign * vec
-    return _Term(src, factor, bias)
+    if window is not None:  # the window's sum, over its count
+        factor = factor / float(np.prod([int(d) for d in window.attrs.pool_size]))
+    return _Term(src, factor, bias, window)
 
 
 def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: disable=too-many-return-statements,too-many-branches
@@ -207,7 +226,25 @@ def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: di
     if _op(scaled) != "relax.multiply" or _scalar(scaled.args[1]) is None or lo is None or hi is None:
         return None
     inv_scale = _scalar(scaled.args[1])
-    node, bounds = value(scaled.args[0]), (-math.inf, math.inf)
+    node, dtype = value(scaled.args[0]), str(cast.attrs.dtype)
+
+    def chain(node) -> Optional[_Chain]:
+        if _op(node) == "relax.concat" and isinstance(node.args[0], relax.Tuple) and int(node.attrs.axis) == 1:
+            # each input quantized to the concat's scale, the codes concatenated (inception's blocks)
+            parts = [chain(value(field)) for field in node.args[0].fields]
+            if any(part is None for part in parts):
+                return None
+            return _Chain([], (-math.inf, math.inf), inv_scale, lo, hi, dtype, parts=parts)
+        body = _body(node, value)
+        return None if body is None else _Chain(*body[:2], inv_scale, lo, hi, dtype, *body[2:])
+
+    return chain(node)
+
+
+def _body(node, value) -> Optional[tuple]:  # pylint: disable=too-many-return-statements
+    """(terms, bounds, pool_hw, max_pool) of what a quantize reads: [pool] [activation] [max pool]
+    over one term or a residual add of two; None where it is anything else."""
+    bounds = (-math.inf, math.inf)
     pool_hw, max_pool = _global_pool_hw(node), None
     if pool_hw:  # conv -> [activation] -> global average pool -> quantize (a classifier's input)
         node = value(node.args[0])
@@ -231,10 +268,19 @@ def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: di
         terms = [first, second]
     else:
         term = _term(node, value, None)
-        if term is None or str(term.value.ty.dtype) != "int32":
+        if term is None or (pool_hw and str(term.value.ty.dtype) != "int32"):
             return None
         terms = [term]
-    return _Chain(terms, bounds, inv_scale, lo, hi, str(cast.attrs.dtype), pool_hw, max_pool)
+    return terms, bounds, pool_hw, max_pool
+
+
+def _window_sums(term: _Term) -> relax.Expr:
+    """The int32 sums over an average pool's windows of 8-bit codes: a depthwise conv by ones."""
+    pool, channels = term.window, int(term.value.ty.shape[1])
+    ones = np.ones((channels, 1) + tuple(int(d) for d in pool.attrs.pool_size), dtype="int8")
+    return relax.op.nn.conv2d(term.value, relax.const(ones, "int8"), strides=pool.attrs.strides,
+                              padding=pool.attrs.padding, dilation=pool.attrs.dilation, groups=channels,
+                              out_dtype="int32")
 
 
 def _pooled_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
@@ -266,6 +312,8 @@ def _pooled_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
 
 
 def _integer_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
+    if chain.parts is not None:
+        return relax.op.concat([_integer_codes(part, round_for_shift) for part in chain.parts], axis=1)
     if chain.pool_hw:
         return _pooled_codes(chain, round_for_shift)
     codes = _requantized_codes(chain, round_for_shift)
@@ -293,7 +341,12 @@ def _requantized_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
         hi = min(hi, rnd(chain.bounds[1] * inv_scale))
     ys = []
     for term in chain.terms:  # each term in its own units: int32 sums with the bias added, or codes
-        y = term.value
+        if term.window is not None:
+            y = _window_sums(term)
+        elif str(term.value.ty.dtype) != "int32":  # 8-bit codes
+            y = relax.op.astype(term.value, "int32")
+        else:
+            y = term.value
         bias = np.rint(term.bias / term.factor)
         if np.any(bias != 0):
             y = relax.op.add(y, relax.const(bias.astype("int32").reshape(shape), "int32"))
@@ -336,6 +389,7 @@ class _Rewriter(relax.PyExprMutator):
 
 def integer_requantize(mod: tvm.IRModule, rounding: str, round_for_shift: bool) -> tuple:
     """(module, number of chains made integer-only) for a realized int8 module."""
+    mod = relax.transform.DeadCodeElimination(["main"])(mod)  # realize leaves float values unread
     func = mod["main"]
     var2val = relax.analysis.get_var2val(func)
     uses: Dict[relax.Var, int] = {}

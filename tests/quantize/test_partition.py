@@ -88,11 +88,12 @@ def test_fully_integral_accepts_resnet18_with_integer_requantize(resnet18_small,
     ("mobilenetv2_1.0", "global average pool"),  # its classifier is a 1x1 conv after the pool
     ("efficientnet_lite0", "residual adds without ReLU, int8"),
     ("vgg16", "max pools"),
+    ("inception_v3", "concats, average pools of codes, nested concats"),
 ])
 def test_fully_integral_accepts_registry_models(name, integer_ops):
     """`requantize: integer` leaves no float32 op in the core of these models either (what each
     needs in integers: `integer_ops`)."""
-    mod, table, _ = calibrated_model(name, 224 if name == "vgg16" else 64, 0, 1)
+    mod, table, _ = calibrated_model(name, {"vgg16": 224, "inception_v3": 299}.get(name, 64), 0, 1)
     with qconfig(calibrate_mode="max", weight_scale="channel_max", requantize="integer",
                  partition_conversions="fully_integral") as cfg:
         parted = apply_table(mod, None, table, config=cfg)

@@ -308,6 +308,54 @@ def test_max_pool_takes_the_codes(order, llvm_target):
     np.testing.assert_array_equal(got, _run(mod, xs, llvm_target))
 
 
+def test_concat_takes_each_input_to_its_scale(llvm_target):
+    """quantize(concat(conv -> ReLU, avg pool of codes, max pool of codes)) (inception's blocks):
+    each input requantized to the concat's scale in integers, the codes concatenated; the average
+    pool is a window sum (a depthwise conv by ones) over its count in the factor. Exact against
+    numpy's integer result (no value lies on a half here), and equal to the float path."""
+    rng = np.random.RandomState(11)
+    k, c, hw = 8, 8, 6
+    w = rng.randint(-8, 9, size=(k, c, 3, 3)).astype("int8")
+    combined = np.full(k, 2.0 ** -10)  # the concat's scale 2^-3: the conv's factor is 2^-7
+    bias = combined * rng.randint(-3000, 3000, size=k)
+    s_x = 2.0 ** -1  # the pools' input codes: factors 2^-1 / 9 / 2^-3 = 4/9 and 4
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
+            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
+                                          _const(np.float32(combined).reshape(1, k, 1, 1))))
+            a = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))))
+            pools = []
+            for kind in ("avg", "max"):
+                xf = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(x, "float32")), relax.const(s_x, "float32")))
+                pool = relax.op.nn.avg_pool2d(xf, pool_size=[3, 3], padding=[1, 1], count_include_pad=True) \
+                    if kind == "avg" else relax.op.nn.max_pool2d(xf, pool_size=[3, 3], padding=[1, 1])
+                pools.append(bb.emit(pool))
+            cat = bb.emit(relax.op.concat([a] + pools, axis=1))
+            v = bb.emit(relax.op.multiply(cat, relax.const(8.0, "float32")))
+            codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
+            out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, 0, 255)), "uint8"))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    qmod, chains = integer_requantize(mod, "UPWARD", True)
+    assert chains == 1
+    text = qmod["main"].script()
+    assert "R.concat" in text and text.count("R.right_shift") == 3 and '"float32"' not in text  # integers only
+    xs = rng.randint(0, 64, size=(1, c, hw, hw)).astype("uint8")
+    y = np.maximum(_acc(xs, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1), 0)
+    padded = np.pad(xs.astype(np.int64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    windows = np.stack([padded[:, :, r:r + hw, s:s + hw] for r in range(3) for s in range(3)])
+    want = np.concatenate([(y + 64) >> 7,  # 2^-7, halves up
+                           (8 * windows.sum(axis=0) + 9) // 18,  # floor(4/9 * sum + 1/2)
+                           4 * windows.max(axis=0)], axis=1)
+    got = _run(qmod, xs, llvm_target)
+    np.testing.assert_array_equal(got, np.clip(want, 0, 255).astype("uint8"))
+    assert (got[:, :k] > 0).mean() > 0.2 and (got == 255).mean() < 0.2  # mostly not clipped
+    np.testing.assert_array_equal(got, _run(mod, xs, llvm_target))
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_tensors_read_elsewhere_keep_the_float_path(shared):
     """A ReLU output that something else reads too (a residual add) is not rewritten."""
