@@ -49,7 +49,7 @@ class QConfig:
     bias_correction: bool = True  # subtract each quantized op's expected output shift (see realize.py)
     # between two quantized ops: "float" (dequantize, requantize by a float multiply) or "integer"
     # (int32 bias and ReLU, fixed-point multiply and shift; round_for_shift rounds it; residual adds,
-    # max pools and global average pools too; requantize.py)
+    # pools and concat too; requantize.py)
     requantize: Literal["float", "integer"] = "float"
     # a tensor that quantized ops read and other ops read too (a residual block's input: its first
     # conv and its skip-connection add; a pool's output read by two convs): "int8" quantizes it once
