@@ -21,28 +21,40 @@ def _const(a, dtype=None):
     return relax.const(np.ascontiguousarray(a), dtype)
 
 
+def _dequantized_conv(bb, x, w, combined, bias):
+    """A 3x3 pad-1 conv (8-bit x int8 -> int32) dequantized per channel, plus its bias, as realize.py
+    emits it."""
+    k = w.shape[0]
+    acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
+    y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
+                                  _const(np.float32(combined).reshape(1, k, 1, 1))))
+    return bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))
+
+
+def _quantized_upward(bb, y, inv_scale, lo=0, hi=255, dtype="uint8"):
+    """The next op's quantize of `y` (halves rounded up), as the module's output."""
+    v = bb.emit(relax.op.multiply(y, relax.const(inv_scale, "float32")))
+    codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
+    return bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, lo, hi)), dtype))
+
+
 def _chain(combined, bias, inv_scale, w, *, act="relu", rounding="UPWARD", hw=9):
     """What realize.py emits between two int8 convs: conv (uint8 x int8 -> int32), dequantize
     (per channel), bias, ReLU, and the next conv's quantize to uint8 (as the module's output)."""
-    k = w.shape[0]
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, w.shape[1], hw, hw), "uint8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
-            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
-                                          _const(np.float32(combined).reshape(1, k, 1, 1))))
-            y = bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))
+            y = _dequantized_conv(bb, x, w, combined, bias)
             if act == "relu":
                 y = bb.emit(relax.op.nn.relu(y))
             elif act is not None:  # ("clip", a, b): ReLU6 and the like
                 y = bb.emit(relax.op.clip(y, act[1], act[2]))
-            v = bb.emit(relax.op.multiply(y, relax.const(inv_scale, "float32")))
             if rounding == "UPWARD":
-                codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
+                out = _quantized_upward(bb, y, inv_scale)
             else:
-                codes = bb.emit(relax.op.round(v))
-            out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, 0, 255)), "uint8"))
+                codes = bb.emit(relax.op.round(bb.emit(relax.op.multiply(y, relax.const(inv_scale, "float32")))))
+                out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, 0, 255)), "uint8"))
         bb.emit_func_output(out)
     return bb.get()
 
@@ -137,10 +149,7 @@ def _residual(w, combined, bias, skip_scale, inv_scale, *, act="relu", hw=16, w_
     s = relax.Var("s", relax.TensorType((1, k, hw, hw), out_dtype))
     with bb.function("main", [x] if w_skip is not None else [x, s]):
         with bb.dataflow():
-            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
-            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
-                                          _const(np.float32(combined).reshape(1, k, 1, 1))))
-            y = bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))
+            y = _dequantized_conv(bb, x, w, combined, bias)
             if w_skip is None:
                 r = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(s, "float32")),
                                               relax.const(skip_scale, "float32")))
@@ -151,10 +160,8 @@ def _residual(w, combined, bias, skip_scale, inv_scale, *, act="relu", hw=16, w_
             y = bb.emit(relax.op.add(r, y))  # the skip first, as realize emits it
             if act == "relu":
                 y = bb.emit(relax.op.nn.relu(y))
-            v = bb.emit(relax.op.multiply(y, relax.const(inv_scale, "float32")))
-            codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
             lo, hi = (0, 255) if out_dtype == "uint8" else (-127, 127)
-            out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, lo, hi)), out_dtype))
+            out = _quantized_upward(bb, y, inv_scale, lo, hi, out_dtype)
         bb.emit_func_output(out)
     return bb.get()
 
@@ -235,19 +242,14 @@ def test_global_average_pool_in_integers_is_exact(act, llvm_target):
     x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
-            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
-                                          _const(np.float32(combined).reshape(1, k, 1, 1))))
-            y = bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))
+            y = _dequantized_conv(bb, x, w, combined, bias)
             if act == "relu":
                 y = bb.emit(relax.op.nn.relu(y))
             elif act is not None:
                 y = bb.emit(relax.op.clip(y, act[1], act[2]))
             y = bb.emit(relax.op.nn.adaptive_avg_pool2d(y, output_size=[1, 1]))
-            v = bb.emit(relax.op.multiply(y, relax.const(32.0, "float32")))
-            codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
             lo, hi = (0, 255) if out_dtype == "uint8" else (-127, 127)
-            out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, lo, hi)), out_dtype))
+            out = _quantized_upward(bb, y, 32.0, lo, hi, out_dtype)
         bb.emit_func_output(out)
     mod = bb.get()
     qmod, chains = integer_requantize(mod, "UPWARD", True)
@@ -282,16 +284,11 @@ def test_max_pool_takes_the_codes(order, llvm_target):
     x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
-            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
-                                          _const(np.float32(combined).reshape(1, k, 1, 1))))
-            y = bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))
+            y = _dequantized_conv(bb, x, w, combined, bias)
             for step in order.split("_then_"):
                 y = bb.emit(relax.op.nn.relu(y) if step == "relu" else
                             relax.op.nn.max_pool2d(y, pool_size=[2, 2], strides=[2, 2]))
-            v = bb.emit(relax.op.multiply(y, relax.const(4.0, "float32")))
-            codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
-            out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, 0, 255)), "uint8"))
+            out = _quantized_upward(bb, y, 4.0)
         bb.emit_func_output(out)
     mod = bb.get()
     qmod, chains = integer_requantize(mod, "UPWARD", True)
@@ -323,10 +320,7 @@ def test_concat_takes_each_input_to_its_scale(llvm_target):
     x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            acc = bb.emit(relax.op.nn.conv2d(x, _const(w), padding=1, out_dtype="int32"))
-            y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")),
-                                          _const(np.float32(combined).reshape(1, k, 1, 1))))
-            a = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(y, _const(np.float32(bias).reshape(1, k, 1, 1))))))
+            a = bb.emit(relax.op.nn.relu(_dequantized_conv(bb, x, w, combined, bias)))
             pools = []
             for kind in ("avg", "max"):
                 xf = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(x, "float32")), relax.const(s_x, "float32")))
@@ -334,9 +328,7 @@ def test_concat_takes_each_input_to_its_scale(llvm_target):
                     if kind == "avg" else relax.op.nn.max_pool2d(xf, pool_size=[3, 3], padding=[1, 1])
                 pools.append(bb.emit(pool))
             cat = bb.emit(relax.op.concat([a] + pools, axis=1))
-            v = bb.emit(relax.op.multiply(cat, relax.const(8.0, "float32")))
-            codes = bb.emit(relax.op.floor(bb.emit(relax.op.add(v, relax.const(0.5, "float32")))))
-            out = bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, 0, 255)), "uint8"))
+            out = _quantized_upward(bb, cat, 8.0)
         bb.emit_func_output(out)
     mod = bb.get()
     qmod, chains = integer_requantize(mod, "UPWARD", True)
