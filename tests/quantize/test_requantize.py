@@ -38,6 +38,13 @@ def _quantized_upward(bb, y, inv_scale, lo=0, hi=255, dtype="uint8"):
     return bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, lo, hi)), dtype))
 
 
+def _one_chain(mod):
+    """`mod` with its one chain made integer-only (rounding UPWARD, round_for_shift), and its text."""
+    qmod, chains = integer_requantize(mod, "UPWARD", True)
+    assert chains == 1
+    return qmod, qmod["main"].script()
+
+
 def _chain(combined, bias, inv_scale, w, *, act="relu", rounding="UPWARD", hw=9):
     """What realize.py emits between two int8 convs: conv (uint8 x int8 -> int32), dequantize
     (per channel), bias, ReLU, and the next conv's quantize to uint8 (as the module's output)."""
@@ -181,9 +188,7 @@ def test_residual_add_in_integers_is_exact(branch, act, llvm_target):
     bias = combined * rng.randint(-3000, 3000, size=k)  # whole accumulator steps
     w_skip = rng.randint(-8, 9, size=(k, c, 3, 3)).astype("int8") if branch == "downsample" else None
     mod = _residual(w, combined, bias, 2.0 ** -3, 4.0, act=act, w_skip=w_skip, comb_skip=np.full(k, 2.0 ** -11))
-    qmod, chains = integer_requantize(mod, "UPWARD", True)
-    assert chains == 1
-    text = qmod["main"].script()
+    qmod, text = _one_chain(mod)
     assert text.count("R.right_shift") == 1 and '"float32"' not in text  # integers only
     x = rng.randint(0, 256, size=(1, c, 16, 16)).astype("uint8")
     y = _acc(x, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1)  # units of 2^-10
@@ -215,8 +220,7 @@ def test_residual_add_other_scales_agree_with_the_float_path(branch, llvm_target
     w_skip = rng.randint(-127, 128, size=(k, c, 3, 3)).astype("int8") if branch == "downsample" else None
     mod = _residual(w, combined, bias, 0.0173, 1 / 0.0437, hw=9, w_skip=w_skip,
                     comb_skip=rng.uniform(1e-5, 5e-5, size=k))
-    qmod, chains = integer_requantize(mod, "UPWARD", True)
-    assert chains == 1
+    qmod, _ = _one_chain(mod)
     x = rng.randint(0, 256, size=(1, c, 9, 9)).astype("uint8")
     args = [x] if branch == "downsample" else [x, rng.randint(0, 256, size=(1, k, 9, 9)).astype("uint8")]
     ref = _run_args(mod, args, llvm_target).astype(int)
@@ -252,9 +256,7 @@ def test_global_average_pool_in_integers_is_exact(act, llvm_target):
             out = _quantized_upward(bb, y, 32.0, lo, hi, out_dtype)
         bb.emit_func_output(out)
     mod = bb.get()
-    qmod, chains = integer_requantize(mod, "UPWARD", True)
-    assert chains == 1
-    text = qmod["main"].script()
+    qmod, text = _one_chain(mod)
     assert "R.right_shift" in text and "R.sum" in text and '"float32"' not in text  # integers only
     xs = rng.randint(0, 256, size=(1, c, hw, hw)).astype("uint8")
     y = _acc(xs, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1)  # units of 2^-10
@@ -291,9 +293,7 @@ def test_max_pool_takes_the_codes(order, llvm_target):
             out = _quantized_upward(bb, y, 4.0)
         bb.emit_func_output(out)
     mod = bb.get()
-    qmod, chains = integer_requantize(mod, "UPWARD", True)
-    assert chains == 1
-    text = qmod["main"].script()
+    qmod, text = _one_chain(mod)
     assert "R.nn.max_pool2d" in text and '"float32"' not in text  # integers only
     xs = rng.randint(0, 256, size=(1, c, hw, hw)).astype("uint8")
     y = _acc(xs, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1)
@@ -331,9 +331,7 @@ def test_concat_takes_each_input_to_its_scale(llvm_target):
             out = _quantized_upward(bb, cat, 8.0)
         bb.emit_func_output(out)
     mod = bb.get()
-    qmod, chains = integer_requantize(mod, "UPWARD", True)
-    assert chains == 1
-    text = qmod["main"].script()
+    qmod, text = _one_chain(mod)
     assert "R.concat" in text and text.count("R.right_shift") == 3 and '"float32"' not in text  # integers only
     xs = rng.randint(0, 64, size=(1, c, hw, hw)).astype("uint8")
     y = np.maximum(_acc(xs, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1), 0)
