@@ -128,8 +128,9 @@ def _sum_window(pool) -> bool:
 
 
 class _Chain:  # pylint: disable=too-few-public-methods,too-many-instance-attributes
-    """A matched `terms -> ... -> codes` chain: one term (requantization between two quantized ops)
-    or two (a residual add of two quantized tensors)."""
+    """A matched `terms -> ... -> codes` chain: one term (requantization between two quantized ops),
+    two (a residual add of two quantized tensors), or ``parts`` (a concat: one chain per input), with
+    a max pool or a global average pool between the activation and the codes."""
 
     def __init__(self, terms, bounds, inv_scale, lo, hi, dtype, pool_hw: int = 0, max_pool=None, parts=None):
         self.terms, self.bounds = terms, bounds
