@@ -152,9 +152,9 @@ def _global_pool_hw(call) -> int:
     return shape[2] * shape[3] if len(shape) == 4 else 0
 
 
-def _term(node, value, k: Optional[int]) -> Optional[_Term]:
+def _term(node, value) -> Optional[_Term]:
     """`node` (a binding's value) as a _Term, or None. `value(var)` gives the value bound to a var
-    that nothing else reads; `k` the channel count where known."""
+    that nothing else reads."""
     offsets = []
     while _op(node) in ("relax.add", "relax.subtract") and _const(node.args[1]) is not None:
         offsets.append((1.0 if _op(node) == "relax.add" else -1.0, _const(node.args[1])))
@@ -178,7 +178,7 @@ def _term(node, value, k: Optional[int]) -> Optional[_Term]:
     if window is not None and dtype == "int32":
         return None
     shape = [int(d) for d in src.ty.shape]
-    if len(shape) < 2 or (k is not None and shape[1] != k):
+    if len(shape) < 2:
         return None
     k, ndim = shape[1], len(shape)
     factor = _per_channel(factor_const, k, ndim)
@@ -227,7 +227,7 @@ def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: di
     if _op(scaled) != "relax.multiply" or _scalar(scaled.args[1]) is None or lo is None or hi is None:
         return None
     inv_scale = _scalar(scaled.args[1])
-    node, dtype = value(scaled.args[0]), str(cast.attrs.dtype)
+    quant = (inv_scale, lo, hi, str(cast.attrs.dtype))
 
     def chain(node) -> Optional[_Chain]:
         if _op(node) == "relax.concat" and isinstance(node.args[0], relax.Tuple) and int(node.attrs.axis) == 1:
@@ -235,16 +235,15 @@ def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: di
             parts = [chain(value(field)) for field in node.args[0].fields]
             if any(part is None for part in parts):
                 return None
-            return _Chain([], (-math.inf, math.inf), inv_scale, lo, hi, dtype, parts=parts)
-        body = _body(node, value)
-        return None if body is None else _Chain(*body[:2], inv_scale, lo, hi, dtype, *body[2:])
+            return _Chain([], (-math.inf, math.inf), *quant, parts=parts)
+        return _body(node, value, quant)
 
-    return chain(node)
+    return chain(value(scaled.args[0]))
 
 
-def _body(node, value) -> Optional[tuple]:  # pylint: disable=too-many-return-statements
-    """(terms, bounds, pool_hw, max_pool) of what a quantize reads: [pool] [activation] [max pool]
-    over one term or a residual add of two; None where it is anything else."""
+def _body(node, value, quant: tuple) -> Optional[_Chain]:  # pylint: disable=too-many-return-statements
+    """The chain from what a quantize (`quant`: inv_scale, lo, hi, dtype) reads: [pool] [activation]
+    [max pool] over one term or a residual add of two; None where it is anything else."""
     bounds = (-math.inf, math.inf)
     pool_hw, max_pool = _global_pool_hw(node), None
     if pool_hw:  # conv -> [activation] -> global average pool -> quantize (a classifier's input)
@@ -261,18 +260,36 @@ def _body(node, value) -> Optional[tuple]:  # pylint: disable=too-many-return-st
     if _op(node) == "relax.nn.max_pool2d" and max_pool is None and not pool_hw:  # pool before ReLU
         max_pool, node = node, value(node.args[0])
     if _op(node) == "relax.add" and _const(node.args[1]) is None and not pool_hw:  # a residual add
-        first = _term(value(node.args[0]), value, None)
-        second = _term(value(node.args[1]), value, None) if first is not None else None
+        first = _term(value(node.args[0]), value)
+        second = _term(value(node.args[1]), value) if first is not None else None
         if second is None or second.factor.shape != first.factor.shape \
                 or [int(d) for d in node.args[0].ty.shape] != [int(d) for d in node.args[1].ty.shape]:
             return None
         terms = [first, second]
     else:
-        term = _term(node, value, None)
+        term = _term(node, value)
         if term is None or (pool_hw and str(term.value.ty.dtype) != "int32"):
             return None
         terms = [term]
-    return terms, bounds, pool_hw, max_pool
+    return _Chain(terms, bounds, *quant, pool_hw, max_pool)
+
+
+def _plus_bias(y: relax.Expr, term: _Term, shape: tuple) -> relax.Expr:
+    """`y` (the term's int32 units) with the term's bias added, rounded to those units."""
+    bias = np.rint(term.bias / term.factor)
+    if np.any(bias != 0):
+        y = relax.op.add(y, relax.const(bias.astype("int32").reshape(shape), "int32"))
+    return y
+
+
+def _shifted_codes(p: relax.Expr, n: np.ndarray, wide: str, shape: tuple, round_for_shift: bool,
+                   lo: int, hi: int, dtype: str) -> relax.Expr:
+    """The codes of the fixed-point products `p` (`wide`: int64 or uint64): shifted right by `n`
+    (rounded: the half added first), clipped to [lo, hi], cast to `dtype`."""
+    if round_for_shift:
+        p = relax.op.add(p, relax.const((np.int64(1) << (n - 1)).reshape(shape).astype(wide), wide))
+    shifted = relax.op.right_shift(p, relax.const(n.reshape(shape).astype(wide), wide))
+    return relax.op.astype(relax.op.clip(shifted, lo, hi), dtype)
 
 
 def _window_sums(term: _Term) -> relax.Expr:
@@ -292,10 +309,7 @@ def _pooled_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
     inv_scale = np.float64(np.float32(chain.inv_scale))
     room = 62 - 31 - max(1, math.ceil(math.log2(chain.pool_hw))) - 1
     m, n = fixed_point(term.factor * inv_scale / chain.pool_hw, min(_MANTISSA_BITS, room))
-    y = term.value
-    bias = np.rint(term.bias / term.factor)
-    if np.any(bias != 0):
-        y = relax.op.add(y, relax.const(bias.astype("int32").reshape(shape), "int32"))
+    y = _plus_bias(term.value, term, shape)
     for bound, limit in ((chain.bounds[0], relax.op.maximum), (chain.bounds[1], relax.op.minimum)):
         if math.isfinite(bound):
             steps = np.clip(np.rint(bound / term.factor), -2.0 ** 31, 2.0 ** 31 - 1)
@@ -306,10 +320,7 @@ def _pooled_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
         wide = "uint64"
         total = relax.op.astype(total, wide)
     p = relax.op.multiply(total, relax.const(m.reshape(shape).astype(wide), wide))
-    if round_for_shift:
-        p = relax.op.add(p, relax.const((np.int64(1) << (n - 1)).reshape(shape).astype(wide), wide))
-    shifted = relax.op.right_shift(p, relax.const(n.reshape(shape).astype(wide), wide))
-    return relax.op.astype(relax.op.clip(shifted, int(chain.lo), int(chain.hi)), chain.dtype)
+    return _shifted_codes(p, n, wide, shape, round_for_shift, int(chain.lo), int(chain.hi), chain.dtype)
 
 
 def _integer_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
@@ -348,10 +359,7 @@ def _requantized_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
             y = relax.op.astype(term.value, "int32")
         else:
             y = term.value
-        bias = np.rint(term.bias / term.factor)
-        if np.any(bias != 0):
-            y = relax.op.add(y, relax.const(bias.astype("int32").reshape(shape), "int32"))
-        ys.append(y)
+        ys.append(_plus_bias(y, term, shape))
     # codes that cannot be negative (uint8, ReLU): negative sums all give the lowest code, so the
     # sums are clamped at 0 and the product is unsigned (AVX2 has no 64-bit arithmetic shift)
     wide = "uint64" if lo >= 0 else "int64"
@@ -365,10 +373,7 @@ def _requantized_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
             p = prod if p is None else relax.op.add(p, prod)
         if lo >= 0:
             p = relax.op.astype(relax.op.maximum(p, relax.const(0, "int64")), wide)
-    if round_for_shift:
-        p = relax.op.add(p, relax.const((np.int64(1) << (n - 1)).reshape(shape).astype(wide), wide))
-    shifted = relax.op.right_shift(p, relax.const(n.reshape(shape).astype(wide), wide))
-    return relax.op.astype(relax.op.clip(shifted, int(lo), int(max(lo, hi))), chain.dtype)
+    return _shifted_codes(p, n, wide, shape, round_for_shift, int(lo), int(max(lo, hi)), chain.dtype)
 
 
 @relax.expr_functor.mutator
