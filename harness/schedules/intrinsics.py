@@ -89,13 +89,13 @@ def _register_vnni_intrinsic() -> None:
         with T.sblock("root"):
             T.reads(c[0:16], a[0:4], b[0:16, 0:4])
             T.writes(c[0:16])
-            # the 4 activation bytes, seen as one int32, repeated in all 16 lanes
-            a_word = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
-            a_bytes = T.reinterpret(T.broadcast(a_word, 16), dtype="uint8x64")
+            # the 4 activation bytes, seen as one int32, repeated in all 16 lanes (one expression:
+            # a named value here would be a buffer of its own, allocated per call in the kernel)
             c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                 c.vload([0], dtype="int32x16"),
-                a_bytes,
+                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 16),
+                              dtype="uint8x64"),
                 b.vload([0, 0], dtype="int8x64"),
                 dtype="int32x16",
             )
@@ -149,10 +149,11 @@ def pmaddwd_intrinsic(lanes: int, data_dtype: str) -> str:
             T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
             T.writes(c[0:lanes])
             # the two activations widened to int16, seen as one int32, repeated in every lane
-            a_word = T.reinterpret(T.Cast("int16x2", a.vload([0], a_pair)), dtype="int32")
-            a_halves = T.reinterpret(T.broadcast(a_word, lanes), dtype=halves)
+            # (inline: see the VNNI intrinsic)
             c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=wide) + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm_name), a_halves,
+                T.llvm_lookup_intrinsic_id(llvm_name),
+                T.reinterpret(T.broadcast(T.reinterpret(T.Cast("int16x2", a.vload([0], a_pair)), dtype="int32"),
+                                          lanes), dtype=halves),
                 T.Cast(halves, b.vload([0, 0], dtype=weights)), dtype=wide,
             )
 
@@ -193,15 +194,17 @@ def pmaddubsw_intrinsic(lanes: int) -> str:
         with T.sblock("root"):
             T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
             T.writes(c[0:lanes])
-            # the 4 activation bytes, seen as one int32, repeated in every lane
-            a_word = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
-            a_bytes = T.reinterpret(T.broadcast(a_word, lanes), dtype=f"uint8x{nbytes}")
-            pair_sums = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(pairs_llvm), a_bytes, b.vload([0, 0], dtype=f"int8x{nbytes}"),
-                dtype=halves,
-            )
+            # the 4 activation bytes, seen as one int32, repeated in every lane; their pair sums
+            # with the weights (vpmaddubsw), then the sums of those pairs (vpmaddwd by ones)
+            # (inline: see the VNNI intrinsic)
             c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=wide) + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(quads_llvm), pair_sums, T.broadcast(T.int16(1), 2 * lanes), dtype=wide,
+                T.llvm_lookup_intrinsic_id(quads_llvm),
+                T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(pairs_llvm),
+                    T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), lanes),
+                                  dtype=f"uint8x{nbytes}"),
+                    b.vload([0, 0], dtype=f"int8x{nbytes}"), dtype=halves),
+                T.broadcast(T.int16(1), 2 * lanes), dtype=wide,
             )
 
     TensorIntrin.register(name, _dot_desc("uint8", lanes, 4), impl)
