@@ -136,16 +136,19 @@ def schedule_reduction(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, 
     # epilogue: inline the elementwise chain into the block that writes the output
     rest = inline_all(sch, after, params)
     acc_dtype = sch.get(anchor.rv).writes[0].source.dtype
+    # the accumulator tile: "global" scope, allocated inside the parallel loop and compacted to one
+    # tile; on the CPU that is a stack array (registers, after LLVM's SROA) where it is under 1 KB.
+    # A "local" one is a TVMBackendAllocWorkspace call per tile in TVM 0.27 (LowerTVMBuiltin keeps
+    # only small "global" allocations on the stack), whose memory LLVM cannot keep in registers.
     if writes_param(sch, anchor.rv, params):
         if sch.get_consumers(anchor.rv):
             raise NotApplicable("reduction output is both a result and read again")
-        epilogue = sch.cache_write(anchor.rv, 0, "local")
+        epilogue = sch.cache_write(anchor.rv, 0, "global")
     else:
         consumers = sch.get_consumers(anchor.rv)
         if len(consumers) != 1:
             raise NotApplicable(f"{len(consumers)} consumers of the reduction")
         epilogue = consumers[0]
-        sch.set_scope(anchor.rv, 0, "local")
     rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
 
     lanes = max(1, bits // dtype_bits(acc_dtype))
