@@ -61,13 +61,19 @@ def main():
     ap.add_argument("--pmaddwd-pipes", type=int, default=2, help="VPMADDWD per cycle and core (Zen 2: 1)")
     ap.add_argument("--no-amx", action="store_true",
                     help="int8 on the dot product even where the CPU has AMX (build.schedules.cpu_int8_amx off)")
+    ap.add_argument("--untuned", action="store_true",
+                    help="no search: each conv kernel on its default schedule (what an untuned build runs)")
+    ap.add_argument("--weight-bits", type=int, choices=(7, 8), default=8,
+                    help="the int8 weights' bits (7: quantize.reduce_range, vpmaddubsw on CPUs without VNNI)")
     args = ap.parse_args()
 
     import tvm
 
+    from harness import bench
     from harness.build import compile_module
     from harness.build.pipeline import fuse_and_schedule
     from harness.config import TargetConfig
+    from harness.quantize import QConfig
     from harness.record import cpu_name
     from harness.schedules import ScheduleOptions, schedule_family
     from harness.schedules.amx import PEAK_MACS_PER_CYCLE, applies_to as amx_applies
@@ -75,13 +81,15 @@ def main():
     from harness.tune import ConvShape, conv_model, conv_work_dir, load_records, tune_conv
 
     def retime(shape, dtype, work_dir):
-        """The conv kernel a model build compiles with the database, timed now: ms (median of 15 x
-        min 50 ms), on seeded inputs of its (packed-weight) parameter shapes."""
-        mod = conv_model(shape, dtype)
-        records = load_records([("conv", work_dir)], target)
+        """The conv kernel a model build compiles with the database (none: `--untuned`), timed now:
+        ms (median of 15 x min 50 ms), on seeded inputs of its (packed-weight) parameter shapes, and
+        the kernel's schedule (database or default rule)."""
+        mod = conv_model(shape, dtype, qconfig=qconfig)
+        records = None if work_dir is None else load_records([("conv", work_dir)], target)
         scheduled_by = {}
         scheduled = fuse_and_schedule(mod, target, schedule_family(target, options), records, scheduled_by)
-        [kernel] = [k for k, v in scheduled_by.items() if "conv2d" in k and v.startswith("database:")]
+        [kernel] = [k for k, v in scheduled_by.items() if "conv2d" in k and
+                    v.startswith("default:" if work_dir is None else "database:")]
         built = compile_module(mod, target, records=records, schedules=options)
         names = [gv.name_hint for gv in scheduled.functions.keys()]
         name = kernel + "_prepacked" if kernel + "_prepacked" in names else kernel  # (weights packed at build)
@@ -94,11 +102,13 @@ def main():
                 rng.randint(0 if dt == "uint8" else -8, 8, shp).astype(dt)
             args.append(tvm.runtime.tensor(arr, dev))
         llvm = next(m for m in [built.executable.mod, *built.executable.mod.imports] if m.kind == "llvm")
+        bench.use_cpu_threads(cores)  # the kernel on every core, as a model run has it (TVM's default may use fewer)
         timer = llvm.time_evaluator(name, dev, number=1, repeat=15, min_repeat_ms=50)
-        return float(np.median(timer(*args).results)) * 1e3
+        return float(np.median(timer(*args).results)) * 1e3, scheduled_by[kernel]
 
     target = resolve_target(TargetConfig(kind="llvm"))
-    options = ScheduleOptions(cpu_int8_amx=not args.no_amx)
+    options = ScheduleOptions(cpu_int8_amx=not args.no_amx, int8_weight_bits=args.weight_bits)
+    qconfig = QConfig(reduce_range=args.weight_bits == 7)
     amx = amx_applies(target) and not args.no_amx
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1))
     ghz = args.clock_ghz or clock_ghz()
@@ -116,23 +126,23 @@ def main():
         shape = ConvShape.parse(text)
         res = {}
         for dtype in ("int8", "float32"):
-            work_dir = conv_work_dir(args.logs, target, shape, dtype)
-            res[dtype] = tune_conv(shape, dtype=dtype, target=target, trials=args.trials, work_dir=work_dir,
-                                   options=options)
-        q = res["int8"]
-        ms_q = retime(shape, "int8", q.work_dir)
-        ms_f = retime(shape, "float32", res["float32"].work_dir)
+            if not args.untuned:
+                res[dtype] = tune_conv(shape, dtype=dtype, target=target, trials=args.trials, qconfig=qconfig,
+                                       work_dir=conv_work_dir(args.logs, target, shape, dtype), options=options)
+        ms_q, how_q = retime(shape, "int8", res["int8"].work_dir if res else None)
+        ms_f, _ = retime(shape, "float32", res["float32"].work_dir if res else None)
+        how_q = (res["int8"].intrinsic or "none") if res else how_q
         gops_q, gops_f = shape.flops / ms_q / 1e6, shape.flops / ms_f / 1e6
         rows.append([text, f"{ms_f:.3f}", f"{ms_q:.3f}", f"{ms_f / ms_q:.2f}x", f"{gops_f:.0f}", f"{gops_q:.0f}",
-                     f"{100 * gops_f / peak_fp32:.0f}%", f"{100 * gops_q / peak_int8:.0f}%",
-                     q.intrinsic or "none"])
+                     f"{100 * gops_f / peak_fp32:.0f}%", f"{100 * gops_q / peak_int8:.0f}%", how_q])
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     print(f"\n{datetime.date.today()}, {cpu_name()} ({target.attrs['mcpu']}, {cores} cores, {ghz:.2f} GHz), "
           f"TVM {tvm.__version__}, {bits}-bit vectors{', VNNI' if target_has_vnni(target) else ', no VNNI'}, "
-          f"{args.trials} trials per kernel; peak fp32 {peak_fp32:.0f} GFLOPS, "
+          f"{'untuned (default schedules)' if args.untuned else f'{args.trials} trials per kernel'}, "
+          f"{args.weight_bits}-bit int8 weights; peak fp32 {peak_fp32:.0f} GFLOPS, "
           f"int8 {peak_int8:.0f} GOPS{exact}\n")
     print("| conv N,C,H,W,K,R,S,stride,pad | fp32 ms | int8 ms | int8 speed-up | fp32 GFLOPS | int8 GOPS "
-          "| fp32 % peak | int8 % peak | int8 intrinsic |")
+          "| fp32 % peak | int8 % peak | int8 intrinsic (tuned) / schedule (untuned) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print("| " + " | ".join(r) + " |")

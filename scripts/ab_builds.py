@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""Two checkouts of the harness side by side: export each one's builds, then time them in one run.
+
+A change to a schedule or a pass is measured by building the same models with the code before
+and after it (each checkout exports its libraries, tagged), then loading every library of a model
+into one process and timing them in alternating rounds (the ratios are what to read on a shared
+machine); the outputs of the builds are compared (`equal` says which are bit-identical).
+
+    git checkout OLD && .venv/bin/python scripts/ab_builds.py export --tag old --models resnet50_v1
+    git checkout NEW && .venv/bin/python scripts/ab_builds.py export --tag new --models resnet50_v1 --fp32
+    .venv/bin/python scripts/ab_builds.py time --models resnet50_v1 [--rounds 5]
+
+Each model's int8 build uses its int8 config (configs/<model>_int8.yaml: quantize section,
+calibration) for this CPU; `--fp32` adds the fp32 build. Libraries go to `--dir`
+(default results/ab/<model>_<variant>_<tag>.so).
+"""
+import argparse
+import datetime
+import glob
+import os
+import sys
+
+import numpy as np
+import tvm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from harness import bench, build  # noqa: E402
+from harness.config import load_config  # noqa: E402
+from harness.frontends import load_model  # noqa: E402
+from harness.models import input_data  # noqa: E402
+from harness.pipeline import calibration_table, int8_module  # noqa: E402
+from harness.record import cpu_name  # noqa: E402
+from harness.report import markdown_table  # noqa: E402
+from harness.targets import llvm_target  # noqa: E402
+
+
+def _config(name: str):
+    path = f"configs/{name}_int8.yaml"
+    if not os.path.exists(path):
+        sys.exit(f"error: --models {name}: no {path}")
+    return load_config(path)
+
+
+def export(args) -> None:
+    target = tvm.target.Target(llvm_target(None))
+    os.makedirs(args.dir, exist_ok=True)
+    for name in args.models.split(","):
+        cfg = _config(name)
+        model = load_model(cfg.model)
+        mods = {"int8": int8_module(cfg, model, calibration_table(cfg, model, status=lambda m: None))}
+        if args.fp32:
+            mods["fp32"] = build.bind_params(model.mod, model.params)
+        for variant, mod in mods.items():
+            ex = build.compile_module(mod, target, fallback=False, schedules=cfg.schedule_options()).executable
+            path = os.path.join(args.dir, f"{name}_{variant}_{args.tag}.so")
+            ex.export_library(path)
+            print(f"exported {path}", file=sys.stderr, flush=True)
+
+
+def time_all(args) -> None:
+    dev, rows = tvm.cpu(), []
+    for name in args.models.split(","):
+        paths = sorted(glob.glob(os.path.join(args.dir, f"{name}_*.so")))
+        if not paths:
+            sys.exit(f"error: no libraries of {name} in {args.dir} (run `export` first)")
+        vms = {os.path.basename(p)[len(name) + 1:-3]: bench.make_vm(tvm.runtime.load_module(p), dev) for p in paths}
+        x = input_data(load_model(_config(name).model).input_shape, 0)
+        outs = {k: np.asarray(bench.run_once(vm, dev, [x])) for k, vm in vms.items()}
+        ms = bench.alternate_vms(vms, dev, [x], rounds=args.rounds, repeat=args.repeat)
+        first = next(iter(vms))
+        for k in vms:
+            equal = [j for j in vms if j != k and np.array_equal(outs[k], outs[j])]
+            rows.append([name, k, f"{ms[k]:.2f}", f"{ms[first] / ms[k]:.2f}x", ", ".join(equal) or "-"])
+    print(f"\nMeasured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()} "
+          f"({os.cpu_count()} cores), TVM {tvm.__version__}, batch 1, median of {args.rounds} alternating rounds\n")
+    print(markdown_table(["model", "build", "ms", "speed vs the first", "same output as"], rows))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    exp = sub.add_parser("export", help="build the models with this checkout and export the libraries")
+    exp.add_argument("--tag", required=True, help="names this checkout's libraries (e.g. old, new, a commit)")
+    exp.add_argument("--fp32", action="store_true", help="the fp32 build too")
+    tim = sub.add_parser("time", help="time every exported library of each model, alternating")
+    tim.add_argument("--rounds", type=int, default=5)
+    tim.add_argument("--repeat", type=int, default=5)
+    for p in (exp, tim):
+        p.add_argument("--models", default="resnet50_v1")
+        p.add_argument("--dir", default=os.path.join("results", "ab"))
+    args = ap.parse_args()
+    (export if args.cmd == "export" else time_all)(args)
+
+
+if __name__ == "__main__":
+    main()
