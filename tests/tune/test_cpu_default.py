@@ -4,6 +4,7 @@ rule cannot handle left alone, the config's switches, and a whole ResNet-18 at a
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -193,8 +194,6 @@ def test_conv_is_parallel_vectorized_register_tiled(case, target):
 
 def _pad_shape(func) -> list:
     """The shapes of the function's padding buffers (its TVMScript: `pad_temp = T.sblock_alloc_buffer((...))`)."""
-    import re  # pylint: disable=import-outside-toplevel
-
     return [[int(d) for d in re.findall(r"T\.int64\((\d+)\)", line[line.index("(("):line.index("))") + 1])]
             for line in func.script().splitlines() if re.match(r"\s*pad\w* = T\.sblock_alloc_buffer", line)]
 
@@ -452,7 +451,6 @@ def test_seven_bit_weights_run_on_pmaddubsw_exactly(mcpu, feature, register):
     """A conv with 7-bit weights built for a CPU without VNNI: its kernel multiplies on vpmaddubsw
     (read from the assembly, on any host), the 8-bit build does not; run where this host has the
     instruction set, with the largest data codes (255) as well: equal to the plain schedule's sums."""
-    import re
 
     from harness.targets import target_has_feature
 
@@ -484,8 +482,6 @@ def test_seven_bit_weights_run_on_pmaddubsw_exactly(mcpu, feature, register):
 ])
 def test_int8_dot_compiles_for_other_cpus(mcpu, channels, instruction):
     """Built for CPUs this machine may not be (no run): the instruction is in the kernel's assembly."""
-    import re
-
     tgt = tvm.target.Target(llvm_target(mcpu, 4))
     mod = int8_conv(ci=16, co=channels, hw=12)
     ex = tvm.compile(mod, tgt, relax_pipeline=_pipeline(tgt))
@@ -499,7 +495,7 @@ def _workspace_calls_per_tile(ex) -> dict:
     text = "".join(m.inspect_source("ll") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
     calls = {}
     for func in text.split("\ndefine ")[1:]:
-        name = func.split("(", 1)[0].split("@")[-1]
+        name = re.search(r"@([\w.$]+)\(", func.split("\n", 1)[0]).group(1)  # (attributes may hold parentheses)
         if "parallel_lambda" in name:
             calls[name] = func.split("\n}", 1)[0].count("@__TVMBackendAllocWorkspace")
     return calls
@@ -524,6 +520,24 @@ def test_no_workspace_allocation_per_tile(mcpu, case, weight_bits):
     calls = _workspace_calls_per_tile(ex)
     assert calls, "no parallel loop in the build"
     assert not any(calls.values()), calls
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_no_workspace_allocation_per_tile_in_a_model(reduce_range):
+    """A whole int8 mobilenetv2_1.0 (dot-product, depthwise and plain convs, pools, dense, the
+    quantize / requantize kernels) built for an AVX2 CPU, with 8-bit and 7-bit weights: no kernel
+    allocates inside its parallel loop."""
+    from harness.quantize import apply_table, qconfig
+    from tests.helpers import calibrated_model
+
+    mod, table, _ = calibrated_model("mobilenetv2_1.0", 32, 0, 2)
+    with qconfig(calibrate_mode="max", weight_scale="channel_max", reduce_range=reduce_range) as cfg:
+        qmod = apply_table(mod, None, table, config=cfg)
+    tgt = tvm.target.Target(llvm_target("haswell", 4))
+    options = dataclasses.replace(NO_AMX, int8_weight_bits=7 if reduce_range else 8)
+    calls = _workspace_calls_per_tile(tvm.compile(qmod, tgt, relax_pipeline=_pipeline(tgt, options)))
+    assert len(calls) > 20
+    assert not any(calls.values()), {k: v for k, v in calls.items() if v}
 
 
 def _dot_space_sample(task, target, seed: int):
@@ -670,8 +684,6 @@ def test_int8_depthwise_schedule_scope(target):
 def test_int8_depthwise_compiles_for_other_cpus(mcpu, register):
     """Built for CPUs this machine may not be (no run): the 8-bit products of the channel vector are
     vpmaddwd on whole registers of the target (16 int32 lanes on AVX-512, 8 on AVX2)."""
-    import re
-
     tgt = tvm.target.Target(llvm_target(mcpu, 4))
     ex = tvm.compile(DW_CASES["3x3_requantize"][0], tgt, relax_pipeline=_pipeline(tgt))
     asm = next(m.inspect_source("s") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
