@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from harness import bench, build  # noqa: E402
 from harness.config import load_config  # noqa: E402
-from harness.frontends import load_model  # noqa: E402
+from harness.frontends import load_model, model_input_shape  # noqa: E402
 from harness.models import input_data  # noqa: E402
 from harness.pipeline import calibration_table, int8_module  # noqa: E402
 from harness.record import cpu_name  # noqa: E402
@@ -65,7 +65,7 @@ def time_all(args) -> None:
         if not paths:
             sys.exit(f"error: no libraries of {name} in {args.dir} (run `export` first)")
         vms = {os.path.basename(p)[len(name) + 1:-3]: bench.make_vm(tvm.runtime.load_module(p), dev) for p in paths}
-        x = input_data(load_model(_config(name).model).input_shape, 0)
+        x = input_data(model_input_shape(_config(name).model), 0)
         outs = {k: np.asarray(bench.run_once(vm, dev, [x])) for k, vm in vms.items()}
         ms = bench.alternate_vms(vms, dev, [x], rounds=args.rounds, repeat=args.repeat)
         first = next(iter(vms))

@@ -27,7 +27,9 @@ class LoadedModel:
     extra: dict = field(default_factory=dict)
 
 
-def _input_shape(cfg) -> Tuple[int, ...]:
+def model_input_shape(cfg) -> Tuple[int, ...]:
+    """The NCHW input shape of the model config `cfg` (its own, or the registry's at its batch),
+    without loading the model."""
     from ..models import MODELS
 
     if cfg.input_shape is not None:
@@ -41,7 +43,7 @@ def _input_shape(cfg) -> Tuple[int, ...]:
 def _load_mxnet(cfg) -> LoadedModel:
     from .mxnet import from_mxnet
 
-    shape = _input_shape(cfg)
+    shape = model_input_shape(cfg)
     if cfg.symbol is not None:
         mod, params = from_mxnet(cfg.symbol, cfg.params, shape={cfg.input_name: shape}, dtype=cfg.dtype)
         return LoadedModel(cfg.name, "mxnet", mod, params, cfg.input_name, shape, cfg.dtype, cfg.symbol)
@@ -73,7 +75,7 @@ def _load_onnx(cfg) -> LoadedModel:
 
     if cfg.onnx is None:
         raise ConfigError("model.onnx: the onnx frontend needs `onnx: path/to/model.onnx`")
-    shape = _input_shape(cfg)
+    shape = model_input_shape(cfg)
     try:
         proto = onnx.load(cfg.onnx)
     except Exception as e:
@@ -92,7 +94,7 @@ def _load_pytorch(cfg) -> LoadedModel:
     import torch
     from tvm.relax.frontend.torch import from_exported_program
 
-    shape = _input_shape(cfg)
+    shape = model_input_shape(cfg)
     example = (torch.zeros(shape, dtype=getattr(torch, cfg.dtype)),)
     if cfg.pytorch is not None:
         ep = torch.export.load(cfg.pytorch)
