@@ -771,38 +771,29 @@ def strided_pointwise_pass(target):
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
-    conv_op = tvm.ir.Op.get("relax.nn.conv2d")
+    from ..build.passes.rewrite import rewrite_calls  # pylint: disable=import-outside-toplevel
 
-    @relax.expr_functor.mutator
-    class _Slice(relax.PyExprMutator):  # pylint: disable=abstract-method
-        def visit_call_(self, call):  # pylint: disable=arguments-renamed
-            call = self.builder_.normalize(super().visit_call_(call))
-            if not call.op.same_as(conv_op):
-                return call
-            a = call.attrs
-            try:
-                data_ty, w_ty = call.args[0].ty, call.args[1].ty
-                strides = [int(v) for v in a.strides]
-                kernel = [int(v) for v in w_ty.shape.values[2:]]
-                height, width = (int(v) for v in data_ty.shape.values[2:])
-            except (AttributeError, TypeError, ValueError):
-                return call
-            if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout or a.data_layout)) != ("NCHW", "OIHW", "NCHW") \
-                    or str(data_ty.dtype) != "uint8" or str(w_ty.dtype) != "int8" or kernel != [1, 1] \
-                    or strides == [1, 1] or any(int(v) for v in a.padding) or any(int(v) != 1 for v in a.dilation) \
-                    or int(a.groups) != 1:
-                return call
-            sliced = self.builder_.emit(relax.op.strided_slice(call.args[0], axes=[2, 3], begin=[0, 0],
-                                                               end=[height, width], strides=strides))
-            return relax.op.nn.conv2d(sliced, call.args[1], strides=1, padding=0, data_layout="NCHW",
-                                      kernel_layout="OIHW", out_dtype=str(call.ty.dtype))
+    def as_slice(bb, call, _func):
+        a = call.attrs
+        try:
+            data_ty, w_ty = call.args[0].ty, call.args[1].ty
+            strides = [int(v) for v in a.strides]
+            kernel = [int(v) for v in w_ty.shape.values[2:]]
+            height, width = (int(v) for v in data_ty.shape.values[2:])
+        except (AttributeError, TypeError, ValueError):
+            return None
+        if (str(a.data_layout), str(a.kernel_layout), str(a.out_layout or a.data_layout)) != ("NCHW", "OIHW", "NCHW") \
+                or str(data_ty.dtype) != "uint8" or str(w_ty.dtype) != "int8" or kernel != [1, 1] \
+                or strides == [1, 1] or any(int(v) for v in a.padding) or any(int(v) != 1 for v in a.dilation) \
+                or int(a.groups) != 1:
+            return None
+        sliced = bb.emit(relax.op.strided_slice(call.args[0], axes=[2, 3], begin=[0, 0],
+                                                end=[height, width], strides=strides))
+        return relax.op.nn.conv2d(sliced, call.args[1], strides=1, padding=0, data_layout="NCHW",
+                                  kernel_layout="OIHW", out_dtype=str(call.ty.dtype))
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessAMXStridedPointwise")
     def _pass(mod, _ctx):
-        mutator = _Slice(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                mutator.builder_.update_func(gvar, mutator.visit_expr(func))
-        return mutator.builder_.get()
+        return rewrite_calls(mod, ["relax.nn.conv2d"], as_slice)
 
     return _pass
