@@ -27,6 +27,7 @@ class ScheduleOptions:
     cpu_int8_dot: bool = True  # llvm: 8-bit convs on the CPU's exact dot product (off: the plain schedule)
     cpu_int8_depthwise: bool = True  # llvm: 8-bit depthwise convs vectorized across channels (off: the plain one)
     cpu_int8_amx: bool = True  # llvm with amx-int8: 8-bit convs on AMX tiles (off: the dot product / plain)
+    cpu_int8_blocked: bool = True  # llvm without AMX: 8-bit tensors between int8 convs stored NCHW8c (off: NCHW)
     cuda_int8_dp4a: bool = True  # cuda: 8-bit convs on __dp4a (off: TVM's GPU schedules)
     # not a switch: the most bits of the module's int8 weights (the quantizer's nbit_weight, set by
     # the build); 7 or fewer lets CPUs without VNNI multiply uint8 data on vpmaddubsw (exact then)
@@ -75,7 +76,8 @@ def schedule_family(target, options: Optional[ScheduleOptions] = None) -> Option
     kind = target.kind.name
     if kind == "llvm" and options.cpu_default:
         return CPUSchedules(int8_dot=options.cpu_int8_dot, int8_depthwise=options.cpu_int8_depthwise,
-                            int8_amx=options.cpu_int8_amx, weight_bits=options.int8_weight_bits)
+                            int8_amx=options.cpu_int8_amx, weight_bits=options.int8_weight_bits,
+                            int8_blocked=options.cpu_int8_blocked)
     if kind == "cuda" and options.cuda_int8_dp4a:
         return CUDASchedules()
     return None

@@ -55,7 +55,7 @@ from ..targets import vector_bits, vector_registers
 from .analysis import (SCHEDULED_ATTR, Block, NotApplicable, block_bits, const_int, dtype_bits, inline_all, is_padding,
                        is_reduction_iter, is_scheduled, largest_divisor_at_most, param_buffers,
                        pick_vector_factor, root_blocks, schedule_pass, uses, writes_param, region_vars, vars_of)
-from .int8_conv import int8_conv_iters, pack_int8_conv, var_index
+from .int8_conv import data_block, int8_conv_iters, pack_int8_conv, var_index
 
 logger = logging.getLogger(__name__)
 
@@ -290,8 +290,16 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
                             f"{c_ext} input channels on this target")
     intrin, lanes, red = fitting[0]
     iters = anchor.iters
-    parts = pack_int8_conv(sch, blocks, anchor, red,
-                           lambda k, c, r, s: (k // lanes, c // red, r, s, k % lanes, c % red))
+    block = data_block(sch, anchor)
+    if block is not None and block % red == 0:
+        # channel-blocked data, read in place: the channel loop split into blocks, groups of
+        # `red` in a block, and `red`; each (k block, c block, r, s) of the weights contiguous
+        c_factors = [None, block // red, red]
+        weight_map = lambda k, c, r, s: (k // lanes, c // block, r, s, (c % block) // red, k % lanes, c % red)  # noqa: E731
+    else:
+        c_factors = [None, red]
+        weight_map = lambda k, c, r, s: (k // lanes, c // red, r, s, k % lanes, c % red)  # noqa: E731
+    parts = pack_int8_conv(sch, blocks, anchor, red, weight_map)
     if parts.epilogue is None:
         raise NotApplicable("the accumulator is not read by exactly one epilogue")
     epilogue, prologue, rest, weights = parts.epilogue, parts.prologue, parts.rest, parts.weights
@@ -302,7 +310,7 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     xi = largest_divisor_at_most(x_ext, 4)
     kb = largest_divisor_at_most(k_ext // lanes, max(1, budget // xi))
     loops = sch.get_loops(anchor.rv)
-    spatial, reduce, rows = [], [], []
+    spatial, reduce, rows, groups = [], [], [], []
 
     def tile(loop, inner: int, most: int):
         factors = sch.sample_perfect_tile(loop, n=2, max_innermost_factor=most) if sample else [None, inner]
@@ -322,13 +330,14 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
             spatial.append(y_out)
             rows.append(y_in)
         elif i == c_i:
-            c_out, c_in = sch.split(loop, [None, red])
-            reduce.append(c_out)
+            *c_outer, c_in = sch.split(loop, c_factors)
+            reduce.append(c_outer[0])
+            groups = c_outer[1:]  # (blocked data) the groups of a block: inside the kernel window
         elif is_reduction_iter(iters[i]):
             reduce.append(loop)
         else:
             spatial.append(loop)
-    sch.reorder(*spatial, *reduce, *rows, x_in, kb_in, k_in, c_in)
+    sch.reorder(*spatial, *reduce, *groups, *rows, x_in, kb_in, k_in, c_in)
     # a sampled tile may be 1 wide: unit loops are kept so that every sample has the same loops
     # (a trace replayed with other decisions must see as many as it was written with)
     sch.reverse_compute_at(epilogue, spatial[-1], preserve_unit_loops=sample)
@@ -389,7 +398,9 @@ def schedule_int8_depthwise_conv(sch: s_tir.Schedule, blocks: List[Block], ancho
     if not any(weight.same_as(p) for p in param_buffers(sch)):
         raise NotApplicable("weights are computed in the kernel")
     channels = const_int(out.shape[1])
-    if const_int(weight.shape[1]) != 1 or const_int(weight.shape[0]) != channels or const_int(data.shape[1]) != channels:
+    # NCHW data, or channel-blocked [n, c / b, y, x, b] (harness.build.passes.packed_int8)
+    data_channels = const_int(data.shape[1]) * (const_int(data.shape[4]) if len(data.shape) == 5 else 1)
+    if const_int(weight.shape[1]) != 1 or const_int(weight.shape[0]) != channels or data_channels != channels:
         raise NotApplicable("not depthwise (one input and one output channel per group)")
     iters = anchor.iters
     o_idx = [var_index(rng.min, iters) if const_int(rng.extent) == 1 else None for rng in out_region.region]
@@ -628,11 +639,12 @@ class CPUSchedules:
     name = "cpu"
 
     def __init__(self, *, int8_dot: bool = True, int8_depthwise: bool = True, int8_amx: bool = True,
-                 weight_bits: int = 8):
+                 weight_bits: int = 8, int8_blocked: bool = True):
         self.int8_dot = int8_dot
         self.int8_depthwise = int8_depthwise
         self.int8_amx = int8_amx
         self.weight_bits = weight_bits
+        self.int8_blocked = int8_blocked
 
     @staticmethod
     def applies_to(target) -> bool:
@@ -666,7 +678,15 @@ class CPUSchedules:
 
     def graph_passes(self, target) -> list:
         """On AMX targets: strided 1x1 int8 convs as a strided slice and a stride-1 conv (which runs
-        on AMX's channel-row tiles)."""
+        on AMX's channel-row tiles). Elsewhere, with the dot product on: the int8 part of the graph
+        channel-blocked (:mod:`harness.build.passes.packed_int8`)."""
+        from ..build.passes.packed_int8 import blocked_int8_pass  # pylint: disable=import-outside-toplevel
         from . import amx  # pylint: disable=import-outside-toplevel
 
-        return [amx.strided_pointwise_pass(target)] if self.int8_amx and amx.applies_to(target) else []
+        from .intrinsics import cpu_int8_dots  # pylint: disable=import-outside-toplevel
+
+        if self.int8_amx and amx.applies_to(target):
+            return [amx.strided_pointwise_pass(target)]
+        # (a CPU without a dot product would run the blocked convs on the plain schedule: no gain)
+        dot = self.int8_dot and bool(cpu_int8_dots(target, "int8"))
+        return [blocked_int8_pass()] if dot and self.int8_blocked else []

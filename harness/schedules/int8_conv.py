@@ -56,6 +56,16 @@ def int8_conv_iters(sch: s_tir.Schedule, anchor: Block) -> Int8Conv:
     return Int8Conv(data_dtype, k_i, c_i, o_idx[2], x_i, [const_int(iv.dom.extent) for iv in iters])
 
 
+def _data_map(ndim: int, block: int, red: int):
+    """Index map of the conv's data to ``[n, c / red, y, x, red]``: from NCHW, or from the
+    channel-blocked ``[n, c / block, y, x, block]`` of :mod:`harness.build.passes.packed_int8`."""
+    if ndim == 4:
+        return lambda n, c, y, x: (n, c // red, y, x, c % red)
+    if red == block:
+        return lambda n, cb, y, x, ci: (n, cb, y, x, ci)
+    return lambda n, cb, y, x, ci: (n, (cb * block + ci) // red, y, x, (cb * block + ci) % red)
+
+
 class PackedConv:  # pylint: disable=too-few-public-methods
     """What :func:`pack_int8_conv` left around the conv block."""
 
@@ -66,11 +76,20 @@ class PackedConv:  # pylint: disable=too-few-public-methods
         self.weights = weights  # the weight layout-rewrite block
 
 
+def data_block(sch: s_tir.Schedule, anchor: Block) -> Optional[int]:
+    """Channels per block of the conv's data where it is channel-blocked ``[n, c / b, y, x, b]``
+    (:mod:`harness.build.passes.packed_int8`), None where it is NCHW."""
+    shape = sch.get(anchor.rv).reads[0].source.shape
+    return const_int(shape[-1]) if len(shape) == 5 else None
+
+
 def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red: int, weight_map) -> PackedConv:
     """Inline what can be inlined around an 8-bit conv and pack its operands for a dot product of
     `red` input channels: the data becomes ``[n, c / red, y, x, red]`` (written by the padding
-    stage, or by a packing stage of its own), the weights ``weight_map(k, c, r, s)`` in a
-    layout-rewrite block (split out of the kernel and folded into the constant at build)."""
+    stage, or by a packing stage of its own) -- unless it is channel-blocked already with a
+    multiple of `red` channels per block, which the dot product reads as it is --, the weights
+    ``weight_map(k, c, r, s)`` in a layout-rewrite block (split out of the kernel and folded into
+    the constant at build)."""
     params = param_buffers(sch)
     data = sch.get(anchor.rv).reads[0].source
     idx = next(i for i, b in enumerate(blocks) if b is anchor)
@@ -85,12 +104,14 @@ def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red:
         rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
     producers = [p for p in sch.get_producers(anchor.rv)
                  if any(w.source.same_as(data) for w in sch.get(p).writes)]
-    if producers:
-        pack = producers[0]
-    else:
-        pack = sch.cache_read(anchor.rv, 0, "global")
-        prologue.append(Block(pack, [], [], False))
-    sch.transform_layout(pack, ("write", 0), lambda n, c, y, x: (n, c // red, y, x, c % red))
+    block = data_block(sch, anchor)
+    if block is None or block % red:
+        if producers:
+            pack = producers[0]
+        else:
+            pack = sch.cache_read(anchor.rv, 0, "global")
+            prologue.append(Block(pack, [], [], False))
+        sch.transform_layout(pack, ("write", 0), _data_map(len(data.shape), int(data.shape[-1]), red))
     weights = sch.cache_read(anchor.rv, 1, "global")
     sch.transform_layout(weights, ("write", 0), weight_map)
     sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", 1)

@@ -112,6 +112,9 @@ def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True, stride=1, data="uint8", g
 # would get AMX tiles first (tests/tune/test_amx.py tests those), so the builds here have AMX off.
 NO_AMX = ScheduleOptions(cpu_int8_amx=False)
 PLAIN_INT8 = ScheduleOptions(cpu_int8_dot=False, cpu_int8_amx=False)  # 8-bit convs on the plain schedule
+# the tests that read a kernel's schedule read NCHW convs (tests/tune/test_packed_int8.py has the
+# channel-blocked ones the builds here get between int8 convs)
+NCHW_INT8 = ScheduleOptions(cpu_int8_amx=False, cpu_int8_blocked=False)
 
 
 def _family(target, options=None):
@@ -130,7 +133,7 @@ def _run(mod, x, target, on: bool, options=None):
 
 def _scheduled_funcs(mod, target, int8_dot=True, int8_depthwise=True):
     """{name: PrimFunc} of `mod` fused and given default schedules (fails if one was not)."""
-    fmod = fused(mod, target, _family(target))
+    fmod = fused(mod, target, _family(target, NCHW_INT8))
     names = [gv.name_hint for gv, f in fmod.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
     with target:
         smod = cpu_default.default_schedule_pass(target, int8_dot=int8_dot, int8_depthwise=int8_depthwise,
@@ -654,7 +657,7 @@ def test_int8_depthwise_conv_is_vectorized_across_channels(case, target):
     text = conv.script()
     assert "meta_schedule.layout_rewrite_preproc" in text
     assert f"pad_temp = T.sblock_alloc_buffer((T.int64(1), T.int64({shape[1] // lanes}), " in text  # packed data
-    names = [gv.name_hint for gv in fuse_and_schedule(mod, target, _family(target)).functions.keys()]
+    names = [gv.name_hint for gv in fuse_and_schedule(mod, target, _family(target, NCHW_INT8)).functions.keys()]
     assert [n for n in names if n.endswith("_prepacked")] and not [n for n in names if n.endswith("_weight_prepack")]
     ref = _run_switch(mod, _codes(shape, dtype), target, dot=False)
     got = _run_switch(mod, _codes(shape, dtype), target, dot=True)

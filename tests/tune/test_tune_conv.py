@@ -140,7 +140,13 @@ def test_one_conv_model_is_the_models_kernel(host):
     shape = ConvShape.parse(DIGITS_CONV)
     task = _conv_task(conv_model(shape, "int8"), target, None)
     text = task.dispatched[0].script()
-    assert re.search(r'T.Buffer\(\(T.int64\(1\), T.int64\(16\), T.int64\(8\), T.int64\(8\)\), "uint8"\)', text)
+    # the data as the model's kernel reads it: channel-blocked by 8 where the build blocks the 8-bit
+    # tensors between convs (CPUs without AMX), else NCHW
+    from harness.schedules import ScheduleOptions, schedule_family
+
+    blocked = "HarnessBlockedInt8" in [p.info.name for p in schedule_family(target, ScheduleOptions()).graph_passes(target)]
+    data = r"T.int64\(2\), T.int64\(8\), T.int64\(8\), T.int64\(8\)" if blocked else r"T.int64\(16\), T.int64\(8\), T.int64\(8\)"
+    assert re.search(r'T.Buffer\(\(T.int64\(1\), ' + data + r'\), "uint8"\)', text)
     assert re.search(r'T.Buffer\(\(T.int64\(32\), T.int64\(16\), T.int64\(3\), T.int64\(3\)\), "int8"\)', text)
     assert '"int32")' in text
     signed = _conv_task(conv_model(shape, "int8", data_dtype="int8"), target, None).dispatched[0].script()
@@ -206,7 +212,8 @@ bench: {{results_dir: {tmp_path / "results"}}}
     [kernel] = [k for k, v in int8["tuning"]["kernels"].items() if v == source]
     assert "conv2d" in kernel
     assert int8["build"] == {"schedules": {"cpu_default": True, "cpu_int8_dot": True, "cpu_int8_depthwise": True,
-                                           "cpu_int8_amx": False, "cuda_int8_dp4a": True, "int8_weight_bits": 8},
+                                           "cpu_int8_amx": False, "cpu_int8_blocked": True, "cuda_int8_dp4a": True,
+                                           "int8_weight_bits": 8},
                              "fallback": None}
     [fp32] = [v for v in record["variants"] if v["variant"] == "tvm-fp32"]
     assert fp32["tuning"]["from_database"] == 0  # an int8 conv's record does not match fp32 convs

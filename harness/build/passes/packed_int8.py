@@ -1,0 +1,271 @@
+"""Graph pass (before legalization): the 8-bit tensors between int8 convs stored channel-blocked.
+
+TVM's Relax convs are NCHW, so each int8 conv kernel used to repack its input into the layout its
+dot product reads (a pass over the input per conv) and write its output NCHW, one channel's row at
+a time from accumulators that hold a vector of channels per pixel (a transpose per register
+tile). This pass stores the int8 part of the graph as ``NCHW{B}c`` instead -- ``[n, c / B, y, x,
+B]``, ``B`` channels of a pixel side by side, ``B`` the number of int32 lanes of an AVX2 vector
+(8): a dot-product conv's epilogue then writes each pixel's ``B`` channels as one contiguous
+store, and the next conv reads the same layout (``B`` is a multiple of every dot product's group
+of input channels: 2 for ``vpmaddwd``, 4 for ``vpmaddubsw`` and VNNI).
+
+    batch_norm -> elementwise ops; clip(x, lo, hi) -> minimum(maximum(x, lo), hi)
+                                            (neither follows a blocked layout: they would hold NCHW)
+    conv2d(quantize(pad(x))) -> conv2d(quantize(x)) with the pad in the conv's padding, where the
+                                            quantize maps the pad value to 0 (:func:`_pad_folder`)
+    ConvertLayout: 8-bit conv2d NCHW -> NCHW{B}c where B divides the input and output channels
+                   (the rest stays NCHW); elementwise ops, residual adds, pools and concat follow;
+                   layout_transform where a tensor enters or leaves the blocked part
+    legalization of the blocked convs (:func:`blocked_conv2d_te`):
+        dense and depthwise: a conv block over the blocked data (the block the schedules'
+            dot-product and depthwise rules recognise) and one stage that writes the int32 sums
+            blocked, which the epilogue then reads in place
+        grouped with several channels per group: unblock, TOPI's NCHW conv, block
+
+The integer sums are the same as NCHW's, so outputs are bit-identical to the NCHW build. Modules
+without an 8-bit conv are returned unchanged. ``build.schedules.cpu_int8_blocked: false`` switches
+the pass off.
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import tvm
+
+from .rewrite import rewrite_calls
+
+logger = logging.getLogger(__name__)
+
+BLOCK = 8  # channels per block: int32 lanes of a 256-bit vector, a multiple of every dot product's group
+
+
+def blocked_layout(block: int = BLOCK) -> str:
+    return f"NCHW{block}c"
+
+
+def _int8_convs(mod: tvm.IRModule) -> int:
+    """How many conv2d calls of `mod`'s Relax functions have 8-bit data."""
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    conv_op = tvm.ir.Op.get("relax.nn.conv2d")
+    count = [0]
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and expr.op.same_as(conv_op):
+            ty = getattr(expr.args[0], "ty", None)
+            if ty is not None and str(getattr(ty, "dtype", "")) in ("int8", "uint8"):
+                count[0] += 1
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return count[0]
+
+
+def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, out_dtype: str, block: int):
+    """TE of a conv2d whose data and output are ``NCHW{block}c`` and whose weights are OIHW."""
+    from tvm import te, topi  # pylint: disable=import-outside-toplevel
+
+    n, cb, height, width, _ = (int(v) for v in data.shape)
+    chans = cb * block
+    k_out, per_group, kh, kw = (int(v) for v in weight.shape)
+    sh, sw = (int(v) for v in strides)
+    dh, dw = (int(v) for v in dilation)
+    top, left, bottom, right = (int(v) for v in padding)
+    out_h = (height + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw - 1) * dw - 1) // sw + 1
+    eight_bit = str(data.dtype) in ("int8", "uint8") and str(weight.dtype) == "int8"
+    dense = groups == 1
+    depthwise = groups == chans == k_out and per_group == 1
+    if eight_bit and (dense or depthwise):
+        padded = data
+        if top or left or bottom or right:
+            padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="pad_temp")
+        r = te.reduce_axis((0, kh), name="ry")
+        s = te.reduce_axis((0, kw), name="rx")
+        if dense:  # every input channel c into k
+            c = te.reduce_axis((0, chans), name="rc")
+            axes, channel, w_channel, name = [c, r, s], lambda k: c, lambda k: c, "conv2d_nchw"
+        else:  # input channel k into k
+            axes, channel, w_channel, name = [r, s], lambda k: k, lambda k: 0, "depthwise_conv2d_nchw"
+        conv = te.compute(
+            (n, k_out, out_h, out_w),
+            lambda i, k, y, x: te.sum(
+                padded[i, channel(k) // block, y * sh + r * dh, x * sw + s * dw, channel(k) % block].astype(out_dtype)
+                * weight[k, w_channel(k), r, s].astype(out_dtype), axis=axes),
+            name=name)
+    else:
+        plain = te.compute((n, chans, height, width),
+                           lambda i, c, y, x: data[i, c // block, y, x, c % block], name="T_unblock")
+        conv = topi.nn.conv(plain, weight, (sh, sw), (top, left, bottom, right), (dh, dw), groups,
+                            "NCHW", "OIHW", out_dtype=out_dtype)
+    return te.compute((n, k_out // block, out_h, out_w, block),
+                      lambda i, kb, y, x, ki: conv[i, kb * block + ki, y, x], name="T_block")
+
+
+def _conv_layouts(call, block: int) -> dict:
+    """ConvertLayout's desired layouts for one call: ``NCHW{block}c`` for an NCHW conv2d of 8-bit
+    data whose input and output channels `block` divides, NCHW for other convs (TVM's layout rule
+    checks the input channels only: left to it, a conv with 12 output channels would be blocked
+    into nonsense), nothing for other ops (they follow their inputs)."""
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+        return {}
+    data, weight = (arg.ty for arg in call.args[:2])
+    a = call.attrs
+    ok = (str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW" and str(a.out_layout or "NCHW") == "NCHW"
+          and str(data.dtype) in ("int8", "uint8") and isinstance(data.shape, relax.ShapeExpr)
+          and isinstance(weight.shape, relax.ShapeExpr)
+          and all(isinstance(v, tvm.tirx.IntImm) for v in [*data.shape.values, *weight.shape.values]))
+    if ok:
+        ok = int(data.shape.values[1]) % block == 0 and int(weight.shape.values[0]) % block == 0
+    return {"relax.nn.conv2d": [blocked_layout(block) if ok else "NCHW", "OIHW"]}
+
+
+def _legalize_conv2d(bb, call):
+    a = call.attrs
+    layout = str(a.data_layout)
+    if not (layout.startswith("NCHW") and layout.endswith("c") and len(layout) > 5) \
+            or str(a.kernel_layout) != "OIHW" or str(a.out_layout or layout) != layout:
+        return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
+    block = int(layout[4:-1])
+    out_dtype = str(a.out_dtype) if str(a.out_dtype) else str(call.args[0].ty.dtype)
+    return bb.call_te(blocked_conv2d_te, call.args[0], call.args[1], strides=a.strides, padding=a.padding,
+                      dilation=a.dilation, groups=int(a.groups), out_dtype=out_dtype, block=block,
+                      primfunc_name_hint="conv2d")
+
+
+def _clip_as_min_max(bb, call, _func):
+    """clip(x, lo, hi) -> minimum(maximum(x, lo), hi)."""
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    dtype = str(call.ty.dtype)
+    lo, hi = (getattr(arg.value, "value", arg.value) for arg in call.args[1:3])
+    return relax.op.minimum(bb.normalize(relax.op.maximum(call.args[0], relax.const(lo, dtype))),
+                            relax.const(hi, dtype))
+
+
+_SCALAR_OPS = {"relax.multiply": lambda v, c: v * c, "relax.add": lambda v, c: v + c,
+               "relax.subtract": lambda v, c: v - c, "relax.divide": lambda v, c: v / c,
+               "relax.maximum": max, "relax.minimum": min}
+_UNARY_OPS = {"relax.floor": math.floor, "relax.round": round, "relax.astype": None}
+
+
+def _scalar_step(call):
+    """``f(v)`` for an elementwise call of one tensor and (for binary ops) a scalar constant,
+    applied to a Python number in the call's dtype; None for any other call."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    name = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
+    dtype = np.dtype(str(call.ty.dtype))
+    if name in _UNARY_OPS:
+        fn = _UNARY_OPS[name] or (lambda v: v)
+        return lambda v: dtype.type(fn(v))
+    if name in _SCALAR_OPS and len(call.args) == 2 and isinstance(call.args[1], tvm.ir.expr.Constant) \
+            and hasattr(call.args[1].value, "numpy") and call.args[1].value.numpy().size == 1:
+        const = call.args[1].value.numpy().reshape(()).item()
+        return lambda v: dtype.type(_SCALAR_OPS[name](v, const))
+    return None
+
+
+def _pad_chain(expr, var2val: dict, uses: dict):
+    """(pad call, [elementwise calls from the pad's reader to `expr`]) where `expr` is computed
+    from a pad through single-use elementwise steps with scalar constants; else None."""
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    pad_op = tvm.ir.Op.get("relax.nn.pad")
+    chain = []
+    while expr in var2val and uses.get(expr, 0) == 1:
+        call = var2val[expr]
+        if not isinstance(call, relax.Call):
+            return None
+        if call.op.same_as(pad_op):
+            return call, chain[::-1]
+        if _scalar_step(call) is None:
+            return None
+        chain.append(call)
+        expr = call.args[0]
+    return None
+
+
+def _pad_folder():
+    """``rewrite_calls`` rewrite: ``conv2d(f(pad(x)))`` -> ``conv2d(f(x))`` with the pad in the
+    conv's padding, where the pad is a constant spatial pad of a 4-D NCHW tensor, ``f`` a chain of
+    elementwise ops with scalar constants (the quantize between them: multiply, add, floor, clip,
+    cast) that maps the pad value to exactly 0 (what the conv pads with), and the pad and the chain
+    have no other reader. (Relax has no layout rule for pad: left as it is it would hold the
+    tensor in NCHW.)"""
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    facts = {}  # function -> (var -> value, var -> readers)
+
+    def fold(bb, call, func):
+        if str(call.attrs.data_layout) != "NCHW":
+            return None
+        if func not in facts:
+            facts[func] = (relax.analysis.get_var2val(func), _var_uses(func))
+        found = _pad_chain(call.args[0], *facts[func])
+        if found is None:
+            return None
+        pad, chain = found
+        width = [int(v) for v in pad.attrs.pad_width]
+        if str(pad.attrs.pad_mode) != "constant" or len(width) != 8 or any(width[:4]):
+            return None
+        value = float(pad.attrs.pad_value)
+        for step in chain:
+            value = _scalar_step(step)(value)
+        if value != 0:
+            return None
+        data = pad.args[0]
+        for step in chain:
+            data = bb.emit(relax.Call(step.op, [data, *step.args[1:]], step.attrs))
+        c = call.attrs
+        top, left, bottom, right = (int(v) for v in c.padding)
+        return relax.op.nn.conv2d(data, call.args[1], strides=c.strides,
+                                  padding=(top + width[4], left + width[6], bottom + width[5], right + width[7]),
+                                  dilation=c.dilation, groups=c.groups, data_layout="NCHW",
+                                  kernel_layout=str(c.kernel_layout), out_layout=str(c.out_layout or "NCHW"),
+                                  out_dtype=str(call.ty.dtype))
+
+    return fold
+
+
+def _var_uses(func) -> dict:
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    uses = {}
+
+    def visit(expr):
+        if isinstance(expr, relax.Call):
+            args = expr.args
+        elif isinstance(expr, relax.Tuple):
+            args = expr.fields
+        else:
+            return
+        for arg in args:
+            if isinstance(arg, relax.Var):
+                uses[arg] = uses.get(arg, 0) + 1
+
+    relax.analysis.post_order_visit(func, visit)
+    return uses
+
+
+def blocked_int8_pass(block: int = BLOCK) -> tvm.transform.Pass:
+    """The module pass described above (identity on modules without an 8-bit conv)."""
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    @tvm.transform.module_pass(opt_level=0, name="HarnessBlockedInt8")
+    def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        if not _int8_convs(mod):
+            return mod
+        mod = relax.transform.DecomposeOpsForInference()(mod)  # batch norm as elementwise ops
+        mod = rewrite_calls(mod, ["relax.clip"], _clip_as_min_max)
+        mod = rewrite_calls(mod, ["relax.nn.conv2d"], _pad_folder())
+        mod = relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))
+        mod = relax.transform.ConvertLayout({}, layout_cb=lambda call: _conv_layouts(call, block))(mod)
+        mod = relax.transform.Normalize()(mod)
+        return relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d})(mod)
+
+    return _pass

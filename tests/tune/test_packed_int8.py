@@ -1,0 +1,181 @@
+"""Channel-blocked 8-bit tensors between int8 convs (harness.build.passes.packed_int8): the same
+integer sums as the NCHW build (bit-identical outputs), the layout changes where the design puts
+them, explicit pads folded into the conv, depthwise convs still on their vectorized schedule, and
+channel counts the block does not divide left NCHW. Targets pin `mcpu: haswell` (AVX2, which every
+x86 CPU these tests meet has): the dot product is vpmaddwd there, with blocks of 8 channels."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from harness.build import compile_module
+from harness.build.passes.packed_int8 import blocked_int8_pass
+from harness.schedules import ScheduleOptions
+from harness.targets import llvm_target
+
+RNG = np.random.RandomState(3)
+BLOCKED = ScheduleOptions(cpu_int8_amx=False, cpu_int8_blocked=True)
+NCHW = ScheduleOptions(cpu_int8_amx=False, cpu_int8_blocked=False)
+
+
+@pytest.fixture(scope="module")
+def target():
+    return tvm.target.Target(llvm_target("haswell", 2))
+
+
+def _const(a):
+    return relax.const(np.ascontiguousarray(a))
+
+
+def _requantize(bb, acc, channels: int, scale: float):
+    """int32 sums -> uint8 codes the way realize.py writes it (cast, per-channel multiply, bias,
+    relu, multiply, floor(+0.5), clip, cast)."""
+    mult = _const(RNG.uniform(1e-3, 1e-2, size=(1, channels, 1, 1)).astype("float32"))
+    bias = _const(RNG.normal(size=(1, channels, 1, 1)).astype("float32"))
+    y = bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), mult))
+    y = bb.emit(relax.op.nn.relu(bb.emit(relax.op.add(y, bias))))
+    y = bb.emit(relax.op.floor(bb.emit(relax.op.add(bb.emit(relax.op.multiply(y, relax.const(scale, "float32"))),
+                                                    relax.const(0.5, "float32")))))
+    return bb.emit(relax.op.astype(bb.emit(relax.op.clip(y, 0, 255)), "uint8"))
+
+
+def _conv(bb, x, ci, co, k=3, stride=1, groups=1, padding=None):
+    w = RNG.randint(-127, 128, size=(co, ci // groups, k, k)).astype("int8")
+    return bb.emit(relax.op.nn.conv2d(x, _const(w), strides=stride, padding=k // 2 if padding is None else padding,
+                                      groups=groups, out_dtype="int32"))
+
+
+def two_convs(ci=16, mid=24, co=32, groups=1, k=3, stride=1, residual=False):
+    """uint8 input -> int8 conv -> requantize -> (grouped) int8 conv -> requantize [-> + input codes as
+    float] -> float: two convs with an 8-bit tensor between them."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, ci, 13, 13), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            a = _requantize(bb, _conv(bb, x, ci, mid), mid, 20.0)
+            b = _requantize(bb, _conv(bb, a, mid, co, k=k, stride=stride, groups=groups), co, 15.0)
+            out = bb.emit(relax.op.astype(b, "float32"))
+            if residual:
+                out = bb.emit(relax.op.add(out, bb.emit(relax.op.astype(x, "float32"))))
+            out = bb.emit_output(out)
+        bb.emit_func_output(out)
+    return bb.get(), (1, ci, 13, 13)
+
+
+def _run(mod, x, target, options):
+    built = compile_module(mod, target, schedules=options)
+    out = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    return out, built.report.kernels
+
+
+def _codes(shape, seed=0):
+    return np.random.RandomState(seed).randint(0, 256, size=shape).astype("uint8")
+
+
+def _layout_kernels(kernels) -> list:
+    return sorted(k for k in kernels if "layout_transform" in k)
+
+
+CASES = {
+    "3x3": dict(),
+    "1x1_residual": dict(k=1, co=16, residual=True),
+    "3x3_stride2": dict(stride=2),
+    "grouped": dict(mid=32, co=32, groups=4),  # several channels per group: unblocked around TOPI's conv
+    "depthwise": dict(mid=32, co=32, groups=32),
+    "channels_not_blocked": dict(ci=12, mid=20, co=28),  # 20 and 28 channels: no block of 8 divides them
+    "second_not_blocked": dict(ci=16, mid=16, co=12),  # 16 -> 16 blocked, 16 -> 12 NCHW
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_blocked_equals_nchw_exactly(case, target):
+    mod, shape = two_convs(**CASES[case])
+    x = _codes(shape)
+    blocked, kernels = _run(mod, x, target, BLOCKED)
+    nchw, nchw_kernels = _run(mod, x, target, NCHW)
+    np.testing.assert_array_equal(blocked, nchw)
+    assert not _layout_kernels(nchw_kernels)
+    if case == "channels_not_blocked":  # nothing to block: the kernels the NCHW build has (clip as max / min)
+        assert not _layout_kernels(kernels) and len(kernels) == len(nchw_kernels)
+    else:
+        assert _layout_kernels(kernels)  # the uint8 input enters the blocked part
+
+
+def test_depthwise_stays_on_its_vectorized_schedule(target):
+    mod, shape = two_convs(mid=32, co=32, groups=32)
+    _, kernels = _run(mod, _codes(shape), target, BLOCKED)
+    assert sorted(kernels.values()).count("default:cpu_int8_depthwise") == 1, kernels
+    assert sorted(kernels.values()).count("default:cpu_int8_dot") == 1, kernels
+
+
+def _padded_conv(pad_value: float, shift: float):
+    """fp32 input -> explicit pad (an asymmetric TF "same" pad, as efficientnet_lite0's stride-2
+    convs have) -> quantize (multiply, add `shift` + 0.5, floor, clip, cast) -> int8 conv without padding."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 14, 14), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            p = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, 0, 1, 0, 1], pad_value=pad_value))
+            q = bb.emit(relax.op.multiply(p, relax.const(30.0, "float32")))
+            q = bb.emit(relax.op.floor(bb.emit(relax.op.add(q, relax.const(shift + 0.5, "float32")))))
+            q = bb.emit(relax.op.astype(bb.emit(relax.op.clip(q, -127, 127)), "int8"))
+            acc = _conv(bb, q, 16, 16, k=3, stride=2, padding=0)
+            out = bb.emit_output(bb.emit(relax.op.astype(acc, "float32")))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _functions(mod) -> list:
+    """The names of `mod`'s functions (the pass leaves every op legalized: a PrimFunc each)."""
+    return sorted(gv.name_hint for gv in mod.get_global_vars())
+
+
+@pytest.mark.parametrize("pad_value,shift,folded", [(0.0, 0.0, True), (1.0, 0.0, False), (0.0, 2.0, False)])
+def test_explicit_pad_folds_into_the_conv_only_where_it_quantizes_to_zero(pad_value, shift, folded, target):
+    """The pad goes into the conv's padding (so the tensor can stay blocked) only where the quantize
+    chain maps the pad value to the code 0 the conv pads with; either way the output is the NCHW build's."""
+    mod = _padded_conv(pad_value, shift)
+    names = _functions(blocked_int8_pass()(mod))
+    assert (not any(re.fullmatch(r"pad\d*", n) for n in names)) == folded, names
+    x = RNG.normal(size=(1, 16, 14, 14)).astype("float32")
+    blocked, _ = _run(mod, x, target, BLOCKED)
+    nchw, _ = _run(mod, x, target, NCHW)
+    np.testing.assert_array_equal(blocked, nchw)
+
+
+def test_pass_leaves_fp32_modules_alone():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 8, 6, 6), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            w = _const(RNG.normal(size=(8, 8, 3, 3)).astype("float32"))
+            out = bb.emit_output(bb.emit(relax.op.clip(bb.emit(relax.op.nn.conv2d(x, w, padding=1)), 0, 6)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    assert blocked_int8_pass()(mod).same_as(mod)
+
+
+@pytest.mark.slow
+def test_resnet18_blocked_equals_nchw_and_changes_layout_three_times(target):
+    """Int8 resnet18_v1 (64 x 64 input): the blocked build's output is the NCHW build's, bit for
+    bit; its convs all run on the dot product as before; and it has the three layout kernels the
+    design has: the uint8 stem output into the blocked part, the first block's fp32 shortcut (the
+    dequantized stem output, computed NCHW before the blocked part begins), the pooled features
+    out of it for the dense layer."""
+    from harness.quantize import apply_table, qconfig
+    from tests.helpers import calibrated_model
+
+    mod, table, calib = calibrated_model("resnet18_v1", 64, 0, 2)
+    with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
+        qmod = apply_table(mod, None, table, config=cfg)
+    x = calib[0]["data"]
+    blocked, kernels = _run(qmod, x, target, BLOCKED)
+    nchw, nchw_kernels = _run(qmod, x, target, NCHW)
+    np.testing.assert_array_equal(blocked, nchw)
+    dot = sorted(v for v in kernels.values() if v == "default:cpu_int8_dot")
+    assert len(dot) == sorted(nchw_kernels.values()).count("default:cpu_int8_dot") == 19
+    assert len(_layout_kernels(kernels)) == 3, _layout_kernels(kernels)
