@@ -10,11 +10,15 @@ machine); the outputs of the builds are compared (`equal` says which are bit-ide
     git checkout NEW && .venv/bin/python scripts/ab_builds.py export --tag new --models resnet50_v1 --fp32
     .venv/bin/python scripts/ab_builds.py time --models resnet50_v1 [--rounds 5]
 
+A config key's two values are compared the same way from one checkout: `export --tag nchw --set
+build.schedules.cpu_int8_blocked=false`, then `export --tag blocked`, then `time`.
+
 Each model's int8 build uses its int8 config (configs/<model>_int8.yaml: quantize section,
 calibration) for this CPU; `--fp32` adds the fp32 build. Libraries go to `--dir`
 (default results/ab/<model>_<variant>_<tag>.so).
 """
 import argparse
+import dataclasses
 import datetime
 import glob
 import os
@@ -22,6 +26,7 @@ import sys
 
 import numpy as np
 import tvm
+import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,11 +47,28 @@ def _config(name: str):
     return load_config(path)
 
 
+def _with_setting(cfg, setting: str):
+    """`cfg` with one key changed: "build.schedules.cpu_int8_blocked=false" (the value read as YAML)."""
+    key, sep, text = setting.partition("=")
+    if not sep:
+        sys.exit(f"error: --set {setting}: expected KEY=VALUE, e.g. build.schedules.cpu_int8_blocked=false")
+
+    def replace(obj, names):
+        if not dataclasses.is_dataclass(obj) or not any(f.name == names[0] for f in dataclasses.fields(obj)):
+            sys.exit(f"error: --set {setting}: no key {names[0]!r} there")
+        value = yaml.safe_load(text) if len(names) == 1 else replace(getattr(obj, names[0]), names[1:])
+        return dataclasses.replace(obj, **{names[0]: value})
+
+    return replace(cfg, key.split("."))
+
+
 def export(args) -> None:
     target = tvm.target.Target(llvm_target(None))
     os.makedirs(args.dir, exist_ok=True)
     for name in args.models.split(","):
         cfg = _config(name)
+        for setting in args.set:
+            cfg = _with_setting(cfg, setting)
         model = load_model(cfg.model)
         mods = {"int8": int8_module(cfg, model, calibration_table(cfg, model, status=lambda m: None))}
         if args.fp32:
@@ -83,6 +105,8 @@ def main():
     exp = sub.add_parser("export", help="build the models with this checkout and export the libraries")
     exp.add_argument("--tag", required=True, help="names this checkout's libraries (e.g. old, new, a commit)")
     exp.add_argument("--fp32", action="store_true", help="the fp32 build too")
+    exp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="a config key for these builds, e.g. build.schedules.cpu_int8_blocked=false (repeatable)")
     tim = sub.add_parser("time", help="time every exported library of each model, alternating")
     tim.add_argument("--rounds", type=int, default=5)
     tim.add_argument("--repeat", type=int, default=5)
