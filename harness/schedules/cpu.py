@@ -290,8 +290,8 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
                             f"{c_ext} input channels on this target")
     intrin, lanes, red = fitting[0]
     iters = anchor.iters
-    block = data_block(sch, anchor)
-    if block is not None and block % red == 0:
+    block = data_block(sch, anchor, red)
+    if block is not None:
         # channel-blocked data, read in place: the channel loop split into blocks, groups of
         # `red` in a block, and `red`; each (k block, c block, r, s) of the weights contiguous
         c_factors = [None, block // red, red]
@@ -682,7 +682,6 @@ class CPUSchedules:
         channel-blocked (:mod:`harness.build.passes.packed_int8`)."""
         from ..build.passes.packed_int8 import blocked_int8_pass  # pylint: disable=import-outside-toplevel
         from . import amx  # pylint: disable=import-outside-toplevel
-
         from .intrinsics import cpu_int8_dots  # pylint: disable=import-outside-toplevel
 
         if self.int8_amx and amx.applies_to(target):

@@ -56,13 +56,12 @@ def int8_conv_iters(sch: s_tir.Schedule, anchor: Block) -> Int8Conv:
     return Int8Conv(data_dtype, k_i, c_i, o_idx[2], x_i, [const_int(iv.dom.extent) for iv in iters])
 
 
-def _data_map(ndim: int, block: int, red: int):
-    """Index map of the conv's data to ``[n, c / red, y, x, red]``: from NCHW, or from the
-    channel-blocked ``[n, c / block, y, x, block]`` of :mod:`harness.build.passes.packed_int8`."""
-    if ndim == 4:
+def _data_map(shape, red: int):
+    """Index map of the conv's data (of `shape`) to ``[n, c / red, y, x, red]``: from NCHW, or from
+    a channel-blocked ``[n, c / b, y, x, b]`` whose blocks `red` does not divide."""
+    if len(shape) == 4:
         return lambda n, c, y, x: (n, c // red, y, x, c % red)
-    if red == block:
-        return lambda n, cb, y, x, ci: (n, cb, y, x, ci)
+    block = const_int(shape[4])
     return lambda n, cb, y, x, ci: (n, (cb * block + ci) // red, y, x, (cb * block + ci) % red)
 
 
@@ -76,11 +75,13 @@ class PackedConv:  # pylint: disable=too-few-public-methods
         self.weights = weights  # the weight layout-rewrite block
 
 
-def data_block(sch: s_tir.Schedule, anchor: Block) -> Optional[int]:
+def data_block(sch: s_tir.Schedule, anchor: Block, red: int) -> Optional[int]:
     """Channels per block of the conv's data where it is channel-blocked ``[n, c / b, y, x, b]``
-    (:mod:`harness.build.passes.packed_int8`), None where it is NCHW."""
+    (:mod:`harness.build.passes.packed_int8`) with a multiple of `red` per block, so that a dot
+    product of `red` channels reads it as it is; None where it is NCHW, or `red` does not divide."""
     shape = sch.get(anchor.rv).reads[0].source.shape
-    return const_int(shape[-1]) if len(shape) == 5 else None
+    block = const_int(shape[-1]) if len(shape) == 5 else None
+    return block if block is not None and block % red == 0 else None
 
 
 def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red: int, weight_map) -> PackedConv:
@@ -104,14 +105,13 @@ def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red:
         rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
     producers = [p for p in sch.get_producers(anchor.rv)
                  if any(w.source.same_as(data) for w in sch.get(p).writes)]
-    block = data_block(sch, anchor)
-    if block is None or block % red:
+    if data_block(sch, anchor, red) is None:
         if producers:
             pack = producers[0]
         else:
             pack = sch.cache_read(anchor.rv, 0, "global")
             prologue.append(Block(pack, [], [], False))
-        sch.transform_layout(pack, ("write", 0), _data_map(len(data.shape), int(data.shape[-1]), red))
+        sch.transform_layout(pack, ("write", 0), _data_map(data.shape, red))
     weights = sch.cache_read(anchor.rv, 1, "global")
     sch.transform_layout(weights, ("write", 0), weight_map)
     sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", 1)

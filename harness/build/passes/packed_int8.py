@@ -28,14 +28,11 @@ the pass off.
 """
 from __future__ import annotations
 
-import logging
 import math
 
 import tvm
 
 from .rewrite import rewrite_calls
-
-logger = logging.getLogger(__name__)
 
 BLOCK = 8  # channels per block: int32 lanes of a 256-bit vector, a multiple of every dot product's group
 

@@ -10,6 +10,7 @@ import tvm
 from ...schedules.cpu import padded_width
 from ...schedules.analysis import dtype_bits
 from ...targets import vector_bits
+from .rewrite import rewrite_calls
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +22,6 @@ def pad_conv_width_pass(target) -> tvm.transform.Pass:
     the window count of their last column.)"""
     from tvm import relax
 
-    conv_op = tvm.ir.Op.get("relax.nn.conv2d")
-    pool_ops = {name: tvm.ir.Op.get(f"relax.nn.{name}") for name in ("avg_pool2d", "max_pool2d")}
     bits = vector_bits(target)
 
     def widened_conv(call, padding):
@@ -43,38 +42,28 @@ def pad_conv_width_pass(target) -> tvm.transform.Pass:
                         layout="NCHW")
         return rebuild
 
-    rebuilders = [(conv_op, widened_conv),
-                  (pool_ops["avg_pool2d"], widened_pool(relax.op.nn.avg_pool2d)),
-                  (pool_ops["max_pool2d"], widened_pool(relax.op.nn.max_pool2d))]
+    rebuilders = {"relax.nn.conv2d": widened_conv,
+                  "relax.nn.avg_pool2d": widened_pool(relax.op.nn.avg_pool2d),
+                  "relax.nn.max_pool2d": widened_pool(relax.op.nn.max_pool2d)}
 
-    @relax.expr_functor.mutator
-    class _Widen(relax.PyExprMutator):  # pylint: disable=abstract-method
-        def visit_call_(self, call):  # pylint: disable=arguments-renamed
-            call = self.builder_.normalize(super().visit_call_(call))
-            rebuild = next((fn for op, fn in rebuilders if call.op.same_as(op)), None)
-            if rebuild is None:
-                return call
-            try:
-                width = int(call.ty.shape.values[3])
-            except (AttributeError, TypeError):
-                return call  # symbolic shape
-            wide = padded_width(width, max(1, bits // dtype_bits(str(call.ty.dtype))))
-            if wide == width:
-                return call
-            top, left, bottom, right = (int(v) for v in call.attrs.padding)
-            right += (wide - width) * int(call.attrs.strides[1])
-            widened = rebuild(call, (top, left, bottom, right))
-            if widened is None:
-                return call
-            logger.debug("cpu default schedule: %s output width %d computed as %d", call.op.name, width, wide)
-            return relax.op.strided_slice(self.builder_.normalize(widened), axes=[3], begin=[0], end=[width])
+    def widen(bb, call, _func):
+        try:
+            width = int(call.ty.shape.values[3])
+        except (AttributeError, TypeError):
+            return None  # symbolic shape
+        wide = padded_width(width, max(1, bits // dtype_bits(str(call.ty.dtype))))
+        if wide == width:
+            return None
+        top, left, bottom, right = (int(v) for v in call.attrs.padding)
+        right += (wide - width) * int(call.attrs.strides[1])
+        widened = rebuilders[call.op.name](call, (top, left, bottom, right))
+        if widened is None:
+            return None
+        logger.debug("cpu default schedule: %s output width %d computed as %d", call.op.name, width, wide)
+        return relax.op.strided_slice(bb.normalize(widened), axes=[3], begin=[0], end=[width])
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessPadConvWidth")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        widen = _Widen(mod)
-        for gvar, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                widen.builder_.update_func(gvar, widen.visit_expr(func))
-        return widen.builder_.get()
+        return rewrite_calls(mod, list(rebuilders), widen)
 
     return _pass
