@@ -20,7 +20,8 @@ every other PrimFunc of a fused Relax module a plain, deterministic schedule:
 
   Per output element the reduction order is the unscheduled one, so integer kernels are
   bit-exact and float ones differ only by FMA contraction.
-* 8-bit convs: on the CPU's 8-bit dot product (:func:`schedule_int8_dot_conv`); depthwise ones
+* 8-bit convs (and grouped ones between channel-blocked tensors): on the CPU's 8-bit dot product
+  (:func:`schedule_int8_dot_conv`); depthwise ones
   vectorized across channels (:func:`schedule_int8_depthwise_conv`), where the plain schedule
   above would vectorize along a (strided) output row and broadcast every weight.
 * no reduction block (elementwise / injective, quantize, reshape, padding): producers inlined;
@@ -270,9 +271,14 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
                 unroll xi pixels x kb k-blocks:  acc[lanes] += dot(data[red], weight[lanes, red])
             epilogue (dequantize, bias, ReLU, requantize) -> output NCHW
 
-    Integer sums in another order: bit-identical to the plain schedule.  Not applicable (the
-    plain register-tiled schedule is used) to grouped convs, to channel counts no dot product
-    divides.
+    Integer sums in another order: bit-identical to the plain schedule.  Grouped convs over
+    channel-blocked data (:data:`harness.schedules.int8_conv.GROUPED_CONV`, from
+    :mod:`harness.build.passes.packed_int8`) the same way, the group a parallel loop of its own,
+    ``k`` and ``c`` a group's channels, and a wider row of pixels per tile (a group has few output
+    channels); their weights may have 8 bits where the build's ungrouped convs have 7
+    (``reduce_range``), so they never go on ``vpmaddubsw``. Not applicable (the plain
+    register-tiled schedule is used) to NCHW grouped convs, to channel counts no dot product
+    divides (per group, for grouped ones).
 
     ``sample=True`` makes it a search space (:func:`harness.tune.spaces.cpu_int8_dot_space`): the
     register tile -- ``xi`` pixels x ``kb`` channel blocks, and ``yi`` rows -- is drawn with
@@ -280,17 +286,21 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     """
     from .intrinsics import cpu_int8_dots  # pylint: disable=import-outside-toplevel
 
-    conv = int8_conv_iters(sch, anchor)
+    conv = int8_conv_iters(sch, anchor, grouped=True)
     k_i, c_i, y_i, x_i = conv.k_i, conv.c_i, conv.y_i, conv.x_i
     k_ext, c_ext, x_ext = conv.k_ext, conv.c_ext, conv.x_ext
+    if conv.g_i is not None:
+        # (the quantizer's reduce_range gives 7-bit weights to ungrouped convs only: a grouped
+        # conv's may have 8 bits, which vpmaddubsw would saturate on)
+        weight_bits = 8
     fitting = [d for d in cpu_int8_dots(target, conv.data_dtype, weight_bits)
                if k_ext % d[1] == 0 and c_ext % d[2] == 0]
     if not fitting:
         raise NotApplicable(f"no 8-bit dot product for {conv.data_dtype} data, {k_ext} output and "
-                            f"{c_ext} input channels on this target")
+                            f"{c_ext} input channels{' per group' if conv.g_i is not None else ''} on this target")
     intrin, lanes, red = fitting[0]
     iters = anchor.iters
-    block = data_block(sch, anchor, red)
+    block = data_block(sch, anchor, red, c_ext)
     if block is not None:
         # channel-blocked data, read in place: the channel loop split into blocks, groups of
         # `red` in a block, and `red`; each (k block, c block, r, s) of the weights contiguous
@@ -299,16 +309,25 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     else:
         c_factors = [None, red]
         weight_map = lambda k, c, r, s: (k // lanes, c // red, r, s, k % lanes, c % red)  # noqa: E731
-    parts = pack_int8_conv(sch, blocks, anchor, red, weight_map)
+    acc_map = lambda k, y, x: (k // lanes, y, x, k % lanes)  # noqa: E731
+    if conv.g_i is None:
+        parts = pack_int8_conv(sch, blocks, anchor, red, weight_map, c_ext)
+        sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, *acc_map(k, y, x)))
+    else:  # grouped: weights [g, k, c, r, s], accumulator [n, g, k, y, x]; the group leads
+        parts = pack_int8_conv(sch, blocks, anchor, red, lambda g, *kcrs: (g, *weight_map(*kcrs)), c_ext)
+        sch.transform_layout(anchor.rv, ("write", 0), lambda n, g, k, y, x: (n, g, *acc_map(k, y, x)))
     if parts.epilogue is None:
         raise NotApplicable("the accumulator is not read by exactly one epilogue")
     epilogue, prologue, rest, weights = parts.epilogue, parts.prologue, parts.rest, parts.weights
-    sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, k // lanes, y, x, k % lanes))
 
     bits = vector_bits(target)
     budget = vector_registers(bits) - 4  # accumulators; the rest: operands
-    xi = largest_divisor_at_most(x_ext, 4)
-    kb = largest_divisor_at_most(k_ext // lanes, max(1, budget // xi))
+    if conv.g_i is None:
+        xi = largest_divisor_at_most(x_ext, 4)
+        kb = largest_divisor_at_most(k_ext // lanes, max(1, budget // xi))
+    else:  # a group's few output channels: a wider row of pixels per weight vector
+        kb = largest_divisor_at_most(k_ext // lanes, 2)
+        xi = largest_divisor_at_most(x_ext, max(1, budget // kb))
     loops = sch.get_loops(anchor.rv)
     spatial, reduce, rows, groups = [], [], [], []
 

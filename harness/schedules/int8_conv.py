@@ -22,23 +22,32 @@ def var_index(expr, iters) -> Optional[int]:
 
 
 class Int8Conv:  # pylint: disable=too-few-public-methods,too-many-instance-attributes
-    """Where the loops of a plain 8-bit ``conv2d_nchw`` block are: the block-iter indices of the
-    output channel (k), input channel (c), output row (y) and column (x), their extents, and the
-    data's element type."""
+    """Where the loops of a plain 8-bit conv block are: the block-iter indices of the output
+    channel (k), input channel (c), output row (y) and column (x) -- and of the group (g, None for
+    a dense conv), where k and c count the channels of one group --, their extents, and the data's
+    element type."""
 
-    def __init__(self, data_dtype: str, k_i: int, c_i: int, y_i: Optional[int], x_i: int, extents: list):
+    def __init__(self, data_dtype: str, k_i: int, c_i: int, y_i: Optional[int], x_i: int, extents: list,
+                 g_i: Optional[int] = None):
         self.data_dtype = data_dtype
-        self.k_i, self.c_i, self.y_i, self.x_i = k_i, c_i, y_i, x_i
+        self.k_i, self.c_i, self.y_i, self.x_i, self.g_i = k_i, c_i, y_i, x_i, g_i
         self.k_ext, self.c_ext, self.x_ext = extents[k_i], extents[c_i], extents[x_i]
         self.y_ext = 1 if y_i is None else extents[y_i]
 
 
-def int8_conv_iters(sch: s_tir.Schedule, anchor: Block) -> Int8Conv:
-    """The :class:`Int8Conv` of `anchor`, which must be TOPI's ``conv2d_nchw`` with 8-bit data,
-    int8 weights that are a parameter of the kernel, and an int32 result (NotApplicable else)."""
+# the grouped 8-bit conv over channel-blocked data (harness.build.passes.packed_int8): output
+# [n, g, k, y, x], weights [g, k, c, r, s] (k, c: the channels of group g)
+GROUPED_CONV = "group_conv2d_blocked"
+
+
+def int8_conv_iters(sch: s_tir.Schedule, anchor: Block, *, grouped: bool = False) -> Int8Conv:
+    """The :class:`Int8Conv` of `anchor`, which must be TOPI's ``conv2d_nchw`` (or, with
+    `grouped`, a :data:`GROUPED_CONV`) with 8-bit data, int8 weights that are a parameter of the
+    kernel, and an int32 result (NotApplicable else)."""
     block = sch.get(anchor.rv)
-    if block.name_hint != "conv2d_nchw" or len(block.reads) != 2 or len(block.writes) != 1:
-        raise NotApplicable("not a plain conv2d_nchw")
+    names = ("conv2d_nchw", GROUPED_CONV) if grouped else ("conv2d_nchw",)
+    if block.name_hint not in names or len(block.reads) != 2 or len(block.writes) != 1:
+        raise NotApplicable(f"not a plain {' or '.join(names)}")
     data_region, weight_region = block.reads
     out_region = block.writes[0]
     data_dtype = str(data_region.source.dtype)
@@ -50,10 +59,16 @@ def int8_conv_iters(sch: s_tir.Schedule, anchor: Block) -> Int8Conv:
     iters = anchor.iters
     w_idx = [var_index(rng.min, iters) if const_int(rng.extent) == 1 else None for rng in weight_region.region]
     o_idx = [var_index(rng.min, iters) if const_int(rng.extent) == 1 else None for rng in out_region.region]
+    g_i = None
+    if block.name_hint == GROUPED_CONV:  # [n, g, k, y, x] from [g, k, c, r, s]
+        g_i, w_idx = w_idx[0], w_idx[1:]
+        if g_i is None or o_idx[1] != g_i:
+            raise NotApplicable("unexpected grouped conv indexing")
+        o_idx = [o_idx[0], *o_idx[2:]]
     k_i, c_i, x_i = w_idx[0], w_idx[1], o_idx[3]
     if k_i is None or c_i is None or x_i is None or k_i != o_idx[1]:
         raise NotApplicable("unexpected conv2d_nchw indexing")
-    return Int8Conv(data_dtype, k_i, c_i, o_idx[2], x_i, [const_int(iv.dom.extent) for iv in iters])
+    return Int8Conv(data_dtype, k_i, c_i, o_idx[2], x_i, [const_int(iv.dom.extent) for iv in iters], g_i)
 
 
 def _data_map(shape, red: int):
@@ -75,20 +90,25 @@ class PackedConv:  # pylint: disable=too-few-public-methods
         self.weights = weights  # the weight layout-rewrite block
 
 
-def data_block(sch: s_tir.Schedule, anchor: Block, red: int) -> Optional[int]:
+def data_block(sch: s_tir.Schedule, anchor: Block, red: int, channels: Optional[int] = None) -> Optional[int]:
     """Channels per block of the conv's data where it is channel-blocked ``[n, c / b, y, x, b]``
     (:mod:`harness.build.passes.packed_int8`) with a multiple of `red` per block, so that a dot
-    product of `red` channels reads it as it is; None where it is NCHW, or `red` does not divide."""
+    product of `red` channels reads it as it is; None where it is NCHW, or `red` does not divide
+    the block, or the block does not divide the `channels` one output channel reads (a group's)."""
     shape = sch.get(anchor.rv).reads[0].source.shape
     block = const_int(shape[-1]) if len(shape) == 5 else None
-    return block if block is not None and block % red == 0 else None
+    if block is None or block % red or (channels is not None and channels % block):
+        return None
+    return block
 
 
-def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red: int, weight_map) -> PackedConv:
+def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red: int, weight_map,
+                   channels: Optional[int] = None) -> PackedConv:
     """Inline what can be inlined around an 8-bit conv and pack its operands for a dot product of
     `red` input channels: the data becomes ``[n, c / red, y, x, red]`` (written by the padding
     stage, or by a packing stage of its own) -- unless it is channel-blocked already with a
-    multiple of `red` channels per block, which the dot product reads as it is --, the weights
+    multiple of `red` channels per block (and per group: `channels`, see :func:`data_block`), which the
+    dot product reads as it is --, the weights
     ``weight_map(k, c, r, s)`` in a layout-rewrite block (split out of the kernel and folded into
     the constant at build)."""
     params = param_buffers(sch)
@@ -105,7 +125,7 @@ def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red:
         rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
     producers = [p for p in sch.get_producers(anchor.rv)
                  if any(w.source.same_as(data) for w in sch.get(p).writes)]
-    if data_block(sch, anchor, red) is None:
+    if data_block(sch, anchor, red, channels) is None:
         if producers:
             pack = producers[0]
         else:

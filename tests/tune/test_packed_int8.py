@@ -84,7 +84,10 @@ CASES = {
     "3x3": dict(),
     "1x1_residual": dict(k=1, co=16, residual=True),
     "3x3_stride2": dict(stride=2),
-    "grouped": dict(mid=32, co=32, groups=4),  # several channels per group: unblocked around TOPI's conv
+    "grouped": dict(mid=32, co=32, groups=4),  # 8 channels per group: a block of output channels per group
+    "grouped_wide": dict(mid=32, co=64, groups=2, stride=2),  # 16 -> 32 channels per group, stride 2
+    "grouped_merged": dict(mid=32, co=32, groups=8),  # 4 per group: pairs of groups merged (zero weights between)
+    "grouped_unmerged": dict(mid=24, co=24, groups=6),  # 4 per group, 6 groups: no pairs into blocks of 8
     "depthwise": dict(mid=32, co=32, groups=32),
     "channels_not_blocked": dict(ci=12, mid=20, co=28),  # 20 and 28 channels: no block of 8 divides them
     "second_not_blocked": dict(ci=16, mid=16, co=12),  # 16 -> 16 blocked, 16 -> 12 NCHW
@@ -110,6 +113,42 @@ def test_depthwise_stays_on_its_vectorized_schedule(target):
     _, kernels = _run(mod, _codes(shape), target, BLOCKED)
     assert sorted(kernels.values()).count("default:cpu_int8_depthwise") == 1, kernels
     assert sorted(kernels.values()).count("default:cpu_int8_dot") == 1, kernels
+
+
+@pytest.mark.parametrize("groups,merged", [(4, False), (8, True), (16, True)])
+def test_grouped_convs_run_on_the_dot_product(groups, merged, target):
+    """A grouped 8-bit conv between blocked tensors takes the dot-product schedule: 8 or more
+    output channels per group as they are, fewer with neighbouring groups merged into one of 8
+    (their weights block-diagonal); either way the same integer sums as TVM's NCHW grouped conv."""
+    mod, shape = two_convs(mid=32, co=32, groups=groups)
+    lowered = blocked_int8_pass()(mod)
+    te_groups = [gv for gv, f in lowered.functions_items() if "group_conv2d_blocked" in str(f)]
+    assert len(te_groups) == 1
+    conv = lowered[te_groups[0]]
+    weight = next(b for b in conv.params if str(b.dtype) == "int8")  # (TVM 0.27: the parameters are the buffers)
+    # [groups, k / groups, c / groups, kh, kw]: groups halved (or quartered) where merged
+    per_group = 32 // groups
+    merge = 8 // per_group if merged else 1
+    assert [int(v) for v in weight.shape] == [groups // merge, per_group * merge,
+                                                               per_group * merge, 3, 3]
+    x = _codes(shape)
+    blocked, kernels = _run(mod, x, target, BLOCKED)
+    assert sorted(kernels.values()).count("default:cpu_int8_dot") == 2, kernels
+    np.testing.assert_array_equal(blocked, _run(mod, x, target, NCHW)[0])
+
+
+def test_grouped_conv_with_8bit_weights_is_exact_where_ungrouped_ones_have_7(target):
+    """``reduce_range`` gives 7-bit weights to ungrouped convs only (the build's int8_weight_bits 7
+    puts those on vpmaddubsw): a grouped conv's 8-bit weights must not go there, where pair sums
+    of 255-codes and weights near 127 would saturate at int16."""
+    import dataclasses
+
+    mod, shape = two_convs(mid=32, co=32, groups=4)
+    x = np.full(shape, 255, "uint8")
+    opts = {name: dataclasses.replace(o, int8_weight_bits=7) for name, o in (("b", BLOCKED), ("n", NCHW))}
+    blocked, _ = _run(mod, x, target, opts["b"])
+    nchw, _ = _run(mod, x, target, opts["n"])
+    np.testing.assert_array_equal(blocked, nchw)
 
 
 def _padded_conv(pad_value: float, shift: float):

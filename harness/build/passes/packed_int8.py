@@ -20,7 +20,10 @@ of input channels: 2 for ``vpmaddwd``, 4 for ``vpmaddubsw`` and VNNI).
         dense and depthwise: a conv block over the blocked data (the block the schedules'
             dot-product and depthwise rules recognise) and one stage that writes the int32 sums
             blocked, which the epilogue then reads in place
-        grouped with several channels per group: unblock, TOPI's NCHW conv, block
+        grouped with several channels per group: a conv block with the group as an axis of its
+            own (output [n, g, k, y, x], weights reshaped [g, k, c, r, s]), which the dot-product
+            rule takes like a dense conv per group (:func:`_grouped_weight` merges groups of fewer
+            output channels than a block); the rest (fp32, 16-bit): unblock, TOPI's NCHW conv, block
 
 The integer sums are the same as NCHW's, so outputs are bit-identical to the NCHW build. Modules
 without an 8-bit conv are returned unchanged. ``build.schedules.cpu_int8_blocked: false`` switches
@@ -61,12 +64,20 @@ def _int8_convs(mod: tvm.IRModule) -> int:
 
 
 def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, out_dtype: str, block: int):
-    """TE of a conv2d whose data and output are ``NCHW{block}c`` and whose weights are OIHW."""
+    """TE of a conv2d whose data and output are ``NCHW{block}c`` and whose weights are OIHW, or,
+    for a grouped conv of 8-bit data, ``[groups, k / groups, c / groups, kh, kw]``."""
     from tvm import te, topi  # pylint: disable=import-outside-toplevel
+
+    from ...schedules.int8_conv import GROUPED_CONV  # pylint: disable=import-outside-toplevel
 
     n, cb, height, width, _ = (int(v) for v in data.shape)
     chans = cb * block
-    k_out, per_group, kh, kw = (int(v) for v in weight.shape)
+    if len(weight.shape) == 5:
+        _, k_group, per_group, kh, kw = (int(v) for v in weight.shape)
+        k_out = groups * k_group
+    else:
+        k_out, per_group, kh, kw = (int(v) for v in weight.shape)
+        k_group = k_out // groups
     sh, sw = (int(v) for v in strides)
     dh, dw = (int(v) for v in dilation)
     top, left, bottom, right = (int(v) for v in padding)
@@ -75,12 +86,31 @@ def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, 
     eight_bit = str(data.dtype) in ("int8", "uint8") and str(weight.dtype) == "int8"
     dense = groups == 1
     depthwise = groups == chans == k_out and per_group == 1
+    padded = data
+    if eight_bit and (top or left or bottom or right):
+        padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="pad_temp")
+    r = te.reduce_axis((0, kh), name="ry")
+    s = te.reduce_axis((0, kw), name="rx")
+
+    def window(i, channel, y, x):
+        return padded[i, channel // block, y * sh + r * dh, x * sw + s * dw, channel % block].astype(out_dtype)
+
+    if eight_bit and len(weight.shape) == 5:  # grouped, the group an axis of its own
+        c = te.reduce_axis((0, per_group), name="rc")
+        conv = te.compute(
+            (n, groups, k_group, out_h, out_w),
+            lambda i, g, k, y, x: te.sum(window(i, g * per_group + c, y, x) * weight[g, k, c, r, s].astype(out_dtype),
+                                         axis=[c, r, s]),
+            name=GROUPED_CONV)
+        if k_group % block == 0:  # each block of output channels in one group
+            m = k_group // block
+            return te.compute((n, k_out // block, out_h, out_w, block),
+                              lambda i, kb, y, x, ki: conv[i, kb // m, (kb % m) * block + ki, y, x],
+                              name="T_block")
+        return te.compute((n, k_out // block, out_h, out_w, block),
+                          lambda i, kb, y, x, ki: conv[i, (kb * block + ki) // k_group, (kb * block + ki) % k_group,
+                                                       y, x], name="T_block")
     if eight_bit and (dense or depthwise):
-        padded = data
-        if top or left or bottom or right:
-            padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="pad_temp")
-        r = te.reduce_axis((0, kh), name="ry")
-        s = te.reduce_axis((0, kw), name="rx")
         if dense:  # every input channel c into k
             c = te.reduce_axis((0, chans), name="rc")
             axes, channel, w_channel, name = [c, r, s], lambda k: c, lambda k: c, "conv2d_nchw"
@@ -88,9 +118,8 @@ def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, 
             axes, channel, w_channel, name = [r, s], lambda k: k, lambda k: 0, "depthwise_conv2d_nchw"
         conv = te.compute(
             (n, k_out, out_h, out_w),
-            lambda i, k, y, x: te.sum(
-                padded[i, channel(k) // block, y * sh + r * dh, x * sw + s * dw, channel(k) % block].astype(out_dtype)
-                * weight[k, w_channel(k), r, s].astype(out_dtype), axis=axes),
+            lambda i, k, y, x: te.sum(window(i, channel(k), y, x) * weight[k, w_channel(k), r, s].astype(out_dtype),
+                                      axis=axes),
             name=name)
     else:
         plain = te.compute((n, chans, height, width),
@@ -129,9 +158,37 @@ def _legalize_conv2d(bb, call):
         return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
     block = int(layout[4:-1])
     out_dtype = str(a.out_dtype) if str(a.out_dtype) else str(call.args[0].ty.dtype)
-    return bb.call_te(blocked_conv2d_te, call.args[0], call.args[1], strides=a.strides, padding=a.padding,
-                      dilation=a.dilation, groups=int(a.groups), out_dtype=out_dtype, block=block,
+    weight, groups = call.args[1], int(a.groups)
+    k_out, per_group = (int(v) for v in weight.ty.shape.values[:2])
+    if groups > 1 and per_group > 1 and str(call.args[0].ty.dtype) in ("int8", "uint8") \
+            and str(weight.ty.dtype) == "int8":
+        weight, groups = _grouped_weight(bb, weight, groups, block)
+    return bb.call_te(blocked_conv2d_te, call.args[0], weight, strides=a.strides, padding=a.padding,
+                      dilation=a.dilation, groups=groups, out_dtype=out_dtype, block=block,
                       primfunc_name_hint="conv2d")
+
+
+def _grouped_weight(bb, weight, groups: int, block: int):
+    """(weights ``[groups, k / groups, c / groups, kh, kw]``, groups) of a grouped conv's OIHW
+    weights: a reshape, after merging ``m = block / (k / groups)`` neighbouring groups into one
+    where a group has fewer output channels than a block (and the weights are a constant): the
+    merged group's weights block-diagonal, zero where an output channel meets another group's
+    input channel. The same integer sums (the zeros add nothing), ``m`` times the multiplies, on a
+    schedule whose vector of output channels stays in one group."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    k_out, per_group, kh, kw = (int(v) for v in weight.ty.shape.values)
+    k_group = k_out // groups
+    m = block // k_group if block % k_group == 0 else 1
+    if m > 1 and groups % m == 0 and isinstance(weight, tvm.ir.expr.Constant):
+        w = weight.value.numpy()
+        merged = np.zeros((k_out, m * per_group, kh, kw), w.dtype)
+        sub = (np.arange(k_out) % (m * k_group)) // k_group  # each output channel's group within the merged one
+        for j in range(m):
+            merged[sub == j, j * per_group:(j + 1) * per_group] = w[sub == j]
+        weight, groups, k_group, per_group = relax.const(merged), groups // m, m * k_group, m * per_group
+    return bb.normalize(relax.op.reshape(weight, (groups, k_group, per_group, kh, kw))), groups
 
 
 def _clip_as_min_max(bb, call, _func):
