@@ -1,6 +1,6 @@
 """Tensor intrinsics the harness's int8 schedules use, registered once per process: TVM's own
 (``tvm.s_tir.tensor_intrin``: dp4a, wmma), a corrected VNNI ``vpdpbusd`` (TVM's ``dot_16x4_vnni``
-does not build with the wheel's LLVM 22) and the exact ``vpmaddwd`` on int16-widened operands
+does not build with the wheel's LLVM 22) in zmm and ymm (AVX512-VL, AVX-VNNI) and the exact ``vpmaddwd`` on int16-widened operands
 (AVX-512BW and AVX2); which of them a target has (:func:`cpu_int8_dots`), and which one a schedule
 trace uses (:func:`trace_uses_intrinsic`).
 
@@ -64,58 +64,91 @@ def _dot_desc(data_dtype: str, lanes: int, red: int):
     return desc
 
 
-def _register_vnni_intrinsic() -> None:
-    """Register :data:`VNNI_INTRIN`: ``C[0:16] += sum_k u8 A[k] * s8 B[0:16, k]`` via vpdpbusd.
+# lanes -> (LLVM intrinsic, the int32 lanes' worth of bytes); the 256-bit form is VEX-encoded on
+# CPUs with AVX-VNNI and no AVX-512 (Alder Lake and later clients), EVEX with AVX512-VL
+_VNNI_LLVM = {16: "llvm.x86.avx512.vpdpbusd.512", 8: "llvm.x86.avx512.vpdpbusd.256"}
+
+
+def _vnni_name(lanes: int) -> str:
+    return VNNI_INTRIN if lanes == 16 else f"harness_dot_{lanes}x4_vnni"
+
+
+def _register_vnni_intrinsic(lanes: int = 16) -> None:
+    """Register ``C[0:lanes] += sum_k u8 A[k] * s8 B[0:lanes, k]`` via vpdpbusd (:data:`VNNI_INTRIN`
+    for 16 lanes, a zmm; ``harness_dot_8x4_vnni`` for 8, a ymm).
 
     TVM 0.27 ships ``dot_16x4_vnni`` whose implementation calls
     ``llvm.x86.avx512.vpdpbusd.512`` with ``<16 x i32>`` operands.  LLVM 21 changed that
-    intrinsic to take the byte vectors as ``<64 x i8>``; TVM 0.27's wheel is built with a newer
-    LLVM, so every kernel using ``dot_16x4_vnni`` fails LLVM's verifier ("Call parameter type
-    does not match function signature").  This registers the same computation with the byte
-    operands passed as 64 x 8-bit vectors (the broadcast 4 activations, and the 16x4 weights).
+    intrinsic (and its 256-bit sibling) to take the byte vectors as ``<64 x i8>``; TVM 0.27's
+    wheel is built with a newer LLVM, so every kernel using ``dot_16x4_vnni`` fails LLVM's
+    verifier ("Call parameter type does not match function signature").  This registers the same
+    computation with the byte operands passed as 8-bit vectors (the broadcast 4 activations, and
+    the lanes x 4 weights).
     """
     from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
-    if TensorIntrin.get(VNNI_INTRIN, allow_missing=True) is not None:
+    name = _vnni_name(lanes)
+    if TensorIntrin.get(name, allow_missing=True) is not None:
         return
+    nbytes = 4 * lanes
 
     @T.prim_func(s_tir=True)
     def impl(
         a: T.Buffer((4,), "uint8", offset_factor=1),
-        b: T.Buffer((16, 4), "int8", offset_factor=1),
-        c: T.Buffer((16,), "int32", offset_factor=1),
+        b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
-            T.reads(c[0:16], a[0:4], b[0:16, 0:4])
-            T.writes(c[0:16])
-            # the 4 activation bytes, seen as one int32, repeated in all 16 lanes (one expression:
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            # the 4 activation bytes, seen as one int32, repeated in every lane (one expression:
             # a named value here would be a buffer of its own, allocated per call in the kernel)
-            c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                c.vload([0], dtype="int32x16"),
-                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), 16),
-                              dtype="uint8x64"),
-                b.vload([0, 0], dtype="int8x64"),
-                dtype="int32x16",
+            c[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(_VNNI_LLVM[lanes]),
+                c.vload([0], dtype=f"int32x{lanes}"),
+                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "uint8x4"), dtype="int32"), lanes),
+                              dtype=f"uint8x{nbytes}"),
+                b.vload([0, 0], dtype=f"int8x{nbytes}"),
+                dtype=f"int32x{lanes}",
             )
 
-    TensorIntrin.register(VNNI_INTRIN, _dot_desc("uint8", 16, 4), impl)
+    TensorIntrin.register(name, _dot_desc("uint8", lanes, 4), impl)
 
 
-def vnni_intrinsic() -> str:
-    """Name of a VNNI 16x4 intrinsic that compiles with the LLVM TVM was built with."""
+def _llvm_major() -> int:
     from tvm.target import codegen  # pylint: disable=import-outside-toplevel
 
     try:
-        major = int(codegen.llvm_version_major())
+        return int(codegen.llvm_version_major())
     except Exception:  # pylint: disable=broad-except
-        major = 0
+        return 0
+
+
+def vnni_intrinsic(lanes: int = 16) -> str:
+    """Name of a VNNI ``lanes`` x 4 intrinsic (16: zmm, 8: ymm) that compiles with the LLVM TVM
+    was built with (16 lanes only before LLVM 21: TVM's own registration, whose signature
+    matches the old ``<16 x i32>`` one)."""
+    major = _llvm_major()
     if major and major < 21:
+        if lanes != 16:
+            raise ValueError(f"VNNI with {lanes} lanes needs LLVM 21 or later (TVM's LLVM: {major})")
         load_tensor_intrinsics()
-        return "dot_16x4_vnni"  # TVM's own registration matches the old <16 x i32> signature
-    _register_vnni_intrinsic()
-    return VNNI_INTRIN
+        return "dot_16x4_vnni"
+    _register_vnni_intrinsic(lanes)
+    return _vnni_name(lanes)
+
+
+def has_vnni(target: Any, lanes: int = 16) -> bool:
+    """Whether an llvm target has vpdpbusd on ``lanes`` int32 lanes: 16 with AVX512-VNNI; 8 with
+    AVX512-VNNI and AVX512-VL, or with AVX-VNNI (LLVM 21 or later, see :func:`vnni_intrinsic`)."""
+    tgt = normalize_target(target)
+    if lanes == 16:
+        return target_has_feature(tgt, "avx512vnni")
+    major = _llvm_major()
+    return lanes == 8 and not (major and major < 21) and (
+        (target_has_feature(tgt, "avx512vnni") and target_has_feature(tgt, "avx512vl"))
+        or target_has_feature(tgt, "avxvnni"))
 
 
 _PMADDWD_LLVM = {8: ("llvm.x86.avx2.pmadd.wd", "avx2"), 16: ("llvm.x86.avx512.pmaddw.d.512", "avx512bw")}
@@ -216,6 +249,8 @@ def register_cpu_int8_intrinsics() -> None:
     :func:`pmaddwd_intrinsic` variant): database records of kernels that use one name it, and
     replaying such a record needs it registered."""
     vnni_intrinsic()
+    if not (_llvm_major() and _llvm_major() < 21):
+        vnni_intrinsic(8)
     for lanes in _PMADDWD_LLVM:
         for data_dtype in ("uint8", "int8"):
             pmaddwd_intrinsic(lanes, data_dtype)
@@ -225,7 +260,8 @@ def register_cpu_int8_intrinsics() -> None:
 
 def cpu_int8_dots(target: Any, data_dtype: str, weight_bits: int = 8) -> list:
     """The exact 8-bit dot products of an llvm target, best first, as ``(intrinsic, lanes,
-    reduction)``: VNNI ``vpdpbusd`` (16 x 4, unsigned activations only); without VNNI, for
+    reduction)``: VNNI ``vpdpbusd`` (16 x 4 on AVX512-VNNI, 8 x 4 with AVX512-VL or on AVX-VNNI;
+    unsigned activations only); without VNNI, for
     unsigned activations and weights of at most 7 bits (`weight_bits`), ``vpmaddubsw`` +
     ``vpmaddwd`` on AVX-512BW (16 x 4) and on AVX2 (8 x 4); then ``vpmaddwd`` on int16-widened
     operands on AVX-512BW (16 x 2) and on AVX2 (8 x 2).  Empty for other CPUs."""
@@ -233,8 +269,9 @@ def cpu_int8_dots(target: Any, data_dtype: str, weight_bits: int = 8) -> list:
     if tgt.kind.name != "llvm" or data_dtype not in ("uint8", "int8"):
         return []
     found = []
-    if data_dtype == "uint8" and target_has_feature(tgt, "avx512vnni"):
-        found.append((vnni_intrinsic(), 16, 4))
+    vnni = [lanes for lanes in (16, 8) if has_vnni(tgt, lanes)]
+    if data_dtype == "uint8" and vnni:
+        found += [(vnni_intrinsic(lanes), lanes, 4) for lanes in vnni]
     elif data_dtype == "uint8" and weight_bits <= PMADDUBSW_MAX_WEIGHT_BITS:
         found += [(pmaddubsw_intrinsic(lanes), lanes, 4) for lanes in (16, 8)
                   if target_has_feature(tgt, _PMADDUBSW_LLVM[lanes][2])]

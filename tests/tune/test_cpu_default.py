@@ -421,13 +421,15 @@ def test_int8_conv_on_the_cpu_dot_product(case, target):
 
 def test_int8_dot_product_per_cpu():
     """Which instruction each x86 CPU kind gets: VNNI for unsigned data where there is VNNI; the
-    exact int16 vpmaddwd otherwise (AVX-512BW: 16 lanes, AVX2: 8); nothing without AVX2."""
+    exact int16 vpmaddwd otherwise (AVX-512BW: 16 lanes, AVX2: 8); nothing without AVX2. VNNI in
+    zmm (16 lanes) and ymm (8: AVX512-VL, or AVX-VNNI on CPUs without AVX-512)."""
     from harness.schedules.intrinsics import cpu_int8_dots
 
     def dots(mcpu, dtype="uint8"):
         return [d[1:] for d in cpu_int8_dots({"kind": "llvm", "mcpu": mcpu}, dtype)]
 
-    assert dots("cascadelake") == [(16, 4), (16, 2), (8, 2)] and dots("znver4")[0] == (16, 4)
+    assert dots("cascadelake") == [(16, 4), (8, 4), (16, 2), (8, 2)] and dots("znver4")[:2] == [(16, 4), (8, 4)]
+    assert dots("alderlake") == [(8, 4), (8, 2)]  # AVX-VNNI (VEX, 256-bit) without AVX-512
     assert dots("cascadelake", "int8") == [(16, 2), (8, 2)]  # vpdpbusd multiplies unsigned data only
     assert dots("skylake-avx512") == [(16, 2), (8, 2)]
     assert dots("haswell") == [(8, 2)] and dots("znver2", "int8") == [(8, 2)]
@@ -479,7 +481,8 @@ def test_seven_bit_weights_run_on_pmaddubsw_exactly(mcpu, feature, register):
 
 @pytest.mark.parametrize("mcpu,channels,instruction", [
     ("cascadelake", 32, r"vpdpbusd\s"),
-    ("cascadelake", 24, r"vpmaddwd\s+%ymm"),  # 24 output channels: no whole zmm of them
+    ("cascadelake", 24, r"vpdpbusd\s+%ymm"),  # 24 output channels: no whole zmm of them, VNNI in ymm
+    ("alderlake", 32, r"\{vex\}\s+vpdpbusd\s+%ymm"),  # AVX-VNNI: the VEX encoding, no AVX-512
     ("skylake-avx512", 32, r"vpmaddwd\s+%zmm"),
     ("haswell", 32, r"vpmaddwd\s+%ymm"),
 ])

@@ -137,6 +137,32 @@ def test_grouped_convs_run_on_the_dot_product(groups, merged, target):
     np.testing.assert_array_equal(blocked, _run(mod, x, target, NCHW)[0])
 
 
+def _asm(built) -> str:
+    return next(m.inspect_source("s") for m in [built.executable.mod, *built.executable.mod.imports]
+                if m.kind == "llvm")
+
+
+def test_grouped_conv_on_vnni_in_ymm():
+    """On a VNNI CPU (Cascade Lake: AVX512-VNNI + VL) a group's 8 output channels take vpdpbusd on a
+    ymm (8 int32 lanes; the dense conv's 32 take the zmm form); the NCHW build's grouped conv has no
+    dot product, so no ymm vpdpbusd. Compiled and read on any host; run where the host has VNNI."""
+    from harness.targets import target_has_feature
+
+    tgt = tvm.target.Target(llvm_target("cascadelake", 2))
+    mod, shape = two_convs(mid=32, co=32, groups=4)
+    blocked = compile_module(mod, tgt, schedules=BLOCKED)
+    nchw = compile_module(mod, tgt, schedules=NCHW)
+    ymm = r"vpdpbusd\s+%ymm"
+    assert re.search(ymm, _asm(blocked)) and not re.search(ymm, _asm(nchw))
+    host = tvm.target.Target(llvm_target())
+    if not (target_has_feature(host, "avx512vnni") and target_has_feature(host, "avx512vl")):
+        pytest.skip("compiled and read only: this host has no AVX512-VNNI to run cascadelake code")
+    x = _codes(shape)
+    got, ref = (relax.VirtualMachine(b.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+                for b in (blocked, nchw))
+    np.testing.assert_array_equal(got, ref)
+
+
 def test_grouped_conv_with_8bit_weights_is_exact_where_ungrouped_ones_have_7(target):
     """``reduce_range`` gives 7-bit weights to ungrouped convs only (the build's int8_weight_bits 7
     puts those on vpmaddubsw): a grouped conv's 8-bit weights must not go there, where pair sums
