@@ -29,6 +29,7 @@ class LatencyStats:
     repeat: int
     min_repeat_ms: int
     samples_ms: List[float]
+    rounds: int = 1  # alternating rounds the samples come from (:func:`time_in_rounds`)
 
     @property
     def ms_per_image(self) -> float:
@@ -41,11 +42,47 @@ class LatencyStats:
 
     @classmethod
     def from_samples(cls, samples_s: Sequence[float], *, batch: int, number: int, repeat: int,
-                     min_repeat_ms: int) -> "LatencyStats":
+                     min_repeat_ms: int, rounds: int = 1) -> "LatencyStats":
         ms = np.asarray(samples_s, dtype=np.float64) * 1e3
         mean = float(ms.mean())
         return cls(mean, float(np.median(ms)), float(ms.std()), float(ms.min()), float(ms.max()),
-                   batch * 1e3 / mean, batch, number, repeat, min_repeat_ms, [float(x) for x in ms])
+                   batch * 1e3 / mean, batch, number, repeat, min_repeat_ms, [float(x) for x in ms], rounds)
+
+
+#: seconds of rest before each measurement of an alternating round: the previous system's worker
+#: threads (ONNX Runtime's and OpenVINO's spin a while after a run) go idle before the next is timed
+SETTLE_S = 0.2
+
+
+def time_in_rounds(measures: dict, rounds: int, *, settle_s: float = SETTLE_S,
+                   sleep: Callable[[float], None] = time.sleep) -> dict:
+    """{name: LatencyStats} of several systems timed in `rounds` alternating rounds.
+
+    `measures` maps each name to ``measure(first_round: bool) -> LatencyStats`` (one measurement
+    of `repeat` samples: the system's warm-up on the first round only). Each round measures every
+    system once, in order, after `settle_s` of rest; a system's statistics are those of its
+    samples from all rounds (``repeat`` is then repeat x rounds, ``number`` the last round's). A
+    measure that returns None (its system failed) drops that system: it is missing from the result."""
+    samples = {name: [] for name in measures}
+    last = {}
+    failed = set()
+    for r in range(rounds):
+        for name, measure in measures.items():
+            if name in failed:
+                continue
+            if settle_s > 0:
+                sleep(settle_s)
+            stats = measure(r == 0)
+            if stats is None:
+                failed.add(name)
+                last.pop(name, None)
+                continue
+            samples[name] += [v / 1e3 for v in stats.samples_ms]
+            last[name] = stats
+    return {name: LatencyStats.from_samples(samples[name], batch=s.batch, number=s.number,
+                                            repeat=len(samples[name]), min_repeat_ms=s.min_repeat_ms,
+                                            rounds=rounds)
+            for name, s in last.items()}
 
 
 #: TVM's runtime decides its CPU thread count once per process as half the logical CPUs on x86

@@ -84,6 +84,9 @@ class BenchConfig:
     repeat: int = 5
     min_repeat_ms: int = 200
     warmup: int = 1
+    # >1: every system of a run (TVM's variants, the peers) timed in this many alternating rounds
+    # (`repeat` measurements each per round), so that a noisy machine's slow minutes fall on all alike
+    rounds: int = 1
     results_dir: str = "results"
 
 
@@ -381,8 +384,8 @@ def _validate(cfg) -> None:
         raise ConfigError(f"tuning.trials: must be >= 0, got {t.trials}")
     _validate_accuracy(cfg)
     b = cfg.bench
-    if b.number < 1 or b.repeat < 1 or b.min_repeat_ms < 0 or b.warmup < 0:
-        raise ConfigError("bench: number and repeat must be >= 1, min_repeat_ms and warmup >= 0")
+    if b.number < 1 or b.repeat < 1 or b.rounds < 1 or b.min_repeat_ms < 0 or b.warmup < 0:
+        raise ConfigError("bench: number, repeat and rounds must be >= 1, min_repeat_ms and warmup >= 0")
 
 
 def _validate_accuracy(cfg) -> None:

@@ -243,6 +243,7 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
     x = input_data(model.input_shape, cfg.model.seed, model.dtype)
     variants: List[Dict] = []
     runners = {}
+    measures = {}  # variant -> measure(first_round) of its VM (bench.rounds > 1: timed after the builds)
     for name, dkey, mod, extra in modules:
         status(f"compiling {name} for {tkey} at opt_level={cfg.build.opt_level}")
         export = cfg.build.export
@@ -276,14 +277,16 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
             first = runners[name](x)
             variant["output_shape"] = list(first.shape)
             variant["output_finite"] = bool(np.isfinite(first).all())
-            status(f"timing {name} (number={cfg.bench.number}, repeat={cfg.bench.repeat}, "
-                   f"min_repeat_ms={cfg.bench.min_repeat_ms})")
-            stats = bench.time_vm(vm, dev, [x], number=cfg.bench.number, repeat=cfg.bench.repeat,
-                                  min_repeat_ms=cfg.bench.min_repeat_ms, warmup=cfg.bench.warmup, batch=batch)
-            variant["latency"] = stats.to_dict()
+            measures[name] = _vm_measure(cfg.bench, vm, dev, x, batch)
+            if cfg.bench.rounds == 1:  # timed now; else below, in rounds with the peers
+                status(f"timing {name} (number={cfg.bench.number}, repeat={cfg.bench.repeat}, "
+                       f"min_repeat_ms={cfg.bench.min_repeat_ms})")
+                variant["latency"] = measures.pop(name)(True).to_dict()
         variants.append(variant)
 
-    if peers:
+    if cfg.bench.rounds > 1 and not compile_only:
+        variants += _time_in_rounds(cfg, model, peers, x, runners, measures, variants, target=target, status=status)
+    elif peers:
         variants += peer_variants(cfg, model, peers, x, runners, compile_only=compile_only, target=target,
                                   status=status)
 
@@ -322,20 +325,58 @@ def run(cfg, *, compile_only: bool = False, write: bool = True, status: Status =
     return record
 
 
+def _vm_measure(b, vm, dev, x: np.ndarray, batch: int):
+    """measure(first_round) -> LatencyStats of a VM with the bench settings `b` (warm-up on the first)."""
+    def measure(first: bool):
+        return bench.time_vm(vm, dev, [x], number=b.number, repeat=b.repeat, min_repeat_ms=b.min_repeat_ms,
+                             warmup=b.warmup if first else 0, batch=batch)
+    return measure
+
+
+def _peer_arguments(cfg, model: LoadedModel, x: np.ndarray, runners: Dict, target, status: Status) -> dict:
+    from .config import CalibConfig
+
+    calib_cfg = cfg.quantize.calib if cfg.quantize is not None else CalibConfig()
+    return dict(model=model, x=x, reference=runners["tvm-fp32"](x), bench=cfg.bench,
+                calib_batches=[b[_input_name(model)] for b in calibration_inputs(calib_cfg, model)],
+                device="cuda" if target.kind.name == "cuda" else "cpu", status=status, threads=cpu_threads(target))
+
+
 def peer_variants(cfg, model: LoadedModel, peers: Sequence[str], x: np.ndarray, runners: Dict, *,
                   compile_only: bool, target, status: Status) -> List[Dict]:
     """Peer systems on the same weights and input, as result variants (n/a ones carry the reason)."""
-    from .config import CalibConfig
     from .peers import run_peers
 
     if compile_only:
         return [{"variant": p, "latency": None, "note": "compile only"} for p in peers]
-    reference = runners["tvm-fp32"](x)
-    calib_cfg = cfg.quantize.calib if cfg.quantize is not None else CalibConfig()
-    calib = [b[_input_name(model)] for b in calibration_inputs(calib_cfg, model)]
-    device = "cuda" if target.kind.name == "cuda" else "cpu"
-    return run_peers(list(peers), model, x, reference, bench=cfg.bench, calib_batches=calib, device=device,
-                     status=status, threads=cpu_threads(target))
+    args = _peer_arguments(cfg, model, x, runners, target, status)
+    return run_peers(list(peers), args.pop("model"), args.pop("x"), args.pop("reference"), **args)
+
+
+def _time_in_rounds(cfg, model: LoadedModel, peers: Sequence[str], x: np.ndarray, runners: Dict, measures: Dict,
+                    variants: List[Dict], *, target, status: Status) -> List[Dict]:
+    """``bench.rounds`` > 1: the peers set up and checked, then TVM's variants (`measures`, their
+    records in `variants`) and the peers timed in alternating rounds; the peers' records."""
+    from .peers import PeerSession
+
+    session = None
+    if peers:
+        args = _peer_arguments(cfg, model, x, runners, target, status)
+        session = PeerSession(list(peers), args.pop("model"), args.pop("x"), args.pop("reference"), **args)
+    try:
+        everything = {**measures, **(session.measures() if session is not None else {})}
+        b = cfg.bench
+        status(f"timing {', '.join(everything)} in {b.rounds} alternating rounds (number={b.number}, "
+               f"repeat={b.repeat}, min_repeat_ms={b.min_repeat_ms} each per round)")
+        stats = bench.time_in_rounds(everything, b.rounds)
+    finally:
+        if session is not None:
+            session.close()
+    records = session.records if session is not None else []
+    for rec in variants + records:
+        if rec["variant"] in stats:
+            rec["latency"] = stats[rec["variant"]].to_dict()
+    return records
 
 
 # ----------------------------------------------------------------------------- sensitivity

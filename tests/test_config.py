@@ -34,7 +34,7 @@ def test_unknown_key_names_key_and_valid_ones(tmp_path):
         load_config(_write(tmp_path, "bench:\n  numbr: 3\n"))
     assert str(e.value) == (
         "unknown config key 'bench.numbr' (did you mean 'number'?); valid keys in bench: "
-        "number, repeat, min_repeat_ms, warmup, results_dir"
+        "number, repeat, min_repeat_ms, warmup, rounds, results_dir"
     )
 
 

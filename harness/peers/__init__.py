@@ -448,7 +448,14 @@ def _reason(e: BaseException) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def run_peer(name: str, ctx: _Context) -> dict:
+def _cleanup(prepared: Optional[_Prepared]) -> None:
+    if prepared is not None and prepared.cleanup is not None:
+        prepared.cleanup()
+
+
+def _prepare_peer(name: str, ctx: _Context) -> tuple:
+    """(record, prepared): the peer set up, run once and checked against TVM fp32's output;
+    prepared is None where the peer is n/a (the record's note says why; it is cleaned up then)."""
     rec = {"variant": name, "target": "cpu" if ctx.device == "cpu" else "cuda", "software": "",
            "latency": None, "note": ""}
     ctx.status(f"{name}: preparing")
@@ -464,20 +471,94 @@ def run_peer(name: str, ctx: _Context) -> dict:
         passes, needs = _criterion(name)
         if not passes(rec["agreement"]):
             rec["note"] = f"n/a: output differs from TVM fp32 ({_differs(rec['agreement'])}; {needs})"
-            return rec
-        b = ctx.bench
-        ctx.status(f"timing {name} (number={b.number}, repeat={b.repeat}, min_repeat_ms={b.min_repeat_ms})")
-        stats = hbench.time_callable(prepared.run, number=b.number, repeat=b.repeat, min_repeat_ms=b.min_repeat_ms,
-                                     warmup=b.warmup, batch=ctx.batch, sync=prepared.sync)
-        rec["latency"] = stats.to_dict()
+            _cleanup(prepared)
+            return rec, None
+        return rec, prepared
     except Exception as e:  # noqa: BLE001 - any failure of a peer makes it n/a, never the run
         log.debug("peer %s failed", name, exc_info=True)
         rec["note"] = f"n/a: {_reason(e)}"
         rec.setdefault("setup_s", round(time.perf_counter() - t0, 3))
+        _cleanup(prepared)
+        return rec, None
+
+
+def _measure(prepared: _Prepared, ctx: _Context, first: bool = True) -> hbench.LatencyStats:
+    """One measurement of a prepared peer with the run's bench settings (its warm-up on the first)."""
+    b = ctx.bench
+    return hbench.time_callable(prepared.run, number=b.number, repeat=b.repeat, min_repeat_ms=b.min_repeat_ms,
+                                warmup=b.warmup if first else 0, batch=ctx.batch, sync=prepared.sync)
+
+
+def run_peer(name: str, ctx: _Context) -> dict:
+    rec, prepared = _prepare_peer(name, ctx)
+    if prepared is None:
+        return rec
+    try:
+        b = ctx.bench
+        ctx.status(f"timing {name} (number={b.number}, repeat={b.repeat}, min_repeat_ms={b.min_repeat_ms})")
+        rec["latency"] = _measure(prepared, ctx).to_dict()
+    except Exception as e:  # noqa: BLE001 - any failure of a peer makes it n/a, never the run
+        log.debug("peer %s failed", name, exc_info=True)
+        rec["note"] = f"n/a: {_reason(e)}"
     finally:
-        if prepared is not None and prepared.cleanup is not None:
-            prepared.cleanup()
+        _cleanup(prepared)
     return rec
+
+
+def _check_names(names: Sequence[str], device: str) -> None:
+    for name in names:
+        if name not in _PEER_FUNCS:
+            raise HarnessError(f"unknown peer '{name}'; valid: {', '.join(PEERS)}")
+    if device not in ("cpu", "cuda"):
+        raise HarnessError(f"peers: unknown device '{device}'; valid: cpu, cuda")
+
+
+class PeerSession:
+    """Peers set up and checked, all kept ready, to be timed in rounds beside TVM's variants
+    (``bench.rounds``; :func:`harness.bench.time_in_rounds`): ``records`` (one per name, in order;
+    n/a ones carry the reason), ``measures()`` for the ones that agreed, ``close()`` when done.
+    Same arguments as :func:`run_peers`."""
+
+    def __init__(self, names: Sequence[str], model, x: np.ndarray, reference: np.ndarray, *, bench,
+                 calib_batches, device: str = "cpu", status: Status = lambda msg: None,
+                 threads: Optional[int] = None):
+        names = list(names)
+        _check_names(names, device)
+        self.ctx = _Context(model, x, reference, bench, calib_batches, device, status, threads)
+        self.records: List[dict] = []
+        self._prepared: Dict[str, tuple] = {}  # name -> (record, prepared)
+        try:
+            for name in names:
+                rec, prepared = _prepare_peer(name, self.ctx)
+                self.records.append(rec)
+                if prepared is not None:
+                    self._prepared[name] = (rec, prepared)
+        except BaseException:
+            self.close()
+            raise
+
+    def measures(self) -> Dict[str, Callable[[bool], Optional[hbench.LatencyStats]]]:
+        """{name: measure(first_round)} of the peers that agreed; a measure that fails makes its
+        peer n/a (the record's note) and returns None."""
+        def measure_of(name):
+            rec, prepared = self._prepared[name]
+
+            def measure(first: bool):
+                try:
+                    return _measure(prepared, self.ctx, first)
+                except Exception as e:  # noqa: BLE001 - any failure of a peer makes it n/a, never the run
+                    log.debug("peer %s failed", name, exc_info=True)
+                    rec["note"] = f"n/a: {_reason(e)}"
+                    return None
+            return measure
+
+        return {name: measure_of(name) for name in self._prepared}
+
+    def close(self) -> None:
+        for _, prepared in self._prepared.values():
+            _cleanup(prepared)
+        self._prepared = {}
+        self.ctx.close()
 
 
 def run_peers(names: Sequence[str], model, x: np.ndarray, reference: np.ndarray, *, bench, calib_batches,
@@ -489,11 +570,7 @@ def run_peers(names: Sequence[str], model, x: np.ndarray, reference: np.ndarray,
     threads of ONNX Runtime and OpenVINO (default: all cores, as TVM's).
     """
     names = list(names)
-    for name in names:
-        if name not in _PEER_FUNCS:
-            raise HarnessError(f"unknown peer '{name}'; valid: {', '.join(PEERS)}")
-    if device not in ("cpu", "cuda"):
-        raise HarnessError(f"peers: unknown device '{device}'; valid: cpu, cuda")
+    _check_names(names, device)
     ctx = _Context(model, x, reference, bench, calib_batches, device, status, threads)
     try:
         return [run_peer(name, ctx) for name in names]
