@@ -28,3 +28,34 @@ def calibrated_model(name: str, side: int, seed: int, samples: int):
     with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
         table = calibrate(mod, None, calib, config=cfg)
     return mod, table, calib
+
+
+def dot_space_sample(task, target, seed: int):
+    """One schedule drawn from the dot-product search space of `task` (harness tune's, for int8 convs)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from harness.tune.spaces import cpu_int8_dot_space
+
+    ctx = ms.TuneContext(mod=task.dispatched[0], target=target, task_name=task.task_name, rand_state=seed,
+                         space_generator=cpu_int8_dot_space(target).space_generator(), num_threads=1)
+    [sch] = ctx.generate_design_space()
+    return sch
+
+
+def run_with_record(mod, x, target, task, sch, work_dir: str, schedules) -> np.ndarray:
+    """`mod` built with `sch` (a schedule of `task`'s kernel) as the one record of a database in
+    `work_dir`, run on `x`; asserts that the build took the record for that kernel."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    from harness.build import compile_module
+    from harness.tune.database import load_records, open_database
+
+    database = open_database(work_dir, target, create=True)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        sch.trace, database.commit_workload(task.dispatched[0]), [1e-3], target,
+        ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
+    built = compile_module(mod, target, records=load_records([("db", work_dir)], target), schedules=schedules)
+    assert built.report.from_database == [task.task_name]
+    return relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()

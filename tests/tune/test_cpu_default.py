@@ -546,27 +546,13 @@ def test_no_workspace_allocation_per_tile_in_a_model(reduce_range):
     assert not any(calls.values()), {k: v for k, v in calls.items() if v}
 
 
-def _dot_space_sample(task, target, seed: int):
-    """One schedule drawn from the dot-product search space of `task` (harness tune's, for int8 convs)."""
-    from tvm.s_tir import meta_schedule as ms
-
-    from harness.tune.spaces import cpu_int8_dot_space
-
-    ctx = ms.TuneContext(mod=task.dispatched[0], target=target, task_name=task.task_name, rand_state=seed,
-                         space_generator=cpu_int8_dot_space(target).space_generator(), num_threads=1)
-    [sch] = ctx.generate_design_space()
-    return sch
-
-
 def test_int8_dot_search_space_tunes_the_register_tile(target, tmp_path):
     """`harness tune`'s search space for a dot-product conv: the default schedule with its
     register tile sampled. Every sample runs the instruction and, applied from a database at
     build time, gives the plain schedule's numbers (int32 out: exactly)."""
-    from tvm.s_tir import meta_schedule as ms
-
-    from harness.tune.database import load_records, open_database
     from harness.tune.search import tunable_tasks
     from harness.schedules.intrinsics import cpu_int8_dots, trace_uses_intrinsic
+    from tests.helpers import dot_space_sample, run_with_record
 
     mod, shape, dtype = DOT_CASES["3x3_int_bias"]
     if not cpu_int8_dots(target, dtype):
@@ -576,19 +562,12 @@ def test_int8_dot_search_space_tunes_the_register_tile(target, tmp_path):
     [task] = tunable_tasks(mod, target, NO_AMX)
     tiles = set()
     for seed in range(3):
-        sch = _dot_space_sample(task, target, seed)
+        sch = dot_space_sample(task, target, seed)
         assert trace_uses_intrinsic(sch.trace) == cpu_int8_dots(target, dtype)[0][0]
         decisions = tuple(tuple(int(v) for v in d) for d in sch.trace.decisions.values())
         assert len(decisions) == 3  # channel blocks, rows, pixels of the register tile
         tiles.add(decisions)
-        work_dir = str(tmp_path / f"db{seed}")
-        database = open_database(work_dir, target, create=True)
-        database.commit_tuning_record(ms.database.TuningRecord(
-            sch.trace, database.commit_workload(task.dispatched[0]), [1e-3], target,
-            ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
-        built = compile_module(mod, target, records=load_records([("db", work_dir)], target), schedules=NO_AMX)
-        assert built.report.from_database == [task.task_name]
-        got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        got = run_with_record(mod, x, target, task, sch, str(tmp_path / f"db{seed}"), NO_AMX)
         np.testing.assert_array_equal(got, ref)
     assert len(tiles) > 1  # the samples differ
 
@@ -603,12 +582,13 @@ def test_int8_dot_search_space_replays_every_tile(case, target):
 
     from harness.tune.search import tunable_tasks
     from harness.schedules.intrinsics import cpu_int8_dots
+    from tests.helpers import dot_space_sample
 
     mod, _, dtype = DOT_CASES[case]
     if not cpu_int8_dots(target, dtype):
         pytest.skip(f"no 8-bit dot product on {target}")
     [task] = tunable_tasks(mod, target, NO_AMX)
-    trace = _dot_space_sample(task, target, 0).trace
+    trace = dot_space_sample(task, target, 0).trace
     samples = [inst for inst in trace.insts if inst.kind.name == "SamplePerfectTile"]
     choices = []
     for inst in samples:

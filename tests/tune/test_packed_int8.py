@@ -140,28 +140,16 @@ def test_grouped_convs_run_on_the_dot_product(groups, merged, target):
 def test_grouped_conv_search_space_replays_and_stays_exact(target, tmp_path):
     """`harness tune` samples the grouped conv's register tile like a dense conv's: a sample's
     trace, as a database record, builds the kernel with the same integer sums."""
-    from tvm.s_tir import meta_schedule as ms
-
-    from harness.tune.database import load_records, open_database
     from harness.tune.search import tunable_tasks
-    from harness.tune.spaces import cpu_int8_dot_space
+    from tests.helpers import dot_space_sample, run_with_record
 
     mod, shape = two_convs(mid=32, co=32, groups=4)
     [task] = [t for t in tunable_tasks(mod, target, BLOCKED) if "group_conv2d_blocked" in t.dispatched[0].script()]
     x = _codes(shape)
     ref, _ = _run(mod, x, target, NCHW)
     for seed in range(2):
-        ctx = ms.TuneContext(mod=task.dispatched[0], target=target, task_name=task.task_name, rand_state=seed,
-                             space_generator=cpu_int8_dot_space(target).space_generator(), num_threads=1)
-        [sch] = ctx.generate_design_space()
-        work_dir = str(tmp_path / f"db{seed}")
-        database = open_database(work_dir, target, create=True)
-        database.commit_tuning_record(ms.database.TuningRecord(
-            sch.trace, database.commit_workload(task.dispatched[0]), [1e-3], target,
-            ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
-        built = compile_module(mod, target, records=load_records([("db", work_dir)], target), schedules=BLOCKED)
-        assert built.report.from_database == [task.task_name]
-        got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        sch = dot_space_sample(task, target, seed)
+        got = run_with_record(mod, x, target, task, sch, str(tmp_path / f"db{seed}"), BLOCKED)
         np.testing.assert_array_equal(got, ref)
 
 
