@@ -482,11 +482,17 @@ def _prepare_peer(name: str, ctx: _Context) -> tuple:
         return rec, None
 
 
-def _measure(prepared: _Prepared, ctx: _Context, first: bool = True) -> hbench.LatencyStats:
-    """One measurement of a prepared peer with the run's bench settings (its warm-up on the first)."""
+def _measure(rec: dict, prepared: _Prepared, ctx: _Context, first: bool = True) -> Optional[hbench.LatencyStats]:
+    """One measurement of a prepared peer with the run's bench settings (its warm-up on the first);
+    None where it fails (the peer is then n/a: the record's note says why)."""
     b = ctx.bench
-    return hbench.time_callable(prepared.run, number=b.number, repeat=b.repeat, min_repeat_ms=b.min_repeat_ms,
-                                warmup=b.warmup if first else 0, batch=ctx.batch, sync=prepared.sync)
+    try:
+        return hbench.time_callable(prepared.run, number=b.number, repeat=b.repeat, min_repeat_ms=b.min_repeat_ms,
+                                    warmup=b.warmup if first else 0, batch=ctx.batch, sync=prepared.sync)
+    except Exception as e:  # noqa: BLE001 - any failure of a peer makes it n/a, never the run
+        log.debug("peer %s failed", rec["variant"], exc_info=True)
+        rec["note"] = f"n/a: {_reason(e)}"
+        return None
 
 
 def run_peer(name: str, ctx: _Context) -> dict:
@@ -496,10 +502,9 @@ def run_peer(name: str, ctx: _Context) -> dict:
     try:
         b = ctx.bench
         ctx.status(f"timing {name} (number={b.number}, repeat={b.repeat}, min_repeat_ms={b.min_repeat_ms})")
-        rec["latency"] = _measure(prepared, ctx).to_dict()
-    except Exception as e:  # noqa: BLE001 - any failure of a peer makes it n/a, never the run
-        log.debug("peer %s failed", name, exc_info=True)
-        rec["note"] = f"n/a: {_reason(e)}"
+        stats = _measure(rec, prepared, ctx)
+        if stats is not None:
+            rec["latency"] = stats.to_dict()
     finally:
         _cleanup(prepared)
     return rec
@@ -540,19 +545,8 @@ class PeerSession:
     def measures(self) -> Dict[str, Callable[[bool], Optional[hbench.LatencyStats]]]:
         """{name: measure(first_round)} of the peers that agreed; a measure that fails makes its
         peer n/a (the record's note) and returns None."""
-        def measure_of(name):
-            rec, prepared = self._prepared[name]
-
-            def measure(first: bool):
-                try:
-                    return _measure(prepared, self.ctx, first)
-                except Exception as e:  # noqa: BLE001 - any failure of a peer makes it n/a, never the run
-                    log.debug("peer %s failed", name, exc_info=True)
-                    rec["note"] = f"n/a: {_reason(e)}"
-                    return None
-            return measure
-
-        return {name: measure_of(name) for name in self._prepared}
+        return {name: (lambda first, rec=rec, prepared=prepared: _measure(rec, prepared, self.ctx, first))
+                for name, (rec, prepared) in self._prepared.items()}
 
     def close(self) -> None:
         for _, prepared in self._prepared.values():

@@ -1,7 +1,7 @@
 """Tensor intrinsics the harness's int8 schedules use, registered once per process: TVM's own
 (``tvm.s_tir.tensor_intrin``: dp4a, wmma), a corrected VNNI ``vpdpbusd`` (TVM's ``dot_16x4_vnni``
-does not build with the wheel's LLVM 22) in zmm and ymm (AVX512-VL, AVX-VNNI) and the exact ``vpmaddwd`` on int16-widened operands
-(AVX-512BW and AVX2); which of them a target has (:func:`cpu_int8_dots`), and which one a schedule
+does not build with the wheel's LLVM 22) in zmm and ymm (AVX512-VL, AVX-VNNI), and the exact
+``vpmaddwd`` on int16-widened operands (AVX-512BW and AVX2); which of them a target has (:func:`cpu_int8_dots`), and which one a schedule
 trace uses (:func:`trace_uses_intrinsic`).
 
 ``vpmaddubsw`` saturates its pairwise u8 x s8 sums to int16 (2 x 255 x 127 > 32767): it is used
@@ -64,8 +64,8 @@ def _dot_desc(data_dtype: str, lanes: int, red: int):
     return desc
 
 
-# lanes -> (LLVM intrinsic, the int32 lanes' worth of bytes); the 256-bit form is VEX-encoded on
-# CPUs with AVX-VNNI and no AVX-512 (Alder Lake and later clients), EVEX with AVX512-VL
+# int32 lanes -> LLVM intrinsic; the 256-bit form is VEX-encoded on CPUs with AVX-VNNI and no
+# AVX-512 (Alder Lake and later clients), EVEX with AVX512-VL
 _VNNI_LLVM = {16: "llvm.x86.avx512.vpdpbusd.512", 8: "llvm.x86.avx512.vpdpbusd.256"}
 
 
@@ -116,23 +116,25 @@ def _register_vnni_intrinsic(lanes: int = 16) -> None:
     TensorIntrin.register(name, _dot_desc("uint8", lanes, 4), impl)
 
 
-def _llvm_major() -> int:
+def _vnni_takes_bytes() -> bool:
+    """Whether TVM's LLVM has the vpdpbusd intrinsics with 8-bit vector operands (LLVM 21 or
+    later; an unknown version is taken for a new one)."""
     from tvm.target import codegen  # pylint: disable=import-outside-toplevel
 
     try:
-        return int(codegen.llvm_version_major())
+        major = int(codegen.llvm_version_major())
     except Exception:  # pylint: disable=broad-except
-        return 0
+        major = 0
+    return not major or major >= 21
 
 
 def vnni_intrinsic(lanes: int = 16) -> str:
     """Name of a VNNI ``lanes`` x 4 intrinsic (16: zmm, 8: ymm) that compiles with the LLVM TVM
     was built with (16 lanes only before LLVM 21: TVM's own registration, whose signature
     matches the old ``<16 x i32>`` one)."""
-    major = _llvm_major()
-    if major and major < 21:
+    if not _vnni_takes_bytes():
         if lanes != 16:
-            raise ValueError(f"VNNI with {lanes} lanes needs LLVM 21 or later (TVM's LLVM: {major})")
+            raise ValueError(f"VNNI with {lanes} lanes needs TVM built with LLVM 21 or later")
         load_tensor_intrinsics()
         return "dot_16x4_vnni"
     _register_vnni_intrinsic(lanes)
@@ -145,8 +147,7 @@ def has_vnni(target: Any, lanes: int = 16) -> bool:
     tgt = normalize_target(target)
     if lanes == 16:
         return target_has_feature(tgt, "avx512vnni")
-    major = _llvm_major()
-    return lanes == 8 and not (major and major < 21) and (
+    return lanes == 8 and _vnni_takes_bytes() and (
         (target_has_feature(tgt, "avx512vnni") and target_has_feature(tgt, "avx512vl"))
         or target_has_feature(tgt, "avxvnni"))
 
@@ -249,7 +250,7 @@ def register_cpu_int8_intrinsics() -> None:
     :func:`pmaddwd_intrinsic` variant): database records of kernels that use one name it, and
     replaying such a record needs it registered."""
     vnni_intrinsic()
-    if not (_llvm_major() and _llvm_major() < 21):
+    if _vnni_takes_bytes():
         vnni_intrinsic(8)
     for lanes in _PMADDWD_LLVM:
         for data_dtype in ("uint8", "int8"):

@@ -77,7 +77,6 @@ def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, 
         k_out = groups * k_group
     else:
         k_out, per_group, kh, kw = (int(v) for v in weight.shape)
-        k_group = k_out // groups
     sh, sw = (int(v) for v in strides)
     dh, dw = (int(v) for v in dilation)
     top, left, bottom, right = (int(v) for v in padding)
@@ -159,7 +158,7 @@ def _legalize_conv2d(bb, call):
     block = int(layout[4:-1])
     out_dtype = str(a.out_dtype) if str(a.out_dtype) else str(call.args[0].ty.dtype)
     weight, groups = call.args[1], int(a.groups)
-    k_out, per_group = (int(v) for v in weight.ty.shape.values[:2])
+    per_group = int(weight.ty.shape.values[1])
     if groups > 1 and per_group > 1 and str(call.args[0].ty.dtype) in ("int8", "uint8") \
             and str(weight.ty.dtype) == "int8":
         weight, groups = _grouped_weight(bb, weight, groups, block)
