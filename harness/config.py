@@ -177,13 +177,15 @@ class RunConfig:
 
     def schedule_options(self, target=None):
         """The build's :class:`harness.schedules.ScheduleOptions`: the ``build.schedules`` switches,
-        and the most bits of the weights the dot-product convs get from the quantizer
-        (``quantize.nbit_weight``, 7 at most with ``reduce_range``; `target` resolves its auto)."""
-        bits = 8
+        and the most bits of the weights the dot-product convs get from the quantizer, for
+        ungrouped and for grouped convs (``quantize.nbit_weight``; ``reduce_range`` makes it 7 at
+        most for ungrouped ones; `target` resolves its auto)."""
+        dense = grouped = 8
         if self.quantize is not None:
             qc = self.qconfig(target)
-            bits = qc.weight_bits("nn.conv2d", 1, "uint8")
-        return dataclasses.replace(self.build.schedules.options(), int8_weight_bits=bits)
+            dense, grouped = (qc.weight_bits("nn.conv2d", groups, "uint8") for groups in (1, 2))
+        return dataclasses.replace(self.build.schedules.options(), int8_weight_bits=dense,
+                                   int8_grouped_weight_bits=grouped)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -64,7 +64,7 @@ def test_build_report_and_fallback(monkeypatch):
     plain = compile_module(mod, target, schedules=ScheduleOptions.none())
     assert plain.report.schedules == {"cpu_default": False, "cpu_int8_dot": False, "cpu_int8_depthwise": False,
                                       "cpu_int8_amx": False, "cpu_int8_blocked": False, "cuda_int8_dp4a": False,
-                                      "int8_weight_bits": 8}
+                                      "int8_weight_bits": 8, "int8_grouped_weight_bits": 8}
 
     def broken(self, target, scheduled_by=None):
         def fail(mod, _ctx):
@@ -96,7 +96,8 @@ def test_build_switches_are_config_keys(tmp_path):
     # the builds also know the weights' bits the quantizer makes (7: vpmaddubsw on CPUs without VNNI)
     assert loaded.schedule_options().int8_weight_bits == 8
     cfg.write_text("quantize: {nbit_weight: 7}\n")
-    assert load_config(str(cfg)).schedule_options().int8_weight_bits == 7
+    seven = load_config(str(cfg)).schedule_options()
+    assert (seven.int8_weight_bits, seven.int8_grouped_weight_bits) == (7, 7)
     cfg.write_text("build: {schedules: {cpu_int8_dots: false}}\n")
     with pytest.raises(ConfigError, match=r"unknown config key 'build.schedules.cpu_int8_dots' \(did you mean "
                                           r"'cpu_int8_dot'\?\)"):

@@ -234,7 +234,9 @@ def _case(cfg, target, bundle_dir: str, variants: Sequence[str], peers: Sequence
                                options=options)
         entry = {"variant": variant, **_export(built.executable, bundle_dir, f"{folder}/{variant}.so"),
                  "compile_seconds": round(built.seconds, 3), "schedules": built.schedules,
-                 "weights": _weight_specs(mod, "seeded", options.int8_weight_bits), "extra": extra}
+                 "weights": _weight_specs(mod, "seeded", min(options.int8_weight_bits,
+                                                                   options.int8_grouped_weight_bits)),
+                 "extra": extra}
         if target.kind.name == "cuda":
             entry["dp4a_kernels"] = built.dp4a_kernels
         case["variants"].append(entry)

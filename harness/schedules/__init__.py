@@ -29,9 +29,11 @@ class ScheduleOptions:
     cpu_int8_amx: bool = True  # llvm with amx-int8: 8-bit convs on AMX tiles (off: the dot product / plain)
     cpu_int8_blocked: bool = True  # llvm without AMX: 8-bit tensors between int8 convs stored NCHW8c (off: NCHW)
     cuda_int8_dp4a: bool = True  # cuda: 8-bit convs on __dp4a (off: TVM's GPU schedules)
-    # not a switch: the most bits of the module's int8 weights (the quantizer's nbit_weight, set by
-    # the build); 7 or fewer lets CPUs without VNNI multiply uint8 data on vpmaddubsw (exact then)
+    # not switches: the most bits of the module's int8 weights of ungrouped and of grouped convs
+    # (the quantizer's, set by the build: RunConfig.schedule_options); 7 or fewer lets CPUs
+    # without VNNI multiply uint8 data on vpmaddubsw (exact then)
     int8_weight_bits: int = 8
+    int8_grouped_weight_bits: int = 8
 
     @classmethod
     def none(cls) -> "ScheduleOptions":
@@ -40,6 +42,12 @@ class ScheduleOptions:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def weight_bits(self):
+        """The weight bits per kind of conv (:class:`harness.schedules.intrinsics.WeightBits`)."""
+        from .intrinsics import WeightBits  # pylint: disable=import-outside-toplevel
+
+        return WeightBits(dense=self.int8_weight_bits, grouped=self.int8_grouped_weight_bits)
 
 
 class ScheduleFamily(Protocol):  # pylint: disable=too-few-public-methods
@@ -76,7 +84,7 @@ def schedule_family(target, options: Optional[ScheduleOptions] = None) -> Option
     kind = target.kind.name
     if kind == "llvm" and options.cpu_default:
         return CPUSchedules(int8_dot=options.cpu_int8_dot, int8_depthwise=options.cpu_int8_depthwise,
-                            int8_amx=options.cpu_int8_amx, weight_bits=options.int8_weight_bits,
+                            int8_amx=options.cpu_int8_amx, weight_bits=options.weight_bits(),
                             int8_blocked=options.cpu_int8_blocked)
     if kind == "cuda" and options.cuda_int8_dp4a:
         return CUDASchedules()

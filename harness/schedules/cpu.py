@@ -57,6 +57,7 @@ from .analysis import (SCHEDULED_ATTR, Block, NotApplicable, block_bits, const_i
                        is_reduction_iter, is_scheduled, largest_divisor_at_most, param_buffers,
                        pick_vector_factor, root_blocks, schedule_pass, uses, writes_param, region_vars, vars_of)
 from .int8_conv import data_block, int8_conv_iters, pack_int8_conv, var_index
+from .intrinsics import WeightBits
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ def _deinterleave_map(ndim: int, stride: int):
 
 
 def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, target, *,
-                           sample: bool = False, weight_bits: int = 8) -> None:
+                           sample: bool = False, weight_bits: WeightBits = WeightBits()) -> None:
     """The 8-bit NCHW conv2d (``conv2d_nchw``: 8-bit data, int8 weights, int32 accumulation) on
     the CPU's exact 8-bit dot product (:func:`harness.schedules.intrinsics.cpu_int8_dots`: the best one
     whose vector of output channels and group of input channels divide the conv's).
@@ -275,10 +276,10 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     channel-blocked data (:data:`harness.schedules.int8_conv.GROUPED_CONV`, from
     :mod:`harness.build.passes.packed_int8`) the same way, the group a parallel loop of its own,
     ``k`` and ``c`` a group's channels, and a wider row of pixels per tile (a group has few output
-    channels); their weights may have 8 bits where the build's ungrouped convs have 7
-    (``reduce_range``), so they never go on ``vpmaddubsw``. Not applicable (the plain
-    register-tiled schedule is used) to NCHW grouped convs, to channel counts no dot product
-    divides (per group, for grouped ones).
+    channels); the bits of their weights are ``weight_bits.grouped`` (``reduce_range`` shortens
+    the ungrouped convs' only), so they go on ``vpmaddubsw`` only where those are 7 or fewer.
+    Not applicable (the plain register-tiled schedule is used) to NCHW grouped convs, to channel
+    counts no dot product divides (per group, for grouped ones).
 
     ``sample=True`` makes it a search space (:func:`harness.tune.spaces.cpu_int8_dot_space`): the
     register tile -- ``xi`` pixels x ``kb`` channel blocks, and ``yi`` rows -- is drawn with
@@ -289,11 +290,7 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     conv = int8_conv_iters(sch, anchor, grouped=True)
     k_i, c_i, y_i, x_i = conv.k_i, conv.c_i, conv.y_i, conv.x_i
     k_ext, c_ext, x_ext = conv.k_ext, conv.c_ext, conv.x_ext
-    if conv.g_i is not None:
-        # (the quantizer's reduce_range gives 7-bit weights to ungrouped convs only: a grouped
-        # conv's may have 8 bits, which vpmaddubsw would saturate on)
-        weight_bits = 8
-    fitting = [d for d in cpu_int8_dots(target, conv.data_dtype, weight_bits)
+    fitting = [d for d in cpu_int8_dots(target, conv.data_dtype, weight_bits.of(conv.g_i is not None))
                if k_ext % d[1] == 0 and c_ext % d[2] == 0]
     if not fitting:
         raise NotApplicable(f"no 8-bit dot product for {conv.data_dtype} data, {k_ext} output and "
@@ -487,7 +484,8 @@ def schedule_parallel_only(sch: s_tir.Schedule, target) -> None:  # pylint: disa
         raise NotApplicable("no data-parallel loop")
 
 
-def _schedule_int8_dot(sch: s_tir.Schedule, target, sample: bool = False, weight_bits: int = 8) -> str:
+def _schedule_int8_dot(sch: s_tir.Schedule, target, sample: bool = False,
+                       weight_bits: WeightBits = WeightBits()) -> str:
     blocks = root_blocks(sch)
     reductions = [b for b in blocks if b.is_reduction]
     if len(reductions) != 1:
@@ -505,7 +503,7 @@ def _schedule_int8_depthwise(sch: s_tir.Schedule, target) -> str:
     return "int8 depthwise conv"
 
 
-def sample_int8_dot(sch: s_tir.Schedule, target, weight_bits: int = 8, *, amx: bool = False):
+def sample_int8_dot(sch: s_tir.Schedule, target, weight_bits: WeightBits = WeightBits(), *, amx: bool = False):
     """The int8 dot-product schedule of a fused conv kernel with its register tile sampled
     (a MetaSchedule ``ScheduleFn``: `sch` scheduled in place, None returned); raises where the
     default schedule would not use it. ``amx`` (a target with amx-int8): a stride-1 conv the AMX
@@ -540,14 +538,14 @@ def _schedule_main(sch: s_tir.Schedule, target) -> str:
 
 
 def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = True,
-                          int8_depthwise: bool = True, int8_amx: bool = True, weight_bits: int = 8):
+                          int8_depthwise: bool = True, int8_amx: bool = True, weight_bits: WeightBits = WeightBits()):
     """``(schedule, kind)``: the default schedule of `func` (a PrimFunc, or an IRModule whose main
     is one) as a Schedule (its trace replays it, e.g. as a tuning record) and which rule made it
     (``"cpu_int8_dot"`` for 8-bit convs on the dot product, ``"cpu_int8_depthwise"`` for 8-bit
     depthwise convs vectorized across channels, ``"cpu"`` otherwise), or ``(None, None)`` where no
     rule applies. ``int8_dot`` / ``int8_depthwise`` False: those convs get the plain schedule;
     ``int8_amx`` (targets with amx-int8): 8-bit convs on AMX tiles first (``"cpu_int8_amx"``);
-    ``weight_bits``: the most bits of the int8 weights (the quantizer's ``nbit_weight``; 7 allows
+    ``weight_bits``: the most bits of the int8 weights per kind of conv (the quantizer's; 7 allows
     ``vpmaddubsw`` on CPUs without VNNI)."""
     from . import amx  # pylint: disable=import-outside-toplevel
 
@@ -569,7 +567,7 @@ def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = 
     return None, None
 
 
-def _int8_dot_rule(weight_bits: int):
+def _int8_dot_rule(weight_bits: WeightBits):
     def _schedule_int8_dot_conv(sch, target):
         return _schedule_int8_dot(sch, target, weight_bits=weight_bits)
     return _schedule_int8_dot_conv
@@ -577,14 +575,14 @@ def _int8_dot_rule(weight_bits: int):
 
 def default_schedule(func, target, name: str = "func", *, int8_dot: bool = True,
                      int8_depthwise: bool = True, int8_amx: bool = True,
-                     weight_bits: int = 8) -> Optional[s_tir.Schedule]:
+                     weight_bits: WeightBits = WeightBits()) -> Optional[s_tir.Schedule]:
     """The default schedule of `func` (:func:`default_schedule_kind`), or None."""
     return default_schedule_kind(func, target, name, int8_dot=int8_dot, int8_depthwise=int8_depthwise,
                                  int8_amx=int8_amx, weight_bits=weight_bits)[0]
 
 
 def schedule_func(func: tirx.PrimFunc, target, name: str = "func", *, int8_dot: bool = True,
-                  int8_depthwise: bool = True, int8_amx: bool = True, weight_bits: int = 8,
+                  int8_depthwise: bool = True, int8_amx: bool = True, weight_bits: WeightBits = WeightBits(),
                   scheduled_by: Optional[dict] = None) -> Optional[tirx.PrimFunc]:
     """The default-scheduled `func` (with `tirx.is_scheduled`), or None where no rule applies;
     ``scheduled_by[name]`` is set to ``"default:<kind>"`` when it is scheduled."""
@@ -640,7 +638,7 @@ def dlight_rule():
 
 
 def default_schedule_pass(target=None, *, int8_dot: bool = True, int8_depthwise: bool = True,
-                          int8_amx: bool = True, weight_bits: int = 8,
+                          int8_amx: bool = True, weight_bits: WeightBits = WeightBits(),
                           scheduled_by: Optional[dict] = None) -> tvm.transform.Pass:
     """Module pass: default CPU schedules for the unscheduled PrimFuncs of a (fused) module
     (``scheduled_by``: kernel name -> ``"default:<kind>"`` for those it scheduled)."""
@@ -658,7 +656,7 @@ class CPUSchedules:
     name = "cpu"
 
     def __init__(self, *, int8_dot: bool = True, int8_depthwise: bool = True, int8_amx: bool = True,
-                 weight_bits: int = 8, int8_blocked: bool = True):
+                 weight_bits: WeightBits = WeightBits(), int8_blocked: bool = True):
         self.int8_dot = int8_dot
         self.int8_depthwise = int8_depthwise
         self.int8_amx = int8_amx

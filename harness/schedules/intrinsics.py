@@ -11,6 +11,7 @@ trace uses (:func:`trace_uses_intrinsic`).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from ..targets import cuda_sm, normalize_target, target_has_feature
@@ -199,6 +200,20 @@ _PMADDUBSW_LLVM = {8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd", "a
                    16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512", "avx512bw")}
 # |weight| <= 64: a vpmaddubsw pair sum is at most 2 x 255 x 64 = 32640 in magnitude (int16: exact)
 PMADDUBSW_MAX_WEIGHT_BITS = 7
+
+
+@dataclass(frozen=True)
+class WeightBits:
+    """The most bits of a module's int8 conv weights, per kind of conv: the quantizer decides them
+    (``quantize.nbit_weight``, with ``reduce_range`` at most 7 for some convs:
+    :meth:`harness.quantize.qconfig.QConfig.weight_bits`), and a dot-product kernel may multiply on
+    ``vpmaddubsw`` only where its conv's weights have at most 7."""
+
+    dense: int = 8  # ungrouped convs
+    grouped: int = 8  # grouped convs (their group an axis of the kernel)
+
+    def of(self, grouped: bool) -> int:
+        return self.grouped if grouped else self.dense
 
 
 def pmaddubsw_intrinsic(lanes: int) -> str:

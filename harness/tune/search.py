@@ -383,7 +383,7 @@ def tune_model(mod: tvm.IRModule, target, work_dir: str, *, trials: int, runner:
             # the default dot-product (dp4a) schedule, its tiles tuned
             opts = options or ScheduleOptions()
             space = (cuda_int8_dp4a_space(target) if target.kind.name == "cuda" else
-                     cpu_int8_dot_space(target, opts.int8_weight_bits, amx=opts.cpu_int8_amx))
+                     cpu_int8_dot_space(target, opts.weight_bits(), amx=opts.cpu_int8_amx))
         elif dtype == "int8":
             space = space_for(dtype, target, "uint8" if target.kind.name == "llvm" else None)
         else:

@@ -12,9 +12,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
-from ..schedules.intrinsics import cpu_int8_dots, int8_intrinsics_for, load_tensor_intrinsics
+from ..schedules.intrinsics import WeightBits, cpu_int8_dots, int8_intrinsics_for, load_tensor_intrinsics
 from ..targets import cuda_sm, normalize_target
 
 
@@ -296,7 +296,7 @@ def int8_space(target: Any, data_dtype: str = "int8", *, tensor_cores: bool | No
     return default_space(tgt)
 
 
-def cpu_int8_dot_space(target: Any, weight_bits: int = 8, *, amx: bool = False) -> SearchSpace:
+def cpu_int8_dot_space(target: Any, weight_bits: Optional[WeightBits] = None, *, amx: bool = False) -> SearchSpace:
     """Search space of a fused 8-bit conv kernel (model-level tuning) that the default CPU
     schedule puts on the dot product (:func:`harness.schedules.cpu.schedule_int8_dot_conv`):
     that schedule with its register tile sampled, the search mutating the tile sizes. ``amx``
@@ -311,7 +311,9 @@ def cpu_int8_dot_space(target: Any, weight_bits: int = 8, *, amx: bool = False) 
     from ..schedules.cpu import sample_int8_dot  # pylint: disable=import-outside-toplevel
 
     tgt = normalize_target(target)
-    names = sorted({name for name, _, _ in cpu_int8_dots(tgt, "uint8", weight_bits) + cpu_int8_dots(tgt, "int8")})
+    weight_bits = weight_bits or WeightBits()
+    names = sorted({name for bits in {weight_bits.dense, weight_bits.grouped}
+                    for name, _, _ in cpu_int8_dots(tgt, "uint8", bits) + cpu_int8_dots(tgt, "int8")})
     return SearchSpace(
         [], [], {ms.mutator.MutateTileSize(): 1.0}, names, "llvm-int8-dot:" + ",".join(names),
         schedule_fn=lambda sch: sample_int8_dot(sch, tgt, weight_bits, amx=amx),

@@ -43,20 +43,21 @@ def _requantize(bb, acc, channels: int, scale: float):
     return bb.emit(relax.op.astype(bb.emit(relax.op.clip(y, 0, 255)), "uint8"))
 
 
-def _conv(bb, x, ci, co, k=3, stride=1, groups=1, padding=None):
-    w = RNG.randint(-127, 128, size=(co, ci // groups, k, k)).astype("int8")
+def _conv(bb, x, ci, co, k=3, stride=1, groups=1, padding=None, bits=8):
+    top = 2 ** (bits - 1) - 1
+    w = RNG.randint(-top, top + 1, size=(co, ci // groups, k, k)).astype("int8")
     return bb.emit(relax.op.nn.conv2d(x, _const(w), strides=stride, padding=k // 2 if padding is None else padding,
                                       groups=groups, out_dtype="int32"))
 
 
-def two_convs(ci=16, mid=24, co=32, groups=1, k=3, stride=1, residual=False):
-    """uint8 input -> int8 conv -> requantize -> (grouped) int8 conv -> requantize [-> + input codes as
-    float] -> float: two convs with an 8-bit tensor between them."""
+def two_convs(ci=16, mid=24, co=32, groups=1, k=3, stride=1, residual=False, first_bits=8):
+    """uint8 input -> int8 conv (weights of `first_bits` bits) -> requantize -> (grouped) int8 conv ->
+    requantize [-> + input codes as float] -> float: two convs with an 8-bit tensor between them."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, ci, 13, 13), "uint8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            a = _requantize(bb, _conv(bb, x, ci, mid), mid, 20.0)
+            a = _requantize(bb, _conv(bb, x, ci, mid, bits=first_bits), mid, 20.0)
             b = _requantize(bb, _conv(bb, a, mid, co, k=k, stride=stride, groups=groups), co, 15.0)
             out = bb.emit(relax.op.astype(b, "float32"))
             if residual:
@@ -191,6 +192,26 @@ def test_grouped_conv_with_8bit_weights_is_exact_where_ungrouped_ones_have_7(tar
     blocked, _ = _run(mod, x, target, opts["b"])
     nchw, _ = _run(mod, x, target, opts["n"])
     np.testing.assert_array_equal(blocked, nchw)
+
+
+def test_a_grouped_conv_record_applies_where_ungrouped_convs_have_7_bit_weights(target, tmp_path):
+    """With ``reduce_range`` the ungrouped convs' weights have 7 bits (on vpmaddubsw) and the grouped
+    ones 8 (on vpmaddwd): a tuning record of the grouped kernel is for 8-bit weights, and the
+    build applies it rather than turning it away as a record for other weights."""
+    import dataclasses
+
+    from harness.schedules.intrinsics import trace_uses_intrinsic
+    from harness.tune.search import tunable_tasks
+    from tests.helpers import dot_space_sample, run_with_record
+
+    reduced = dataclasses.replace(BLOCKED, int8_weight_bits=7)
+    mod, shape = two_convs(mid=32, co=32, groups=4, first_bits=7)  # as reduce_range quantizes them
+    [task] = [t for t in tunable_tasks(mod, target, reduced) if "group_conv2d_blocked" in t.dispatched[0].script()]
+    sch = dot_space_sample(task, target, 0)
+    assert trace_uses_intrinsic(sch.trace).endswith("_u8_pmaddwd")
+    x = _codes(shape)
+    got = run_with_record(mod, x, target, task, sch, str(tmp_path / "db"), reduced)
+    np.testing.assert_array_equal(got, _run(mod, x, target, NCHW)[0])
 
 
 def _padded_conv(pad_value: float, shift: float):

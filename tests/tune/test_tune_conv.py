@@ -213,7 +213,7 @@ bench: {{results_dir: {tmp_path / "results"}}}
     assert "conv2d" in kernel
     assert int8["build"] == {"schedules": {"cpu_default": True, "cpu_int8_dot": True, "cpu_int8_depthwise": True,
                                            "cpu_int8_amx": False, "cpu_int8_blocked": True, "cuda_int8_dp4a": True,
-                                           "int8_weight_bits": 8},
+                                           "int8_weight_bits": 8, "int8_grouped_weight_bits": 8},
                              "fallback": None}
     [fp32] = [v for v in record["variants"] if v["variant"] == "tvm-fp32"]
     assert fp32["tuning"]["from_database"] == 0  # an int8 conv's record does not match fp32 convs

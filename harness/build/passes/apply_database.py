@@ -36,7 +36,8 @@ import tvm
 from tvm import s_tir, tirx
 
 from ...schedules.analysis import SCHEDULED_ATTR, is_scheduled
-from ...schedules.intrinsics import dot_weight_bits_mismatch, trace_uses_intrinsic
+from ...schedules.int8_conv import GROUPED_CONV
+from ...schedules.intrinsics import WeightBits, dot_weight_bits_mismatch, trace_uses_intrinsic
 
 logger = logging.getLogger("harness")
 
@@ -202,6 +203,14 @@ def replay(record: Record, func: tirx.PrimFunc, target, family) -> tuple:
     return None, "; ".join(reasons)
 
 
+def _weight_bits(func: tirx.PrimFunc, family) -> int:
+    """The most bits of the int8 weights of `func`'s conv in this build (the family's, per kind of
+    conv: a grouped one's may have 8 where the ungrouped ones have 7)."""
+    anchor = _anchor(tvm.IRModule({"main": func}))
+    grouped = anchor is not None and anchor.name_hint == GROUPED_CONV
+    return getattr(family, "weight_bits", WeightBits()).of(grouped)
+
+
 def _last_line(err: Exception) -> str:
     lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
     return (lines[-1] if lines else type(err).__name__)[:200]
@@ -234,8 +243,9 @@ def apply_database_pass(records: TuningRecords, target, family=None, scheduled_b
             if not isinstance(func, tirx.PrimFunc) or is_scheduled(func):
                 continue
             tgt = func.attrs.get("target", target) if func.attrs else target
+            bits = _weight_bits(func, family)
             for record in records.candidates(func):
-                other_bits = dot_weight_bits_mismatch(record.trace, tgt, getattr(family, "weight_bits", 8))
+                other_bits = dot_weight_bits_mismatch(record.trace, tgt, bits)
                 if other_bits:
                     mismatched.append((gvar.name_hint, record.source, other_bits))
                     continue
