@@ -1,6 +1,6 @@
 """The Relax pipelines the harness builds with, per target.
 
-    dispatch -> [odd widths computed wider: CPU family] -> legalize -> fuse        (fuse_passes)
+    dispatch -> the family's graph passes (CPU: odd widths computed wider, int8 blocked) -> legalize -> fuse
     -> tuning records applied (passes/apply_database.py)
     -> the family's default schedules (harness.schedules) for the kernels no record covers
     -> [CUDA: TVM's GPU default rules for the rest]
@@ -24,13 +24,9 @@ def fuse_passes(target, family: Optional[ScheduleFamily] = None) -> list:
     database), with the family's graph passes before legalization."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
-    from .passes.pad_conv_width import pad_conv_width_pass  # pylint: disable=import-outside-toplevel
-
-    widen = [pad_conv_width_pass(target)] if family is not None and family.pads_odd_widths else []
     graph = family.graph_passes(target) if family is not None else []
     return [
         *relax.pipeline.library_dispatch_passes(target),
-        *widen,
         *graph,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),

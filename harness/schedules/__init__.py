@@ -54,7 +54,6 @@ class ScheduleFamily(Protocol):  # pylint: disable=too-few-public-methods
     """What the build pipeline and the search use of a family of default schedules."""
 
     name: str
-    pads_odd_widths: bool  # the build computes odd output widths wider for it (CPU)
 
     def applies_to(self, target) -> bool: ...
 

@@ -31,8 +31,8 @@ every other PrimFunc of a fused Relax module a plain, deterministic schedule:
 
 Output widths with no divisor near the vector length (inception_v3's 17, 71, 73, 149) would
 leave that schedule scalar: before legalization such NCHW conv2d and pools are computed a few
-columns wider (more right padding) and sliced back (:func:`harness.build.passes.pad_conv_width_pass`; the slice fuses
-into the kernel). Measured on a 2-core Zen 2: inception_v3 fp32 706 -> 309 ms (convs), -> 286 ms
+columns wider (more right padding) and sliced back (:func:`harness.build.passes.pad_conv_width_pass`;
+8-bit convs on the dot product excepted, which vectorize output channels instead). Measured on a 2-core Zen 2: inception_v3 fp32 706 -> 309 ms (convs), -> 286 ms
 (pools too), its 80->192 3x3 conv at 71 columns 104 -> 26 ms.
 
 A function the rule cannot handle is left as it was (never an error: it is logged at debug
@@ -667,10 +667,6 @@ class CPUSchedules:
     def applies_to(target) -> bool:
         return target is not None and target.kind.name == "llvm"
 
-    # the build computes odd output widths a few columns wider before legalizing, so that these
-    # schedules vectorize them (harness.build.passes.pad_conv_width)
-    pads_odd_widths = True
-
     def default_schedule(self, func, target, name: str = "func"):
         """``(schedule, kind)`` of `func`, or ``(None, None)``."""
         return default_schedule_kind(func, target, name, int8_dot=self.int8_dot, int8_depthwise=self.int8_depthwise,
@@ -694,15 +690,20 @@ class CPUSchedules:
                                       scheduled_by=scheduled_by)]
 
     def graph_passes(self, target) -> list:
-        """On AMX targets: strided 1x1 int8 convs as a strided slice and a stride-1 conv (which runs
-        on AMX's channel-row tiles). Elsewhere, with the dot product on: the int8 part of the graph
-        channel-blocked (:mod:`harness.build.passes.packed_int8`)."""
+        """First, odd output widths computed a few columns wider, so that these schedules vectorize
+        them (:mod:`harness.build.passes.pad_conv_width`; not the 8-bit convs the dot product
+        takes). Then on AMX targets: strided 1x1 int8 convs as a strided slice and a stride-1 conv
+        (which runs on AMX's channel-row tiles, whose rows want the wider widths). Elsewhere, with
+        the dot product on: the int8 part of the graph channel-blocked
+        (:mod:`harness.build.passes.packed_int8`)."""
         from ..build.passes.packed_int8 import blocked_int8_pass  # pylint: disable=import-outside-toplevel
+        from ..build.passes.pad_conv_width import pad_conv_width_pass  # pylint: disable=import-outside-toplevel
         from . import amx  # pylint: disable=import-outside-toplevel
         from .intrinsics import cpu_int8_dots  # pylint: disable=import-outside-toplevel
 
         if self.int8_amx and amx.applies_to(target):
-            return [amx.strided_pointwise_pass(target)]
+            return [pad_conv_width_pass(target), amx.strided_pointwise_pass(target)]
+        widen = pad_conv_width_pass(target, int8_dot=self.int8_dot)
         # (a CPU without a dot product would run the blocked convs on the plain schedule: no gain)
         dot = self.int8_dot and bool(cpu_int8_dots(target, "int8"))
-        return [blocked_int8_pass()] if dot and self.int8_blocked else []
+        return [widen, blocked_int8_pass()] if dot and self.int8_blocked else [widen]

@@ -196,7 +196,6 @@ class CUDASchedules:
     :func:`harness.schedules.schedule_family`)."""
 
     name = "cuda"
-    pads_odd_widths = False
 
     @staticmethod
     def applies_to(target) -> bool:

@@ -8,6 +8,7 @@ import logging
 import tvm
 
 from ...schedules.cpu import padded_width
+from ...schedules.intrinsics import cpu_int8_dots
 from ...schedules.analysis import dtype_bits
 from ...targets import vector_bits
 from .rewrite import rewrite_calls
@@ -15,11 +16,13 @@ from .rewrite import rewrite_calls
 logger = logging.getLogger(__name__)
 
 
-def pad_conv_width_pass(target) -> tvm.transform.Pass:
+def pad_conv_width_pass(target, int8_dot: bool = False) -> tvm.transform.Pass:
     """Relax pass (before legalization): NCHW conv2d, avg_pool2d and max_pool2d whose output width
     :func:`padded_width` pads are computed wider (more right padding of their input) and then
     sliced back to their width. (Pools in ceil mode are left alone: a wider input could change
-    the window count of their last column.)"""
+    the window count of their last column.) ``int8_dot``: 8-bit ungrouped convs that one of the
+    target's dot products takes keep their width (that schedule's vector is output channels, not
+    the row, and the slice would keep the requantizing epilogue out of the conv's kernel)."""
     from tvm import relax
 
     bits = vector_bits(target)
@@ -51,6 +54,8 @@ def pad_conv_width_pass(target) -> tvm.transform.Pass:
             width = int(call.ty.shape.values[3])
         except (AttributeError, TypeError):
             return None  # symbolic shape
+        if int8_dot and on_int8_dot(call, target):
+            return None
         wide = padded_width(width, max(1, bits // dtype_bits(str(call.ty.dtype))))
         if wide == width:
             return None
@@ -67,3 +72,18 @@ def pad_conv_width_pass(target) -> tvm.transform.Pass:
         return rewrite_calls(mod, list(rebuilders), widen)
 
     return _pass
+
+
+def on_int8_dot(call, target) -> bool:
+    """Whether `call` is an ungrouped conv2d of 8-bit data and int8 weights whose channel counts
+    one of `target`'s 8-bit dot products divides (:func:`cpu_int8_dots`)."""
+    if call.op.name != "relax.nn.conv2d" or int(call.attrs.groups) != 1:
+        return False
+    data, weight = (arg.ty for arg in call.args[:2])
+    if str(data.dtype) not in ("int8", "uint8") or str(weight.dtype) != "int8":
+        return False
+    try:
+        k, c = (int(v) for v in weight.shape.values[:2])
+    except (AttributeError, TypeError):
+        return False
+    return any(k % lanes == 0 and c % red == 0 for _, lanes, red in cpu_int8_dots(target, str(data.dtype)))
