@@ -782,8 +782,9 @@ def test_a_record_for_other_weight_bits_is_not_applied(tmp_path, caplog):
     options = {bits: ScheduleOptions(cpu_int8_amx=False, int8_weight_bits=bits) for bits in (7, 8)}
     for made, other in ((7, 8), (8, 7)):
         [task] = tunable_tasks(mod, tgt, options[made])
+        space = cpu_int8_dot_space(tgt, options[made].weight_bits(), amx=False)
         ctx = ms.TuneContext(mod=task.dispatched[0], target=tgt, task_name=task.task_name, rand_state=0,
-                             space_generator=cpu_int8_dot_space(tgt, made, amx=False).space_generator(), num_threads=1)
+                             space_generator=space.space_generator(), num_threads=1)
         [sch] = ctx.generate_design_space()
         assert ("pmaddubsw" in trace_uses_intrinsic(sch.trace)) == (made == 7)
         work_dir = str(tmp_path / f"w{made}")
