@@ -32,7 +32,8 @@ every other PrimFunc of a fused Relax module a plain, deterministic schedule:
 Output widths with no divisor near the vector length (inception_v3's 17, 71, 73, 149) would
 leave that schedule scalar: before legalization such NCHW conv2d and pools are computed a few
 columns wider (more right padding) and sliced back (:func:`harness.build.passes.pad_conv_width_pass`;
-8-bit convs on the dot product excepted, which vectorize output channels instead). Measured on a 2-core Zen 2: inception_v3 fp32 706 -> 309 ms (convs), -> 286 ms
+8-bit convs on the dot product excepted, which vectorize output channels instead). Measured on a
+2-core Zen 2: inception_v3 fp32 706 -> 309 ms (convs), -> 286 ms
 (pools too), its 80->192 3x3 conv at 71 columns 104 -> 26 ms.
 
 A function the rule cannot handle is left as it was (never an error: it is logged at debug
@@ -285,13 +286,12 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     register tile -- ``xi`` pixels x ``kb`` channel blocks, and ``yi`` rows -- is drawn with
     ``sample_perfect_tile`` instead of fixed, so that MetaSchedule's search tunes it.
     """
-    from .intrinsics import cpu_int8_dots  # pylint: disable=import-outside-toplevel
+    from .intrinsics import fitting_int8_dots  # pylint: disable=import-outside-toplevel
 
     conv = int8_conv_iters(sch, anchor, grouped=True)
     k_i, c_i, y_i, x_i = conv.k_i, conv.c_i, conv.y_i, conv.x_i
     k_ext, c_ext, x_ext = conv.k_ext, conv.c_ext, conv.x_ext
-    fitting = [d for d in cpu_int8_dots(target, conv.data_dtype, weight_bits.of(conv.g_i is not None))
-               if k_ext % d[1] == 0 and c_ext % d[2] == 0]
+    fitting = fitting_int8_dots(target, conv.data_dtype, k_ext, c_ext, weight_bits.of(conv.g_i is not None))
     if not fitting:
         raise NotApplicable(f"no 8-bit dot product for {conv.data_dtype} data, {k_ext} output and "
                             f"{c_ext} input channels{' per group' if conv.g_i is not None else ''} on this target")

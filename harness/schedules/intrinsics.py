@@ -297,6 +297,14 @@ def cpu_int8_dots(target: Any, data_dtype: str, weight_bits: int = 8) -> list:
     return found
 
 
+def fitting_int8_dots(target: Any, data_dtype: str, out_channels: int, in_channels: int,
+                      weight_bits: int = 8) -> list:
+    """The dot products of :func:`cpu_int8_dots`, best first, whose vector of output channels and
+    group of input channels divide a conv's (per group, for a grouped one)."""
+    return [d for d in cpu_int8_dots(target, data_dtype, weight_bits)
+            if out_channels % d[1] == 0 and in_channels % d[2] == 0]
+
+
 def reduced_range_pays(target: Any) -> bool:
     """True where 7-bit weights change the dot product 8-bit data multiply on: an x86 CPU without
     VNNI whose best exact choice becomes ``vpmaddubsw`` (AVX2, AVX-512BW) instead of ``vpmaddwd``."""

@@ -8,7 +8,7 @@ import logging
 import tvm
 
 from ...schedules.cpu import padded_width
-from ...schedules.intrinsics import cpu_int8_dots
+from ...schedules.intrinsics import fitting_int8_dots
 from ...schedules.analysis import dtype_bits
 from ...targets import vector_bits
 from .rewrite import rewrite_calls
@@ -76,7 +76,7 @@ def pad_conv_width_pass(target, int8_dot: bool = False) -> tvm.transform.Pass:
 
 def on_int8_dot(call, target) -> bool:
     """Whether `call` is an ungrouped conv2d of 8-bit data and int8 weights whose channel counts
-    one of `target`'s 8-bit dot products divides (:func:`cpu_int8_dots`)."""
+    one of `target`'s 8-bit dot products divides (:func:`fitting_int8_dots`)."""
     if call.op.name != "relax.nn.conv2d" or int(call.attrs.groups) != 1:
         return False
     data, weight = (arg.ty for arg in call.args[:2])
@@ -86,4 +86,4 @@ def on_int8_dot(call, target) -> bool:
         k, c = (int(v) for v in weight.shape.values[:2])
     except (AttributeError, TypeError):
         return False
-    return any(k % lanes == 0 and c % red == 0 for _, lanes, red in cpu_int8_dots(target, str(data.dtype)))
+    return bool(fitting_int8_dots(target, str(data.dtype), k, c))
