@@ -33,11 +33,12 @@ class BenchSettings:
     repeat: int = 5
     min_repeat_ms: int = 200
     warmup: int = 1
+    rounds: int = 1  # >1: the case's libraries and peers timed in alternating rounds (bench.rounds)
 
     @classmethod
     def of(cls, config: Dict) -> "BenchSettings":
         b = (config or {}).get("bench") or {}
-        return cls(**{k: b[k] for k in ("number", "repeat", "min_repeat_ms", "warmup") if k in b})
+        return cls(**{k: b[k] for k in ("number", "repeat", "min_repeat_ms", "warmup", "rounds") if k in b})
 
 
 def _device(manifest: Dict, device: Optional[str], bundle_dir: str):
@@ -156,24 +157,28 @@ def _input(case: Dict) -> np.ndarray:
     return np.random.RandomState(spec["seed"]).normal(0.0, 1.0, size=tuple(spec["shape"])).astype(spec["dtype"])
 
 
-def _time_variant(bundle_dir: str, case: Dict, entry: Dict, dev, x: np.ndarray, bench: BenchSettings, tkey: str,
-                  status: Status):
+def _prepare_variant(bundle_dir: str, case: Dict, entry: Dict, dev, x: np.ndarray, bench: BenchSettings,
+                     tkey: str):
+    """(record without latency, measure(first_round) -> LatencyStats, first output) of one library."""
     from .. import bench as hbench
 
     lib = _Library(bundle_dir, entry, dev, seeded_weights(entry["weights"], case["weight_seed"]))
     first = lib.run(x)
-    status(f"{case['model']} B{case['batch']} {entry['variant']}: timing (number={bench.number}, "
-           f"repeat={bench.repeat}, min_repeat_ms={bench.min_repeat_ms})")
-    stats = hbench.time_vm_args(lib.vm, dev, lib.args(x), number=bench.number, repeat=bench.repeat,
-                                min_repeat_ms=bench.min_repeat_ms, warmup=bench.warmup, batch=case["batch"])
+    args = lib.args(x)
+
+    def measure(first_round: bool):
+        return hbench.time_vm_args(lib.vm, dev, args, number=bench.number, repeat=bench.repeat,
+                                   min_repeat_ms=bench.min_repeat_ms, warmup=bench.warmup if first_round else 0,
+                                   batch=case["batch"])
+
     variant = {"variant": entry["variant"], "target": tkey, "compile_seconds": entry.get("compile_seconds"),
                "export": entry["library"], "schedules": entry.get("schedules"),
                "weights": f"seeded (seed {case['weight_seed']}), from the bundle",
                "output_shape": list(first.shape), "output_finite": bool(np.isfinite(first).all()),
-               "latency": stats.to_dict(), **(entry.get("extra") or {})}
+               "latency": None, **(entry.get("extra") or {})}
     if "dp4a_kernels" in entry:
         variant["dp4a_kernels"] = entry["dp4a_kernels"]
-    return variant, first
+    return variant, measure, first
 
 
 class _PeerModel:  # pylint: disable=too-few-public-methods
@@ -183,26 +188,26 @@ class _PeerModel:  # pylint: disable=too-few-public-methods
         self.name, self.frontend, self.extra = name, "bundle", {"torch_module": module}
 
 
-def _peers(bundle_dir: str, case: Dict, x: np.ndarray, bench: BenchSettings, device: str,
-           status: Status) -> List[Dict]:
-    """The torch peers on the MXNet graph the bundle carries, with seeded weights. They are checked
-    against torch fp32 on the CPU with the same weights (TVM fp32's weights are BatchNorm-folded by
-    the converter, so not the same seeded values)."""
+def _peer_setup(bundle_dir: str, case: Dict, x: np.ndarray, bench: BenchSettings, device: str,
+                status: Status):
+    """(records of peers that cannot run here, or None; the arguments of harness.peers.run_peers /
+    PeerSession for the others). The torch peers run on the MXNet graph the bundle carries, with
+    seeded weights, checked against torch fp32 on the CPU with the same weights (TVM fp32's weights
+    are BatchNorm-folded by the converter, so not the same seeded values)."""
     info = case.get("peers")
     if not info:
-        return []
+        return [], None
     names = list(info["names"])
     if not info.get("graph"):
-        return [{"variant": n, "latency": None, "note": info.get("note", "n/a: no graph")} for n in names]
+        return [{"variant": n, "latency": None, "note": info.get("note", "n/a: no graph")} for n in names], None
     try:
         import torch  # noqa: F401  pylint: disable=unused-import
     except ImportError:
-        return [{"variant": n, "latency": None, "note": "n/a: torch is not installed here"} for n in names]
+        return [{"variant": n, "latency": None, "note": "n/a: torch is not installed here"} for n in names], None
     import json
 
     import torch
 
-    from ..peers import run_peers
     from ..peers.mxnet_torch import MXNetGraphModule
 
     with open(os.path.join(bundle_dir, info["graph"]), encoding="utf-8") as f:
@@ -212,11 +217,53 @@ def _peers(bundle_dir: str, case: Dict, x: np.ndarray, bench: BenchSettings, dev
     with torch.inference_mode():
         reference = module(torch.from_numpy(x)).float().numpy()
     status(f"{case['model']} B{case['batch']}: peers {', '.join(names)}")
-    out = run_peers(names, _PeerModel(case["model"], module), x, reference, bench=bench, calib_batches=[],
-                    device=device, status=status)
-    for v in out:
-        v["checked_against"] = "torch fp32 on the CPU, same seeded weights"
-    return out
+    return None, dict(names=names, model=_PeerModel(case["model"], module), x=x, reference=reference, bench=bench,
+                      calib_batches=[], device=device, status=status)
+
+
+def _time_case(bundle_dir: str, case: Dict, dev, x: np.ndarray, bench: BenchSettings, tkey: str, device: str,
+               peers: bool, status: Status) -> List[Dict]:
+    """Every library of a case (and its peers) timed: one after another, or with ``bench.rounds`` > 1
+    all set up and checked first, then timed in alternating rounds (harness.bench.time_in_rounds)."""
+    from .. import bench as hbench
+    from ..peers import PeerSession, run_peers
+
+    variants, measures = [], {}
+    how = (f"number={bench.number}, repeat={bench.repeat}, min_repeat_ms={bench.min_repeat_ms}"
+           f"{' each per round' if bench.rounds > 1 else ''}")
+    for entry in case["variants"]:
+        variant, measure, _ = _prepare_variant(bundle_dir, case, entry, dev, x, bench, tkey)
+        variants.append(variant)
+        if bench.rounds == 1:
+            status(f"{case['model']} B{case['batch']} {entry['variant']}: timing ({how})")
+            variant["latency"] = measure(True).to_dict()
+        else:
+            measures[entry["variant"]] = measure
+    peer_records, peer_args = _peer_setup(bundle_dir, case, x, bench, device, status) if peers else ([], None)
+    session = None
+    try:
+        if peer_args is not None and bench.rounds == 1:
+            peer_records = run_peers(peer_args.pop("names"), peer_args.pop("model"), peer_args.pop("x"),
+                                     peer_args.pop("reference"), **peer_args)
+        elif peer_args is not None:
+            session = PeerSession(peer_args.pop("names"), peer_args.pop("model"), peer_args.pop("x"),
+                                  peer_args.pop("reference"), **peer_args)
+            peer_records = session.records
+            measures.update(session.measures())
+        if measures:
+            status(f"{case['model']} B{case['batch']}: timing {', '.join(measures)} in {bench.rounds} "
+                   f"alternating rounds ({how})")
+            stats = hbench.time_in_rounds(measures, bench.rounds)
+            for rec in variants + peer_records:
+                if rec["variant"] in stats:
+                    rec["latency"] = stats[rec["variant"]].to_dict()
+    finally:
+        if session is not None:
+            session.close()
+    if peer_args is not None:  # the peers that ran here (not the ones this machine cannot run)
+        for rec in peer_records:
+            rec["checked_against"] = "torch fp32 on the CPU, same seeded weights"
+    return variants + list(peer_records)
 
 
 # ----------------------------------------------------------------------------- the command
@@ -236,15 +283,11 @@ def bench_bundle(bundle_dir: str, out_dir: Optional[str] = None, *, device: Opti
     for case in manifest["cases"]:
         bench = BenchSettings.of(case["config"])
         x = _input(case)
-        variants = []
-        for entry in case["variants"]:
-            variant, _ = _time_variant(bundle_dir, case, entry, dev, x, bench, tkey, status)
-            if reference is not None and entry["variant"] in reference["variants"]:
-                variant["reference_check"] = reference["variants"][entry["variant"]]
-            variants.append(variant)
-        if peers:
-            variants += _peers(bundle_dir, case, x, bench, "cuda" if manifest["target"]["kind"] == "cuda" else "cpu",
-                               status)
+        device = "cuda" if manifest["target"]["kind"] == "cuda" else "cpu"
+        variants = _time_case(bundle_dir, case, dev, x, bench, tkey, device, peers, status)
+        for variant in variants:
+            if reference is not None and variant["variant"] in reference["variants"]:
+                variant["reference_check"] = reference["variants"][variant["variant"]]
         by_name = {v["variant"]: v for v in variants}
         fp32, int8 = by_name.get("tvm-fp32"), by_name.get("tvm-int8")
         if fp32 and int8 and fp32.get("latency") and int8.get("latency"):

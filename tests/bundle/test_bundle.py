@@ -145,6 +145,30 @@ def test_llvm_bundle_runs_with_the_runtime_alone(digits_bundle, tmp_path):
 
 
 @pytest.mark.slow
+def test_bench_rounds_alternate_the_libraries(digits_bundle, tmp_path):
+    """A case whose config has `bench.rounds: 3`: its libraries are timed in 3 alternating rounds,
+    and each record's latency holds the samples of all three (as `harness run` records them)."""
+    bundle, _, _ = digits_bundle
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["cases"][0]["config"]["bench"].update(rounds=3, repeat=2)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    messages = []
+    from harness.bundle.runner import bench_bundle
+
+    [rec] = bench_bundle(str(copy), str(tmp_path / "results"), peers=False, status=messages.append)
+    assert "digits_cnn B2: timing tvm-int8, tvm-fp32 in 3 alternating rounds (number=5, repeat=2, " \
+           "min_repeat_ms=0 each per round)" in messages
+    assert not any(": timing (" in m for m in messages)  # nothing timed on its own
+    for v in rec["variants"]:
+        lat = v["latency"]
+        assert (lat["rounds"], lat["repeat"], len(lat["samples_ms"])) == (3, 6, 6), v["variant"]
+    saved = json.loads(open(rec["path"]).read())
+    assert saved["config"]["bench"]["rounds"] == 3
+
+
+@pytest.mark.slow
 def test_manifest_lists_inputs_weights_and_switches(digits_bundle):
     bundle, _, manifest = digits_bundle
     from harness import __version__
