@@ -159,7 +159,7 @@ def _input(case: Dict) -> np.ndarray:
 
 def _prepare_variant(bundle_dir: str, case: Dict, entry: Dict, dev, x: np.ndarray, bench: BenchSettings,
                      tkey: str):
-    """(record without latency, measure(first_round) -> LatencyStats, first output) of one library."""
+    """(record without latency, measure(first_round) -> LatencyStats) of one library."""
     from .. import bench as hbench
 
     lib = _Library(bundle_dir, entry, dev, seeded_weights(entry["weights"], case["weight_seed"]))
@@ -178,7 +178,7 @@ def _prepare_variant(bundle_dir: str, case: Dict, entry: Dict, dev, x: np.ndarra
                "latency": None, **(entry.get("extra") or {})}
     if "dp4a_kernels" in entry:
         variant["dp4a_kernels"] = entry["dp4a_kernels"]
-    return variant, measure, first
+    return variant, measure
 
 
 class _PeerModel:  # pylint: disable=too-few-public-methods
@@ -232,7 +232,7 @@ def _time_case(bundle_dir: str, case: Dict, dev, x: np.ndarray, bench: BenchSett
     how = (f"number={bench.number}, repeat={bench.repeat}, min_repeat_ms={bench.min_repeat_ms}"
            f"{' each per round' if bench.rounds > 1 else ''}")
     for entry in case["variants"]:
-        variant, measure, _ = _prepare_variant(bundle_dir, case, entry, dev, x, bench, tkey)
+        variant, measure = _prepare_variant(bundle_dir, case, entry, dev, x, bench, tkey)
         variants.append(variant)
         if bench.rounds == 1:
             status(f"{case['model']} B{case['batch']} {entry['variant']}: timing ({how})")
@@ -243,11 +243,9 @@ def _time_case(bundle_dir: str, case: Dict, dev, x: np.ndarray, bench: BenchSett
     session = None
     try:
         if peer_args is not None and bench.rounds == 1:
-            peer_records = run_peers(peer_args.pop("names"), peer_args.pop("model"), peer_args.pop("x"),
-                                     peer_args.pop("reference"), **peer_args)
+            peer_records = run_peers(**peer_args)
         elif peer_args is not None:
-            session = PeerSession(peer_args.pop("names"), peer_args.pop("model"), peer_args.pop("x"),
-                                  peer_args.pop("reference"), **peer_args)
+            session = PeerSession(**peer_args)
             peer_records = session.records
             measures.update(session.measures())
         if measures:
