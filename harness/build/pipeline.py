@@ -24,13 +24,15 @@ def fuse_passes(target, family: Optional[ScheduleFamily] = None) -> list:
     database), with the family's graph passes before legalization."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
+    from .passes.fold_constant import fold_constant_pass  # pylint: disable=import-outside-toplevel
+
     graph = family.graph_passes(target) if family is not None else []
     return [
         *relax.pipeline.library_dispatch_passes(target),
         *graph,
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
+        fold_constant_pass(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
     ]
@@ -88,11 +90,13 @@ def fuse_and_schedule(mod: tvm.IRModule, target, family: Optional[ScheduleFamily
     into the constant weights, once, here."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
+    from .passes.fold_constant import fold_constant_pass  # pylint: disable=import-outside-toplevel
+
     with target:
         mod = tvm.transform.Sequential(fuse_passes(target, family))(mod)
         mod = tvm.transform.Sequential(schedule_passes(target, family, records, scheduled_by, amx_records))(mod)
         return tvm.transform.Sequential([relax.transform.SplitLayoutRewritePreproc(),
-                                         relax.transform.FoldConstant(),
+                                         fold_constant_pass(),
                                          relax.transform.DeadCodeElimination()])(mod)
 
 
