@@ -55,8 +55,10 @@ def test_folds_what_fold_constant_folds_compiling_each_kernel_once(builds):
     plain_builds = len(builds)
     builds.clear()
     ours = fold_constant_pass()(mod)
-    # the same module: the same kernels, the same folded constants bit for bit, no symbol left behind
+    # the same module: the same kernels, the same folded constants bit for bit, no symbol left behind,
     tvm.ir.assert_structural_equal(ours, plain, map_free_vars=True)
+    # in the same order (kernels are emitted in the module's order)
+    assert [gv.name_hint for gv in ours.functions.keys()] == [gv.name_hint for gv in plain.functions.keys()]
     assert not any("global_symbol" in (f.attrs or {}) for _, f in ours.functions_items()
                    if isinstance(f, tvm.tirx.PrimFunc))
     # each kernel compiled once (FoldConstant names each "tir_function" before it compiles it)

@@ -28,15 +28,19 @@ def fold_constant_pass() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessFoldConstant")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        marked = {gv.name_hint for gv, f in mod.functions_items()
+        marked = {gv.name_hint for gv, f in mod.functions.items()
                   if isinstance(f, tirx.PrimFunc) and (f.attrs is None or "global_symbol" not in f.attrs)}
-        if not marked:
-            return relax.transform.FoldConstant()(mod)
-        named = tvm.IRModule({gv: f.with_attr("global_symbol", FOLD_SYMBOL) if gv.name_hint in marked else f
-                              for gv, f in mod.functions_items()}, attrs=mod.attrs, global_infos=mod.global_infos)
+        named = _with_functions(mod, lambda gv, f: f.with_attr("global_symbol", FOLD_SYMBOL)
+                                if gv.name_hint in marked else f)
         folded = relax.transform.FoldConstant()(named)
-        return tvm.IRModule({gv: f.without_attr("global_symbol") if gv.name_hint in marked else f
-                             for gv, f in folded.functions_items()},
-                            attrs=folded.attrs, global_infos=folded.global_infos)
+        return _with_functions(folded, lambda gv, f: f.without_attr("global_symbol")
+                               if gv.name_hint in marked else f)
 
     return _pass
+
+
+def _with_functions(mod: tvm.IRModule, change) -> tvm.IRModule:
+    """A new module with ``change(gv, func)`` for each function, in `mod`'s own order (the order
+    kernels are emitted in follows it; ``update_func`` would move each changed one to the end)."""
+    return tvm.IRModule({gv: change(gv, f) for gv, f in mod.functions.items()},
+                        attrs=mod.attrs, global_infos=mod.global_infos)
