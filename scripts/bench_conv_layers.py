@@ -13,12 +13,14 @@ table's numbers). Prints a Markdown table.
 Peak (x86, stated assumptions, `--clock-ghz` overrides the clock read from /proc/cpuinfo), with
 W the target's vector width in bits (512 with AVX-512, 256 with AVX2):
   fp32: cores x clock x (2 FMA pipes x W/32 fp32 lanes x 2 flops)    AVX-512: 64 flop/cycle/core
-  int8: cores x clock x (2 pipes x W/8 u8*s8 products x 2 ops) / k   AVX-512 VNNI: 256 op/cycle/core
+  int8: cores x clock x (I pipes x W/8 u8*s8 products x 2 ops) / k   AVX-512 VNNI: 256 op/cycle/core
   int8 on AMX (a CPU with amx-int8, unless --no-amx): cores x clock x 1024 MACs x 2 ops
 k = 1 with VNNI (VPDPBUSD multiplies and accumulates in one instruction), k = 2 without it (VPMADDUBSW
 then VPMADDWD: two instructions for the same products; AVX2: 64 op/cycle/core). Zen 5 cores with the
 full 512-bit datapath issue two 512-bit FMAs and two VNNI dot products per cycle; other CPUs differ
-(pass --fma-pipes). Without VNNI the harness's int8 kernels use the exact VPMADDWD on operands
+(pass --fma-pipes, and --int8-pipes for I where it differs: Zen 1 splits a 256-bit instruction into
+two 128-bit halves, so --fma-pipes 1 --int8-pipes 0.5, its multiply-adds of 8-bit values issuing on
+one pipe). Without VNNI the harness's int8 kernels use the exact VPMADDWD on operands
 widened to int16 (VPMADDUBSW saturates), whose own ceiling is printed beside the peak:
   exact: cores x clock x (P pipes x W/16 products x 2 ops)        P = --pmaddwd-pipes (Zen 2: 1)
 """
@@ -57,8 +59,10 @@ def main():
     ap.add_argument("--logs", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                  "tuning_logs"))
     ap.add_argument("--clock-ghz", type=float, default=None)
-    ap.add_argument("--fma-pipes", type=int, default=2)
-    ap.add_argument("--pmaddwd-pipes", type=int, default=2, help="VPMADDWD per cycle and core (Zen 2: 1)")
+    ap.add_argument("--fma-pipes", type=float, default=2, help="W-bit FMAs per cycle and core")
+    ap.add_argument("--int8-pipes", type=float, default=None,
+                    help="W-bit 8-bit multiply-adds per cycle and core (default: --fma-pipes; Zen 1: 0.5)")
+    ap.add_argument("--pmaddwd-pipes", type=float, default=2, help="W-bit VPMADDWD per cycle and core (Zen 2: 1, Zen 1: 0.5)")
     ap.add_argument("--no-amx", action="store_true",
                     help="int8 on the dot product even where the CPU has AMX (build.schedules.cpu_int8_amx off)")
     ap.add_argument("--untuned", action="store_true",
@@ -114,7 +118,8 @@ def main():
     ghz = args.clock_ghz or clock_ghz()
     bits = vector_bits(target)
     peak_fp32 = cores * ghz * args.fma_pipes * (bits // 32) * 2  # GFLOPS
-    peak_int8 = cores * ghz * args.fma_pipes * (bits // 8) * 2 / (1 if target_has_vnni(target) else 2)  # GOPS
+    int8_pipes = args.fma_pipes if args.int8_pipes is None else args.int8_pipes
+    peak_int8 = cores * ghz * int8_pipes * (bits // 8) * 2 / (1 if target_has_vnni(target) else 2)  # GOPS
     exact = "" if target_has_vnni(target) else \
         f" (exact vpmaddwd: {cores * ghz * args.pmaddwd_pipes * (bits // 16) * 2:.0f} GOPS)"
     if amx:  # AMX: one 16x64x16 tdpbusd per 16 cycles, 1024 int8 MACs per cycle and core
