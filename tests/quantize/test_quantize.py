@@ -198,8 +198,10 @@ def test_int8_cuda_kernels_without_gpu():
     for text in re.split(r'(?=extern "C" __global__ void)', src)[1:]:
         name, params = re.match(r'[^)]*\) (\w+)\(([^)]*)\)', text).groups()
         kernels[name] = (params, text)
-    convs = [(name, params, body) for name, (params, body) in kernels.items()
-             if name.startswith("fused_conv2d") and "signed char* __restrict__ param_0" in params]
+    # the model's convs in model order: fused_conv2d_... (the first), fused_conv2d1_... (the second)
+    convs = sorted([(name, params, body) for name, (params, body) in kernels.items()
+                    if name.startswith("fused_conv2d") and "signed char* __restrict__ param_0" in params],
+                   key=lambda c: int(re.match(r"fused_conv2d(\d*)_", c[0]).group(1) or 0))
     assert len(convs) == 2
     for name, params, _ in convs:
         data = params.split("signed char")[0].split(",", 1)[1]  # the parameters before the weights
