@@ -12,7 +12,7 @@ Zen 1 core, 4 s with the cache hitting.
 This pass gives the module's PrimFuncs that have no global symbol the one FoldConstant would give
 them, runs FoldConstant, and takes the symbol off again, so the lookups find the builds. The
 folded module is the one FoldConstant alone gives (the same kernels and the same constants, bit
-for bit: tests/build/test_fold_constant.py).
+for bit: tests/test_fold_constant.py).
 """
 from __future__ import annotations
 
