@@ -15,7 +15,7 @@ build.schedules.cpu_int8_blocked=false`, then `export --tag blocked`, then `time
 
 Each model's int8 build uses its int8 config (configs/<model>_int8.yaml: quantize section,
 calibration) for this CPU; `--fp32` adds the fp32 build. Libraries go to `--dir`
-(default results/ab/<model>_<variant>_<tag>.so).
+(default results/ab/<model>_b<batch>_<variant>_<tag>.so); `--batch 16` builds and times batch 16.
 """
 import argparse
 import dataclasses
@@ -40,11 +40,12 @@ from harness.report import markdown_table  # noqa: E402
 from harness.targets import llvm_target  # noqa: E402
 
 
-def _config(name: str):
+def _config(name: str, batch: int):
     path = f"configs/{name}_int8.yaml"
     if not os.path.exists(path):
         sys.exit(f"error: --models {name}: no {path}")
-    return load_config(path)
+    cfg = load_config(path)
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, batch=batch))
 
 
 def _with_setting(cfg, setting: str):
@@ -66,7 +67,7 @@ def export(args) -> None:
     target = tvm.target.Target(llvm_target(None))
     os.makedirs(args.dir, exist_ok=True)
     for name in args.models.split(","):
-        cfg = _config(name)
+        cfg = _config(name, args.batch)
         for setting in args.set:
             cfg = _with_setting(cfg, setting)
         model = load_model(cfg.model)
@@ -75,7 +76,7 @@ def export(args) -> None:
             mods["fp32"] = build.bind_params(model.mod, model.params)
         for variant, mod in mods.items():
             ex = build.compile_module(mod, target, fallback=False, schedules=cfg.schedule_options()).executable
-            path = os.path.join(args.dir, f"{name}_{variant}_{args.tag}.so")
+            path = os.path.join(args.dir, f"{name}_b{args.batch}_{variant}_{args.tag}.so")
             ex.export_library(path)
             print(f"exported {path}", file=sys.stderr, flush=True)
 
@@ -83,11 +84,12 @@ def export(args) -> None:
 def time_all(args) -> None:
     dev, rows = tvm.cpu(), []
     for name in args.models.split(","):
-        paths = sorted(glob.glob(os.path.join(args.dir, f"{name}_*.so")))
+        prefix = f"{name}_b{args.batch}_"
+        paths = sorted(glob.glob(os.path.join(args.dir, f"{prefix}*.so")))
         if not paths:
-            sys.exit(f"error: no libraries of {name} in {args.dir} (run `export` first)")
-        vms = {os.path.basename(p)[len(name) + 1:-3]: bench.make_vm(tvm.runtime.load_module(p), dev) for p in paths}
-        x = input_data(model_input_shape(_config(name).model), 0)
+            sys.exit(f"error: no batch-{args.batch} libraries of {name} in {args.dir} (run `export` first)")
+        vms = {os.path.basename(p)[len(prefix):-3]: bench.make_vm(tvm.runtime.load_module(p), dev) for p in paths}
+        x = input_data(model_input_shape(_config(name, args.batch).model), 0)
         outs = {k: np.asarray(bench.run_once(vm, dev, [x])) for k, vm in vms.items()}
         ms = bench.alternate_vms(vms, dev, [x], rounds=args.rounds, repeat=args.repeat)
         first = next(iter(vms))
@@ -95,7 +97,7 @@ def time_all(args) -> None:
             equal = [j for j in vms if j != k and np.array_equal(outs[k], outs[j])]
             rows.append([name, k, f"{ms[k]:.2f}", f"{ms[first] / ms[k]:.2f}x", ", ".join(equal) or "-"])
     print(f"\nMeasured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()} "
-          f"({os.cpu_count()} cores), TVM {tvm.__version__}, batch 1, median of {args.rounds} alternating rounds\n")
+          f"({os.cpu_count()} cores), TVM {tvm.__version__}, batch {args.batch}, median of {args.rounds} alternating rounds\n")
     print(markdown_table(["model", "build", "ms", "speed vs the first", "same output as"], rows))
 
 
@@ -112,6 +114,7 @@ def main():
     tim.add_argument("--repeat", type=int, default=5)
     for p in (exp, tim):
         p.add_argument("--models", default="resnet50_v1")
+        p.add_argument("--batch", type=int, default=1)
         p.add_argument("--dir", default=os.path.join("results", "ab"))
     args = ap.parse_args()
     (export if args.cmd == "export" else time_all)(args)
