@@ -120,6 +120,7 @@ class QuantizeConfig(QConfig):
 
     # a config's default is the target's choice (QConfig's, for the library API, relay's 8 bits)
     reduce_range: Literal["auto", True, False] = "auto"
+    signed_data_offset: Literal["auto", True, False] = "auto"
     calib: CalibConfig = field(default_factory=CalibConfig)
     table: Optional[str] = None  # re-apply this calibration table instead of calibrating
     accuracy_target: Optional[AccuracyTargetConfig] = None  # choose fp32 fallback layers to reach it
@@ -162,17 +163,24 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def qconfig(self, target=None):
-        """The quantizer's QConfig of the ``quantize:`` section, ``reduce_range: auto`` resolved for
-        `target` (default: the config's own target): on where the target's best exact dot product
-        for 8-bit data is ``vpmaddubsw`` (x86 without VNNI), off elsewhere."""
+        """The quantizer's QConfig of the ``quantize:`` section, its autos resolved for `target`
+        (default: the config's own target): ``reduce_range`` on where the target's best exact dot
+        product for 8-bit data is ``vpmaddubsw`` (x86 without VNNI), off elsewhere; then
+        ``signed_data_offset`` on where unsigned data gets a dot product of more channels per
+        instruction than signed data (VNNI; ``vpmaddubsw`` with reduce_range), off elsewhere."""
         from .pipeline import qconfig_of  # pylint: disable=import-outside-toplevel
 
         qc = qconfig_of(self.quantize)
-        if qc.reduce_range == "auto":
-            from .schedules.intrinsics import reduced_range_pays  # pylint: disable=import-outside-toplevel
+        if "auto" in (qc.reduce_range, qc.signed_data_offset):
+            from .schedules.intrinsics import reduced_range_pays, unsigned_data_pays  # pylint: disable=import-outside-toplevel
             from .targets import resolve_target  # pylint: disable=import-outside-toplevel
 
-            qc = dataclasses.replace(qc, reduce_range=reduced_range_pays(target or resolve_target(self.target)))
+            tgt = target or resolve_target(self.target)
+            if qc.reduce_range == "auto":
+                qc = dataclasses.replace(qc, reduce_range=reduced_range_pays(tgt))
+            if qc.signed_data_offset == "auto":
+                qc = dataclasses.replace(qc, signed_data_offset=unsigned_data_pays(
+                    tgt, qc.weight_bits("nn.conv2d", 1, "uint8")))
         return qc
 
     def schedule_options(self, target=None):

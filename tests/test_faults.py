@@ -257,8 +257,10 @@ def test_record_describes_what_was_built_with_a_table(tmp_path, capsys):
     """weight_scale is applied when the module is built: the config's is used, said, and recorded."""
     from harness.record import load_record
 
-    # reduce_range "auto" as a config's table has it (the build resolves it, and says nothing of it)
-    table = _digits_table(tmp_path, skip_conv_layers=[], weight_scale="power2", reduce_range="auto")
+    # reduce_range and signed_data_offset "auto" as a config's table has them (the build resolves
+    # them, and says nothing of them)
+    table = _digits_table(tmp_path, skip_conv_layers=[], weight_scale="power2", reduce_range="auto",
+                          signed_data_offset="auto")
     cfg = _config(tmp_path, QUANT.format(results=tmp_path / "res", mode="global_scale", weight_scale="channel_max")
                   + f"  table: {table}\n")
     assert main(["run", cfg, "--compile-only"]) == 0

@@ -27,6 +27,13 @@ class QConfig:
     # same choice); "auto" is resolved by the build's target (RunConfig.qconfig): True on x86 CPUs
     # whose best exact 8-bit dot product is vpmaddubsw, False elsewhere
     reduce_range: Literal["auto", True, False] = False
+    # True: an ungrouped, unpadded conv on signed data (int8 codes: a linear bottleneck's output, the
+    # input of mobilenetv2's and efficientnet's expand convs) reads them as uint8, each code + 128, and
+    # 128 x the sum of each output channel's weights is taken from its int32 sums: the same integers,
+    # on the dot products that need unsigned data (VNNI's vpdpbusd; vpmaddubsw, with reduce_range)
+    # instead of vpmaddwd on int16-widened data; "auto" is resolved by the build's target
+    # (RunConfig.qconfig): True where such a dot product takes more channels per instruction
+    signed_data_offset: Literal["auto", True, False] = False
     nbit_activation: int = 32  # bits of the accumulator (int32)
     dtype_input: Literal["int8", "uint8"] = "int8"
     dtype_weight: Literal["int8"] = "int8"
@@ -66,8 +73,10 @@ class QConfig:
             v = getattr(self, key)
             if not 2 <= v <= 8:
                 raise ConfigError(f"quantize.{key}: {v} bits not supported; valid: 2..8 (stored as 8-bit)")
-        if not (self.reduce_range == "auto" or isinstance(self.reduce_range, bool)):
-            raise ConfigError(f"quantize.reduce_range: {self.reduce_range!r}; valid: auto, true, false")
+        for key in ("reduce_range", "signed_data_offset"):
+            value = getattr(self, key)
+            if not (value == "auto" or isinstance(value, bool)):
+                raise ConfigError(f"quantize.{key}: {value!r}; valid: auto, true, false")
         if self.nbit_activation != 32:
             raise ConfigError(f"quantize.nbit_activation: {self.nbit_activation} not supported; valid: 32")
         if not 0.0 < self.percentile <= 1.0:

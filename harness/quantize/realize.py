@@ -29,6 +29,10 @@ from .calib import qmax, threshold_to_scale
 from .qconfig import QConfig
 
 
+# signed_data_offset: int8 codes (-127..127) read as uint8 codes + 128 (1..255)
+_DATA_OFFSET = 128
+
+
 @dataclass
 class TensorQuant:
     """How one tensor (an op's data input) is quantized: the calibration table's row."""
@@ -282,10 +286,15 @@ class _Realizer(relax.PyExprMutator):
             w_oi = w.T  # matmul(x, W^T): the constant is (in, out); scales are per output unit
         else:
             w_oi = w
-        bits = cfg.weight_bits(op.kind, int(call.attrs.groups) if op.kind == "nn.conv2d" else 1, tq.dtype)
+        offset = self._offset_data(op, call, tq)
+        bits = cfg.weight_bits(op.kind, int(call.attrs.groups) if op.kind == "nn.conv2d" else 1,
+                               "uint8" if offset else tq.dtype)
         s_w = weight_scales(w_oi, cfg, bits)
         wq = quantize_weight(w_oi, s_w, cfg, bits)
         xq = shared if shared is not None else self._quantized_value(data, tq)
+        if offset:  # the codes + 128 as uint8 (-127..127 -> 1..255)
+            xq = relax.op.astype(relax.op.add(relax.op.astype(xq, "int16"), relax.const(_DATA_OFFSET, "int16")),
+                                 "uint8")
         combined = (tq.scale * s_w).astype("float32")
         scale_shape = (1, -1, 1, 1) if op.kind == "nn.conv2d" else (1, -1)
         w_shape = (-1,) + (1,) * (w_oi.ndim - 1)
@@ -297,12 +306,25 @@ class _Realizer(relax.PyExprMutator):
         else:
             weight = relax.const(wq if op.kind == "nn.conv2d" else np.ascontiguousarray(wq.T))
             acc = emit(self._op(op, call, xq, weight, out_dtype="int32"))
+            if offset:  # what the offset added: 128 x each output channel's weight sum (exact, int32)
+                added = _DATA_OFFSET * wq.astype(np.int64).reshape(wq.shape[0], -1).sum(axis=1)
+                acc = emit(relax.op.subtract(acc, relax.const(added.astype("int32").reshape(scale_shape))))
             out = relax.op.multiply(relax.op.astype(acc, "float32"), relax.const(combined.reshape(scale_shape)))
         if cfg.bias_correction and tq.mean is not None:
             groups = int(call.attrs.groups) if op.kind == "nn.conv2d" else 1
             shift = output_shift(w_oi, wq.astype("float64") * s_w.reshape(w_shape), tq, groups)
             out = relax.op.subtract(emit(out), relax.const(shift.astype("float32").reshape(scale_shape)))
         return out
+
+    def _offset_data(self, op: QuantOp, call: relax.Call, tq: TensorQuant) -> bool:
+        """Whether this op reads its signed codes as uint8 + 128 (``signed_data_offset``): an
+        ungrouped conv without padding (a padded border would read 0, not the offset) on int8 data."""
+        cfg = self.cfg
+        if cfg.signed_data_offset == "auto":
+            raise ValueError("qconfig.signed_data_offset 'auto' is resolved for a target first (RunConfig.qconfig)")
+        if not cfg.signed_data_offset or cfg.do_simulation or op.kind != "nn.conv2d" or tq.dtype != "int8":
+            return False
+        return int(call.attrs.groups) == 1 and all(int(p) == 0 for p in call.attrs.padding)
 
     @staticmethod
     def _op(op: QuantOp, call: relax.Call, data: relax.Expr, weight: relax.Expr, out_dtype: str) -> relax.Expr:

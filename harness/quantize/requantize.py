@@ -171,7 +171,10 @@ def _term(node, value) -> Optional[_Term]:
     src = widened.args[0]
     dtype = str(getattr(src.ty, "dtype", ""))
     if dtype == "int32":
-        if _op(value(src)) not in ("relax.nn.conv2d", "relax.matmul"):
+        sums = value(src)
+        if _op(sums) == "relax.subtract" and _const(sums.args[1]) is not None:
+            sums = value(sums.args[0])  # a conv on offset data (realize's signed_data_offset): minus the offset's sums
+        if _op(sums) not in ("relax.nn.conv2d", "relax.matmul"):
             return None
     elif dtype not in ("int8", "uint8") or not isinstance(src, relax.Var):
         return None

@@ -312,6 +312,16 @@ def reduced_range_pays(target: Any) -> bool:
     return bool(dots) and dots[0][0] != cpu_int8_dots(target, "uint8", 8)[0][0]
 
 
+def unsigned_data_pays(target: Any, weight_bits: int) -> bool:
+    """True where an ungrouped conv multiplies more input channels per instruction on unsigned
+    data (with weights of `weight_bits` bits) than on signed data: VNNI's ``vpdpbusd`` and
+    ``vpmaddubsw`` (weights of at most 7 bits) read unsigned data, 4 channels per lane, where signed
+    data goes to ``vpmaddwd`` on int16, 2 per lane (``quantize.signed_data_offset``)."""
+    unsigned = cpu_int8_dots(target, "uint8", weight_bits)
+    signed = cpu_int8_dots(target, "int8", 8)
+    return bool(unsigned) and (not signed or unsigned[0][2] > signed[0][2])
+
+
 def dot_weight_bits_mismatch(trace: Any, target: Any, weight_bits: int) -> str | None:
     """Why a schedule `trace` (a tuning record's) does not suit a build whose dot-product convs have
     weights of `weight_bits` bits, or None: a ``vpmaddubsw`` kernel needs at most 7 (it would
