@@ -7,6 +7,22 @@ def rel_err(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
+def int8_convs(mod) -> list:
+    """(groups, data dtype, largest |weight code|) of each int8 conv of `mod`'s main, in graph order."""
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    found = []
+    for blk in mod["main"].body.blocks:
+        for b in blk.bindings:
+            v = b.value
+            if isinstance(v, relax.Call) and v.op.name == "relax.nn.conv2d" and isinstance(v.args[1], tvm.ir.expr.Constant):
+                w = v.args[1].value.numpy()
+                if w.dtype == np.int8:
+                    found.append((int(v.attrs.groups), str(v.args[0].ty.dtype), int(np.abs(w).max())))
+    return found
+
+
 def calibrated_resnet18(side: int, seed: int, samples: int):
     """resnet18_v1 at a small `side` x `side` input: see :func:`calibrated_model`."""
     return calibrated_model("resnet18_v1", side, seed, samples)

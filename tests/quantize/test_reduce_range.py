@@ -8,6 +8,7 @@ from tvm import relax
 from harness.config import config_from_dict
 from harness.errors import ConfigError
 from harness.quantize import QConfig, apply_table, calibrate
+from tests.helpers import int8_convs
 
 C, SIDE = 16, 10
 
@@ -59,30 +60,17 @@ def _model() -> tvm.IRModule:
     return bb.get()
 
 
-def _weight_ranges(mod) -> list:
-    """(groups, data dtype, largest |weight code|) of each int8 conv, in graph order."""
-    found = []
-    for blk in mod["main"].body.blocks:
-        for b in blk.bindings:
-            v = b.value
-            if isinstance(v, relax.Call) and v.op.name == "relax.nn.conv2d" and isinstance(v.args[1], tvm.ir.expr.Constant):
-                w = v.args[1].value.numpy()
-                if w.dtype == np.int8:
-                    found.append((int(v.attrs.groups), str(v.args[0].ty.dtype), int(np.abs(w).max())))
-    return found
-
-
 def test_seven_bits_go_only_to_the_convs_vpmaddubsw_multiplies():
     mod = _model()
     rng = np.random.RandomState(1)
     calib = [{"data": rng.normal(size=(1, C, SIDE, SIDE)).astype("float32")} for _ in range(4)]
     cfg = QConfig(calibrate_mode="max", weight_scale="channel_max", skip_conv_layers=[])
     table = calibrate(mod, None, calib, config=cfg)
-    eight = _weight_ranges(apply_table(mod, None, table, config=cfg))
+    eight = int8_convs(apply_table(mod, None, table, config=cfg))
     assert eight == [(1, "int8", 127), (1, "uint8", 127), (C, "uint8", 127)]
     reduced = QConfig(calibrate_mode="max", weight_scale="channel_max", skip_conv_layers=[], reduce_range=True)
     # signed data (vpmaddwd) and depthwise (its own vpmaddwd kernel) keep 8 bits
-    assert _weight_ranges(apply_table(mod, None, table, config=reduced)) == [
+    assert int8_convs(apply_table(mod, None, table, config=reduced)) == [
         (1, "int8", 127), (1, "uint8", 63), (C, "uint8", 127)]
     with pytest.raises(ValueError, match="resolved for a target first"):
         apply_table(mod, None, table, config=QConfig(calibrate_mode="max", skip_conv_layers=[], reduce_range="auto"))

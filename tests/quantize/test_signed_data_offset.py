@@ -13,6 +13,7 @@ from harness.build import compile_module
 from harness.config import config_from_dict
 from harness.errors import ConfigError
 from harness.quantize import QConfig, apply_table, calibrate
+from tests.helpers import int8_convs
 
 C, SIDE = 16, 10
 
@@ -62,19 +63,6 @@ def _model() -> tvm.IRModule:
     return bb.get()
 
 
-def _convs(mod) -> list:
-    """(data dtype, largest |weight code|) of each int8 conv, in graph order."""
-    found = []
-    for blk in mod["main"].body.blocks:
-        for b in blk.bindings:
-            v = b.value
-            if isinstance(v, relax.Call) and v.op.name == "relax.nn.conv2d" and isinstance(v.args[1], tvm.ir.expr.Constant):
-                w = v.args[1].value.numpy()
-                if w.dtype == np.int8:
-                    found.append((str(v.args[0].ty.dtype), int(np.abs(w).max())))
-    return found
-
-
 def _run(mod, x, target):
     return run_once(make_vm(compile_module(mod, target).executable, tvm.cpu()), tvm.cpu(), [x])
 
@@ -88,8 +76,8 @@ def test_same_integers_on_unsigned_data(requantize, llvm_target):
     table = calibrate(mod, None, calib, config=base)
     signed = apply_table(mod, None, table, config=base)
     offset = apply_table(mod, None, table, config=dataclasses.replace(base, signed_data_offset=True))
-    assert _convs(signed) == [("int8", 127), ("int8", 127), ("int8", 127), ("uint8", 127)]
-    assert _convs(offset) == [("uint8", 127), ("int8", 127), ("int8", 127), ("uint8", 127)]
+    assert int8_convs(signed) == [(1, "int8", 127), (1, "int8", 127), (C // 2, "int8", 127), (1, "uint8", 127)]
+    assert int8_convs(offset) == [(1, "uint8", 127), (1, "int8", 127), (C // 2, "int8", 127), (1, "uint8", 127)]
     text = offset["main"].script()
     assert text.count('R.const(128, "int16")') == 1
     if requantize == "integer":  # the sums minus the offset's are still requantized in integers
@@ -99,7 +87,7 @@ def test_same_integers_on_unsigned_data(requantize, llvm_target):
     # with reduce_range, the offset conv's weights get its 7 bits (the convs vpmaddubsw multiplies)
     reduced = apply_table(mod, None, table, config=dataclasses.replace(base, signed_data_offset=True,
                                                                        reduce_range=True))
-    assert _convs(reduced) == [("uint8", 63), ("int8", 127), ("int8", 127), ("uint8", 63)]
+    assert int8_convs(reduced) == [(1, "uint8", 63), (1, "int8", 127), (C // 2, "int8", 127), (1, "uint8", 63)]
     with pytest.raises(ValueError, match="resolved for a target first"):
         apply_table(mod, None, table, config=dataclasses.replace(base, signed_data_offset="auto"))
 
