@@ -22,6 +22,7 @@ import argparse
 import datetime
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,25 +73,24 @@ def c_source(iterations: int) -> str:
     return "\n".join(parts) + "\n"
 
 
-def measure(cc: str, iterations: int) -> dict:
-    """{case index: (seconds per instruction, seconds per cycle) or None} from one run of the program."""
+def measure(cc: str, iterations: int, repeat: int) -> list:
+    """One {case index: (seconds per instruction, seconds per cycle) or None} per run of the
+    program, compiled once and run `repeat` times."""
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         src, exe = os.path.join(tmp, "rates.c"), os.path.join(tmp, "rates")
         with open(src, "w") as f:
             f.write(c_source(iterations))
         subprocess.run([cc, *FLAGS, src, "-o", exe], check=True)
-        out = subprocess.run(["taskset", "-c", "0", exe] if shutil.which("taskset") else [exe],
-                             check=True, capture_output=True, text=True).stdout
-    found = {}
-    for line in out.splitlines():
-        idx, *vals = line.split()
-        found[int(idx)] = None if vals == ["n/a"] else (float(vals[0]), float(vals[1]))
-    return found
-
-
-def median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
+        command = ["taskset", "-c", "0", exe] if shutil.which("taskset") else [exe]
+        for _ in range(repeat):
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            found = {}
+            for line in out.splitlines():
+                idx, *vals = line.split()
+                found[int(idx)] = None if vals == ["n/a"] else (float(vals[0]), float(vals[1]))
+            runs.append(found)
+    return runs
 
 
 def main():
@@ -101,13 +101,13 @@ def main():
     args = ap.parse_args()
     if not shutil.which(args.cc):
         sys.exit(f"error: no C compiler {args.cc!r} on PATH (pass --cc)")
-    runs = [measure(args.cc, args.iterations) for _ in range(args.repeat)]
+    runs = measure(args.cc, args.iterations, args.repeat)
     rows, clocks = [], []
     for i, (name, bits, _, macs, _) in enumerate(CASES):
         if any(r[i] is None for r in runs):
             rows.append([name, bits, "n/a", "n/a", "n/a"])
             continue
-        cycles = median([t / c for t, c in (r[i] for r in runs)])
+        cycles = statistics.median([t / c for t, c in (r[i] for r in runs)])
         clocks += [1e-9 / c for _, c in (r[i] for r in runs)]
         rows.append([name, bits, f"{cycles:.2f}", f"{1 / cycles:.2f}", f"{macs / cycles:.1f}"])
     print(f"\n{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {cpu_name()}, one core, "
