@@ -67,6 +67,11 @@ def main():
                     help="int8 on the dot product even where the CPU has AMX (build.schedules.cpu_int8_amx off)")
     ap.add_argument("--untuned", action="store_true",
                     help="no search: each conv kernel on its default schedule (what an untuned build runs)")
+    ap.add_argument("--no-winograd", action="store_true",
+                    help="3x3 stride-1 int8 convs on the dot product even where the CPU has no VNNI "
+                         "(build.schedules.cpu_int8_winograd off); with it on (the default), those convs run "
+                         "on the integer Winograd kernel, untuned (it has no search space), and their GOPS "
+                         "count the direct conv's operations")
     ap.add_argument("--weight-bits", type=int, choices=(7, 8), default=8,
                     help="the int8 weights' bits (7: quantize.reduce_range, vpmaddubsw on CPUs without VNNI)")
     args = ap.parse_args()
@@ -83,6 +88,7 @@ def main():
     from harness.schedules.amx import PEAK_MACS_PER_CYCLE, applies_to as amx_applies
     from harness.targets import resolve_target, target_has_vnni, vector_bits
     from harness.tune import ConvShape, conv_model, conv_work_dir, load_records, tune_conv
+    from harness.tune.conv import NoSearchSpace
 
     def retime(shape, dtype, work_dir):
         """The conv kernel a model build compiles with the database (none: `--untuned`), timed now:
@@ -111,7 +117,8 @@ def main():
         return float(np.median(timer(*args).results)) * 1e3, scheduled_by[kernel]
 
     target = resolve_target(TargetConfig(kind="llvm"))
-    options = ScheduleOptions(cpu_int8_amx=not args.no_amx, int8_weight_bits=args.weight_bits)
+    options = ScheduleOptions(cpu_int8_amx=not args.no_amx, cpu_int8_winograd=not args.no_winograd,
+                              int8_weight_bits=args.weight_bits)
     qconfig = QConfig(reduce_range=args.weight_bits == 7)
     amx = amx_applies(target) and not args.no_amx
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1))
@@ -132,11 +139,14 @@ def main():
         res = {}
         for dtype in ("int8", "float32"):
             if not args.untuned:
-                res[dtype] = tune_conv(shape, dtype=dtype, target=target, trials=args.trials, qconfig=qconfig,
-                                       work_dir=conv_work_dir(args.logs, target, shape, dtype), options=options)
-        ms_q, how_q = retime(shape, "int8", res["int8"].work_dir if res else None)
+                try:
+                    res[dtype] = tune_conv(shape, dtype=dtype, target=target, trials=args.trials, qconfig=qconfig,
+                                           work_dir=conv_work_dir(args.logs, target, shape, dtype), options=options)
+                except NoSearchSpace:  # integer Winograd: timed on its default schedule
+                    res[dtype] = None
+        ms_q, how_q = retime(shape, "int8", res["int8"].work_dir if res.get("int8") else None)
         ms_f, _ = retime(shape, "float32", res["float32"].work_dir if res else None)
-        how_q = (res["int8"].intrinsic or "none") if res else how_q
+        how_q = (res["int8"].intrinsic or "none") if res.get("int8") else how_q
         gops_q, gops_f = shape.flops / ms_q / 1e6, shape.flops / ms_f / 1e6
         rows.append([text, f"{ms_f:.3f}", f"{ms_q:.3f}", f"{ms_f / ms_q:.2f}x", f"{gops_f:.0f}", f"{gops_q:.0f}",
                      f"{100 * gops_f / peak_fp32:.0f}%", f"{100 * gops_q / peak_int8:.0f}%", how_q])
@@ -145,7 +155,8 @@ def main():
           f"TVM {tvm.__version__}, {bits}-bit vectors{', VNNI' if target_has_vnni(target) else ', no VNNI'}, "
           f"{'untuned (default schedules)' if args.untuned else f'{args.trials} trials per kernel'}, "
           f"{args.weight_bits}-bit int8 weights; peak fp32 {peak_fp32:.0f} GFLOPS, "
-          f"int8 {peak_int8:.0f} GOPS{exact}\n")
+          f"int8 {peak_int8:.0f} GOPS{exact}"
+          f"{'' if args.no_winograd else '; 3x3 stride-1 int8 convs on integer Winograd where the CPU has no VNNI (GOPS: the direct conv operations over the time)'}\n")
     print("| conv N,C,H,W,K,R,S,stride,pad | fp32 ms | int8 ms | int8 speed-up | fp32 GFLOPS | int8 GOPS "
           "| fp32 % peak | int8 % peak | int8 intrinsic (tuned) / schedule (untuned) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -546,10 +546,11 @@ def default_schedule_kind(func, target, name: str = "func", *, int8_dot: bool = 
     ``int8_amx`` (targets with amx-int8): 8-bit convs on AMX tiles first (``"cpu_int8_amx"``);
     ``weight_bits``: the most bits of the int8 weights per kind of conv (the quantizer's; 7 allows
     ``vpmaddubsw`` on CPUs without VNNI)."""
-    from . import amx  # pylint: disable=import-outside-toplevel
+    from . import amx, winograd  # pylint: disable=import-outside-toplevel
 
     render = "detail" if logger.isEnabledFor(logging.DEBUG) else "none"
     rules = [(rule, "cpu_int8_amx") for rule in amx.RULES] if int8_amx and amx.applies_to(target) else []
+    rules += [(winograd.schedule_int8_winograd, "cpu_int8_winograd")]
     rules += [(_int8_dot_rule(weight_bits), "cpu_int8_dot")] if int8_dot else []
     rules += [(_schedule_int8_depthwise, "cpu_int8_depthwise")] if int8_depthwise else []
     rules += [(_schedule_main, "cpu"), (schedule_parallel_only, "cpu")]
@@ -655,12 +656,13 @@ class CPUSchedules:
     name = "cpu"
 
     def __init__(self, *, int8_dot: bool = True, int8_depthwise: bool = True, int8_amx: bool = True,
-                 weight_bits: WeightBits = WeightBits(), int8_blocked: bool = True):
+                 weight_bits: WeightBits = WeightBits(), int8_blocked: bool = True, int8_winograd: bool = True):
         self.int8_dot = int8_dot
         self.int8_depthwise = int8_depthwise
         self.int8_amx = int8_amx
         self.weight_bits = weight_bits
         self.int8_blocked = int8_blocked
+        self.int8_winograd = int8_winograd
 
     @staticmethod
     def applies_to(target) -> bool:
@@ -697,7 +699,7 @@ class CPUSchedules:
         (:mod:`harness.build.passes.packed_int8`)."""
         from ..build.passes.packed_int8 import blocked_int8_pass  # pylint: disable=import-outside-toplevel
         from ..build.passes.pad_conv_width import pad_conv_width_pass  # pylint: disable=import-outside-toplevel
-        from . import amx  # pylint: disable=import-outside-toplevel
+        from . import amx, winograd  # pylint: disable=import-outside-toplevel
         from .intrinsics import cpu_int8_dots  # pylint: disable=import-outside-toplevel
 
         if self.int8_amx and amx.applies_to(target):
@@ -705,4 +707,7 @@ class CPUSchedules:
         widen = pad_conv_width_pass(target, int8_dot=self.int8_dot)
         # (a CPU without a dot product would run the blocked convs on the plain schedule: no gain)
         dot = self.int8_dot and bool(cpu_int8_dots(target, "int8"))
-        return [widen, blocked_int8_pass()] if dot and self.int8_blocked else [widen]
+        if not (dot and self.int8_blocked):
+            return [widen]
+        lanes = winograd.lanes_for(target) if self.int8_winograd else 0
+        return [widen, blocked_int8_pass(winograd_lanes=lanes)]

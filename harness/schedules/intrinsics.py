@@ -42,7 +42,7 @@ def load_tensor_intrinsics() -> None:
 VNNI_INTRIN = "harness_dot_16x4_vnni"
 
 
-def _dot_desc(data_dtype: str, lanes: int, red: int):
+def _dot_desc(data_dtype: str, lanes: int, red: int, weight_dtype: str = "int8"):
     """What every x86 8-bit dot product computes: ``C[0:lanes] += sum_(k<red) A[k] * B[0:lanes, k]``
     (A: `red` activations of `data_dtype`, B: int8 weights, C: int32), the description a
     tensor intrinsic's implementation is matched against."""
@@ -51,7 +51,7 @@ def _dot_desc(data_dtype: str, lanes: int, red: int):
     @T.prim_func(s_tir=True)
     def desc(
         a: T.Buffer((red,), data_dtype, offset_factor=1),
-        b: T.Buffer((lanes, red), "int8", offset_factor=1),
+        b: T.Buffer((lanes, red), weight_dtype, offset_factor=1),
         c: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
@@ -196,6 +196,42 @@ def pmaddwd_intrinsic(lanes: int, data_dtype: str) -> str:
     return name
 
 
+def pmaddwd_s16_intrinsic(lanes: int) -> str:
+    """Register (once) and name ``C[0:lanes] += sum_(k<2) A[k] * B[0:lanes, k]`` with one vpmaddwd
+    on int16 operands as they are (A: two int16 values, broadcast; B: ``lanes`` x 2 int16 weights;
+    C: int32): the products of the integer Winograd kernel (:mod:`harness.schedules.winograd`),
+    whose operands stay within +-1152, so that no pair sum comes near vpmaddwd's one overflow
+    (-32768 x -32768 twice)."""
+    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
+    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
+
+    llvm_name = _PMADDWD_LLVM[lanes][0]
+    name = f"harness_dot_{lanes}x2_s16_pmaddwd"
+    if TensorIntrin.get(name, allow_missing=True) is not None:
+        return name
+    halves, wide = f"int16x{2 * lanes}", f"int32x{lanes}"
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        a: T.Buffer((2,), "int16", offset_factor=1),
+        b: T.Buffer((lanes, 2), "int16", offset_factor=1),
+        c: T.Buffer((lanes,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
+            T.writes(c[0:lanes])
+            # the two values, seen as one int32, repeated in every lane (inline: see the VNNI intrinsic)
+            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=wide) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm_name),
+                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "int16x2"), dtype="int32"), lanes),
+                              dtype=halves),
+                b.vload([0, 0], dtype=halves), dtype=wide,
+            )
+
+    TensorIntrin.register(name, _dot_desc("int16", lanes, 2, weight_dtype="int16"), impl)
+    return name
+
+
 _PMADDUBSW_LLVM = {8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd", "avx2"),
                    16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512", "avx512bw")}
 # |weight| <= 64: a vpmaddubsw pair sum is at most 2 x 255 x 64 = 32640 in magnitude (int16: exact)
@@ -272,6 +308,8 @@ def register_cpu_int8_intrinsics() -> None:
             pmaddwd_intrinsic(lanes, data_dtype)
     for lanes in _PMADDUBSW_LLVM:
         pmaddubsw_intrinsic(lanes)
+    for lanes in _PMADDWD_LLVM:
+        pmaddwd_s16_intrinsic(lanes)
 
 
 def cpu_int8_dots(target: Any, data_dtype: str, weight_bits: int = 8) -> list:

@@ -36,6 +36,11 @@ logger = logging.getLogger("harness")
 _FIELDS = ("n", "c", "h", "w", "k", "r", "s", "stride", "pad", "dilation", "groups")
 
 
+class NoSearchSpace(HarnessError):
+    """The conv's kernel on this target has no search space (integer Winograd): builds run its
+    default schedule."""
+
+
 class ConvShapeError(HarnessError, ValueError):
     """A conv shape that cannot be parsed or describes an impossible convolution."""
 
@@ -220,9 +225,21 @@ def _conv_task(mod, tgt, options):
     from .search import tunable_tasks  # pylint: disable=import-outside-toplevel
 
     tasks = [t for t in tunable_tasks(mod, tgt, options) if is_conv_task(t)]
+    if not tasks and _runs_on_winograd(mod, tgt, options):
+        raise NoSearchSpace(f"on {target_key(tgt)} this conv runs on the integer Winograd kernel "
+                           "(build.schedules.cpu_int8_winograd), which has no search space: builds use its "
+                           "default schedule. To tune the dot-product kernel instead, switch "
+                           "cpu_int8_winograd off (and build with it off)")
     if len(tasks) != 1:
         raise HarnessError(f"the one-conv model has {len(tasks)} conv kernels, expected 1")
     return tasks[0]
+
+
+def _runs_on_winograd(mod, tgt, options) -> bool:
+    from ..schedules.winograd import KERNEL_NAME  # pylint: disable=import-outside-toplevel
+    from .search import extracted_tasks  # pylint: disable=import-outside-toplevel
+
+    return any(KERNEL_NAME in t.task_name for t in extracted_tasks(mod, tgt, options))
 
 
 def _kernel_data_dtype(func) -> str:

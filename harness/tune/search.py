@@ -336,8 +336,13 @@ def extracted_tasks(mod: tvm.IRModule, target, options: Optional[ScheduleOptions
 
 
 def tunable_tasks(mod: tvm.IRModule, target, options: Optional[ScheduleOptions] = None) -> list:
-    """MetaSchedule's extracted tasks of `mod` whose kernels are conv2d / dense."""
-    return [t for t in extracted_tasks(mod, target, options) if any(op in t.task_name for op in TUNED_OPS)]
+    """MetaSchedule's extracted tasks of `mod` whose kernels are conv2d / dense; not the integer
+    Winograd convs (:mod:`harness.schedules.winograd`), which have no search space: builds run
+    them on their default schedule."""
+    from ..schedules.winograd import KERNEL_NAME  # pylint: disable=import-outside-toplevel
+
+    return [t for t in extracted_tasks(mod, target, options)
+            if any(op in t.task_name for op in TUNED_OPS) and KERNEL_NAME not in t.task_name]
 
 
 def _task_is_int8(task) -> bool:

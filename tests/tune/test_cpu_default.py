@@ -109,12 +109,14 @@ def int8_conv(ci=16, co=24, hw=12, k=3, epilogue=True, stride=1, data="uint8", g
 
 
 # These tests are about the dot-product, depthwise and plain schedules: on AMX hosts the 8-bit convs
-# would get AMX tiles first (tests/tune/test_amx.py tests those), so the builds here have AMX off.
-NO_AMX = ScheduleOptions(cpu_int8_amx=False)
-PLAIN_INT8 = ScheduleOptions(cpu_int8_dot=False, cpu_int8_amx=False)  # 8-bit convs on the plain schedule
+# would get AMX tiles first (tests/tune/test_amx.py tests those), and on CPUs without VNNI the 3x3
+# ones integer Winograd (tests/tune/test_winograd_int8.py), so the builds here have both off.
+DOT = dict(cpu_int8_amx=False, cpu_int8_winograd=False)
+NO_AMX = ScheduleOptions(**DOT)
+PLAIN_INT8 = ScheduleOptions(cpu_int8_dot=False, **DOT)  # 8-bit convs on the plain schedule
 # the tests that read a kernel's schedule read NCHW convs (tests/tune/test_packed_int8.py has the
 # channel-blocked ones the builds here get between int8 convs)
-NCHW_INT8 = ScheduleOptions(cpu_int8_amx=False, cpu_int8_blocked=False)
+NCHW_INT8 = ScheduleOptions(cpu_int8_blocked=False, **DOT)
 
 
 def _family(target, options=None):
@@ -392,7 +394,7 @@ def _codes(shape, dtype, seed=1):
 
 
 def _run_switch(mod, x, target, dot: bool):
-    return _run(mod, x, target, on=True, options=ScheduleOptions(cpu_int8_dot=dot, cpu_int8_amx=False))
+    return _run(mod, x, target, on=True, options=ScheduleOptions(cpu_int8_dot=dot, **DOT))
 
 
 @pytest.mark.parametrize("case", sorted(DOT_CASES))
@@ -489,7 +491,7 @@ def test_seven_bit_weights_run_on_pmaddubsw_exactly(mcpu, feature, register):
 
     tgt = tvm.target.Target(llvm_target(mcpu, 2))
     mod = int8_conv(ci=16, co=32, hw=10, epilogue="int_bias", weight_bits=7)
-    seven = ScheduleOptions(cpu_int8_amx=False, int8_weight_bits=7)
+    seven = ScheduleOptions(int8_weight_bits=7, **DOT)
     built = compile_module(mod, tgt, schedules=seven)
     eight = compile_module(mod, tgt, schedules=NO_AMX)
 
@@ -762,7 +764,7 @@ def test_mobilenetv2_like_int8_agrees_with_fp32(target):
     x = input_data(shape, seed=0)
     fp32 = _run(fmod, x, target, on=True)
     after = _run(qmod, x, target, on=True)
-    before = _run(qmod, x, target, on=True, options=ScheduleOptions(cpu_int8_depthwise=False, cpu_int8_amx=False))
+    before = _run(qmod, x, target, on=True, options=ScheduleOptions(cpu_int8_depthwise=False, **DOT))
     assert rel_err(after, before) <= 1e-5
     g_after, g_before = agreement(after, fp32), agreement(before, fp32)
     assert g_after["cosine"] == pytest.approx(g_before["cosine"], abs=1e-6) and g_after["cosine"] >= 0.99, g_after
@@ -785,7 +787,7 @@ def test_a_record_for_other_weight_bits_is_not_applied(tmp_path, caplog):
 
     tgt = tvm.target.Target(llvm_target("haswell", 2))
     mod = int8_conv(ci=16, co=32, hw=10, epilogue="int_bias", weight_bits=7)
-    options = {bits: ScheduleOptions(cpu_int8_amx=False, int8_weight_bits=bits) for bits in (7, 8)}
+    options = {bits: ScheduleOptions(int8_weight_bits=bits, **DOT) for bits in (7, 8)}
     for made, other in ((7, 8), (8, 7)):
         [task] = tunable_tasks(mod, tgt, options[made])
         space = cpu_int8_dot_space(tgt, options[made].weight_bits(), amx=False)

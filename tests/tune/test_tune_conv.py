@@ -24,8 +24,9 @@ from tests.conftest import run_cli
 
 CUDA = {"kind": "cuda", "arch": "sm_90"}
 # the dot-product path on every CPU (an AMX host's 8-bit convs would get AMX tiles first: their own
-# tests are in test_amx.py; with them, the search runs MetaSchedule's generic int8 rules)
-NO_AMX = ScheduleOptions(cpu_int8_amx=False)
+# tests are in test_amx.py; with them, the search runs MetaSchedule's generic int8 rules; a CPU
+# without VNNI runs 3x3 convs on integer Winograd, which has no search space: test_winograd_int8.py)
+NO_AMX = ScheduleOptions(cpu_int8_amx=False, cpu_int8_winograd=False)
 DIGITS_CONV = "1,16,8,8,32,3,3,1,1"  # the digits CNN's second conv (uint8 data after its ReLU)
 needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 
@@ -138,18 +139,18 @@ def test_one_conv_model_is_the_models_kernel(host):
 
     target = tvm.target.Target(host)
     shape = ConvShape.parse(DIGITS_CONV)
-    task = _conv_task(conv_model(shape, "int8"), target, None)
+    task = _conv_task(conv_model(shape, "int8"), target, NO_AMX)
     text = task.dispatched[0].script()
     # the data as the model's kernel reads it: channel-blocked by 8 where the build blocks the 8-bit
     # tensors between convs (CPUs without AMX), else NCHW
     from harness.schedules import ScheduleOptions, schedule_family
 
-    blocked = "HarnessBlockedInt8" in [p.info.name for p in schedule_family(target, ScheduleOptions()).graph_passes(target)]
+    blocked = "HarnessBlockedInt8" in [p.info.name for p in schedule_family(target, NO_AMX).graph_passes(target)]
     data = r"T.int64\(2\), T.int64\(8\), T.int64\(8\), T.int64\(8\)" if blocked else r"T.int64\(16\), T.int64\(8\), T.int64\(8\)"
     assert re.search(r'T.Buffer\(\(T.int64\(1\), ' + data + r'\), "uint8"\)', text)
     assert re.search(r'T.Buffer\(\(T.int64\(32\), T.int64\(16\), T.int64\(3\), T.int64\(3\)\), "int8"\)', text)
     assert '"int32")' in text
-    signed = _conv_task(conv_model(shape, "int8", data_dtype="int8"), target, None).dispatched[0].script()
+    signed = _conv_task(conv_model(shape, "int8", data_dtype="int8"), target, NO_AMX).dispatched[0].script()
     assert '"uint8"' not in signed
     # the digits CNN's int8 build has this conv: its kernel matches the one-conv model's by anchor block
     cfg = load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "digits_cnn_int8.yaml"))
@@ -158,7 +159,7 @@ def test_one_conv_model_is_the_models_kernel(host):
     [(_, _, qmod, _)] = [v for v in variant_modules(cfg, model, status=lambda m: None) if v[1] == "int8"]
     from harness.tune.search import tunable_tasks
 
-    kernels = {t.task_name: t.dispatched[0]["main"] for t in tunable_tasks(qmod, target)}
+    kernels = {t.task_name: t.dispatched[0]["main"] for t in tunable_tasks(qmod, target, NO_AMX)}
     index = TuningRecords()
     from tvm.s_tir import meta_schedule as ms
 
@@ -166,7 +167,7 @@ def test_one_conv_model_is_the_models_kernel(host):
     index.add("probe", [ms.database.TuningRecord(sch.trace, ms.database.Workload(task.dispatched[0]), [1e-3])])
     matched = [name for name, func in kernels.items() if index.candidates(func)]
     assert len(matched) == 1 and "conv2d" in matched[0] and len(kernels) >= 3  # 2 convs, the dense
-    assert tuning_result(shape, target=target, work_dir="/nonexistent").trials == 0
+    assert tuning_result(shape, target=target, work_dir="/nonexistent", options=NO_AMX).trials == 0
 
 
 @pytest.mark.slow
@@ -200,7 +201,7 @@ quantize: {{calibrate_mode: kl_divergence, weight_scale: channel_max, skip_conv_
            reduce_range: false,
            calib: {{source: digits, num_samples: 64, batch_size: 32}}}}
 tuning: {{logs: {logs}}}
-build: {{schedules: {{cpu_int8_amx: false}}}}
+build: {{schedules: {{cpu_int8_amx: false, cpu_int8_winograd: false}}}}
 bench: {{results_dir: {tmp_path / "results"}}}
 """)
     cfg = load_config(str(cfg_path))
@@ -212,7 +213,8 @@ bench: {{results_dir: {tmp_path / "results"}}}
     [kernel] = [k for k, v in int8["tuning"]["kernels"].items() if v == source]
     assert "conv2d" in kernel
     assert int8["build"] == {"schedules": {"cpu_default": True, "cpu_int8_dot": True, "cpu_int8_depthwise": True,
-                                           "cpu_int8_amx": False, "cpu_int8_blocked": True, "cuda_int8_dp4a": True,
+                                           "cpu_int8_amx": False, "cpu_int8_blocked": True,
+                                           "cpu_int8_winograd": False, "cuda_int8_dp4a": True,
                                            "int8_weight_bits": 8, "int8_grouped_weight_bits": 8},
                              "fallback": None}
     [fp32] = [v for v in record["variants"] if v["variant"] == "tvm-fp32"]
@@ -243,9 +245,18 @@ def test_tune_conv_cli_real_trials(tmp_path):
     from harness.schedules.intrinsics import cpu_int8_dots
     from harness.targets import llvm_target
 
+    from harness.schedules.winograd import lanes_for
+
     logs = tmp_path / "logs"
+    host = tvm.target.Target(llvm_target())
+    if lanes_for(host):  # a CPU without VNNI: the conv runs on integer Winograd, which has no search space
+        r = run_cli("tune-conv", "--shape", DIGITS_CONV, "--trials", "2", "--logs", str(logs), "--quiet")
+        assert r.returncode == 2 and "runs on the integer Winograd kernel" in r.stderr
+        assert "no search space" in r.stderr and "cpu_int8_winograd" in r.stderr
+    config = tmp_path / "dot.yaml"  # the dot-product kernel, on every CPU
+    config.write_text("quantize: {}\nbuild: {schedules: {cpu_int8_winograd: false}}\n")
     r = run_cli("tune-conv", "--shape", DIGITS_CONV, "--trials", "2", "--logs", str(logs), "--quiet",
-                "--emit-source", str(tmp_path / "k.s"))
+                "--emit-source", str(tmp_path / "k.s"), "--config", str(config))
     assert r.returncode == 0, r.stderr
     summary = r.stdout.splitlines()[0]
     shape = ConvShape.parse(DIGITS_CONV)  # the summary and the folder name give all 11 numbers
@@ -258,7 +269,6 @@ def test_tune_conv_cli_real_trials(tmp_path):
     asm = (tmp_path / "k.s").read_text()
     from harness.schedules.amx import applies_to
 
-    host = tvm.target.Target(llvm_target())
     dots = cpu_int8_dots(host, "uint8")
     if applies_to(host):  # an AMX host: the conv's default kernel is on AMX tiles (tdpbsud / tdpbusd)
         assert re.search(r"tdpbs?u?d", asm) and "ldtilecfg" in asm

@@ -149,13 +149,35 @@ def _conv_layouts(call, block: int) -> dict:
     return {"relax.nn.conv2d": [blocked_layout(block) if ok else "NCHW", "OIHW"]}
 
 
-def _legalize_conv2d(bb, call):
+def _winograd_conv2d(bb, call, block: int, lanes: int):
+    """The conv as :mod:`harness.schedules.winograd`'s kernel where it applies to it and its
+    weights are a constant (transformed here, once), else None."""
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    from ...schedules import winograd  # pylint: disable=import-outside-toplevel
+
+    a, (data, weight) = call.attrs, call.args[:2]
+    if not (isinstance(weight, tvm.ir.expr.Constant) and str(weight.ty.dtype) == "int8"
+            and str(a.out_dtype) == "int32"
+            and winograd.applies(str(data.ty.dtype), weight.ty.shape.values, a.strides, a.dilation,
+                                 int(a.groups), block, lanes)):
+        return None
+    packed = relax.const(winograd.transform_weights(weight.value.numpy(), lanes))
+    return bb.call_te(winograd.winograd_conv2d_te, data, packed, padding=a.padding, block=block, lanes=lanes,
+                      primfunc_name_hint=winograd.KERNEL_NAME)
+
+
+def _legalize_conv2d(bb, call, winograd_lanes: int = 0):
     a = call.attrs
     layout = str(a.data_layout)
     if not (layout.startswith("NCHW") and layout.endswith("c") and len(layout) > 5) \
             or str(a.kernel_layout) != "OIHW" or str(a.out_layout or layout) != layout:
         return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
     block = int(layout[4:-1])
+    if winograd_lanes:
+        winograd = _winograd_conv2d(bb, call, block, winograd_lanes)
+        if winograd is not None:
+            return winograd
     out_dtype = str(a.out_dtype) if str(a.out_dtype) else str(call.args[0].ty.dtype)
     weight, groups = call.args[1], int(a.groups)
     per_group = int(weight.ty.shape.values[1])
@@ -305,8 +327,10 @@ def _var_uses(func) -> dict:
     return uses
 
 
-def blocked_int8_pass(block: int = BLOCK) -> tvm.transform.Pass:
-    """The module pass described above (identity on modules without an 8-bit conv)."""
+def blocked_int8_pass(block: int = BLOCK, winograd_lanes: int = 0) -> tvm.transform.Pass:
+    """The module pass described above (identity on modules without an 8-bit conv); with
+    `winograd_lanes` (the int32 lanes of the target's vpmaddwd), the 3x3 stride-1 convs
+    :func:`harness.schedules.winograd.applies` to legalized as integer Winograd."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessBlockedInt8")
@@ -319,6 +343,7 @@ def blocked_int8_pass(block: int = BLOCK) -> tvm.transform.Pass:
         mod = relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))
         mod = relax.transform.ConvertLayout({}, layout_cb=lambda call: _conv_layouts(call, block))(mod)
         mod = relax.transform.Normalize()(mod)
-        return relax.transform.LegalizeOps({"relax.nn.conv2d": _legalize_conv2d})(mod)
+        return relax.transform.LegalizeOps(
+            {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, winograd_lanes)})(mod)
 
     return _pass
