@@ -44,7 +44,8 @@ VNNI_INTRIN = "harness_dot_16x4_vnni"
 
 def _dot_desc(data_dtype: str, lanes: int, red: int, weight_dtype: str = "int8"):
     """What every x86 8-bit dot product computes: ``C[0:lanes] += sum_(k<red) A[k] * B[0:lanes, k]``
-    (A: `red` activations of `data_dtype`, B: int8 weights, C: int32), the description a
+    (A: `red` activations of `data_dtype`, B: weights of `weight_dtype`, int8 but for the int16
+    Winograd products, C: int32), the description a
     tensor intrinsic's implementation is matched against."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
@@ -154,6 +155,7 @@ def has_vnni(target: Any, lanes: int = 16) -> bool:
 
 
 _PMADDWD_LLVM = {8: ("llvm.x86.avx2.pmadd.wd", "avx2"), 16: ("llvm.x86.avx512.pmaddw.d.512", "avx512bw")}
+_PMADDWD_SUFFIX = {"uint8": "u8", "int8": "s8", "int16": "s16"}
 
 
 def pmaddwd_intrinsic(lanes: int, data_dtype: str) -> str:
@@ -163,72 +165,48 @@ def pmaddwd_intrinsic(lanes: int, data_dtype: str) -> str:
     Both operands are widened to int16 first, so the pairwise sums (at most 2 * 255 * 128) never
     saturate: the result is exact, unlike ``vpmaddubsw``'s.  ``lanes`` 8 is AVX2 (ymm), 16 is
     AVX-512BW (zmm).  This is the 8-bit dot product of x86 CPUs without VNNI.
+
+    ``data_dtype`` ``int16``: A two int16 values and B int16 weights, multiplied as they are --
+    the products of the integer Winograd kernel (:mod:`harness.schedules.winograd`), whose
+    operands stay within +-1152, so that no pair sum comes near vpmaddwd's one overflow
+    (-32768 x -32768 twice).
     """
     from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     llvm_name = _PMADDWD_LLVM[lanes][0]
-    name = f"harness_dot_{lanes}x2_{'u8' if data_dtype == 'uint8' else 's8'}_pmaddwd"
+    name = f"harness_dot_{lanes}x2_{_PMADDWD_SUFFIX[data_dtype]}_pmaddwd"
     if TensorIntrin.get(name, allow_missing=True) is not None:
         return name
-    a_pair, halves, wide = f"{data_dtype}x2", f"int16x{2 * lanes}", f"int32x{lanes}"
-    weights = f"int8x{2 * lanes}"
+    halves, wide = f"int16x{2 * lanes}", f"int32x{lanes}"
+    weight_dtype = "int16" if data_dtype == "int16" else "int8"
+
+    def pair(a):  # the two activations as int16 (widened where 8-bit)
+        loaded = a.vload([0], f"{data_dtype}x2")
+        return loaded if data_dtype == "int16" else T.Cast("int16x2", loaded)
+
+    def weights(b):  # the lanes x 2 weights as int16
+        loaded = b.vload([0, 0], dtype=f"{weight_dtype}x{2 * lanes}")
+        return loaded if weight_dtype == "int16" else T.Cast(halves, loaded)
 
     @T.prim_func(s_tir=True)
     def impl(
         a: T.Buffer((2,), data_dtype, offset_factor=1),
-        b: T.Buffer((lanes, 2), "int8", offset_factor=1),
+        b: T.Buffer((lanes, 2), weight_dtype, offset_factor=1),
         c: T.Buffer((lanes,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
             T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
             T.writes(c[0:lanes])
-            # the two activations widened to int16, seen as one int32, repeated in every lane
+            # the two activations (int16), seen as one int32, repeated in every lane
             # (inline: see the VNNI intrinsic)
             c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=wide) + T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(llvm_name),
-                T.reinterpret(T.broadcast(T.reinterpret(T.Cast("int16x2", a.vload([0], a_pair)), dtype="int32"),
-                                          lanes), dtype=halves),
-                T.Cast(halves, b.vload([0, 0], dtype=weights)), dtype=wide,
+                T.reinterpret(T.broadcast(T.reinterpret(pair(a), dtype="int32"), lanes), dtype=halves),
+                weights(b), dtype=wide,
             )
 
-    TensorIntrin.register(name, _dot_desc(data_dtype, lanes, 2), impl)
-    return name
-
-
-def pmaddwd_s16_intrinsic(lanes: int) -> str:
-    """Register (once) and name ``C[0:lanes] += sum_(k<2) A[k] * B[0:lanes, k]`` with one vpmaddwd
-    on int16 operands as they are (A: two int16 values, broadcast; B: ``lanes`` x 2 int16 weights;
-    C: int32): the products of the integer Winograd kernel (:mod:`harness.schedules.winograd`),
-    whose operands stay within +-1152, so that no pair sum comes near vpmaddwd's one overflow
-    (-32768 x -32768 twice)."""
-    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
-    from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
-
-    llvm_name = _PMADDWD_LLVM[lanes][0]
-    name = f"harness_dot_{lanes}x2_s16_pmaddwd"
-    if TensorIntrin.get(name, allow_missing=True) is not None:
-        return name
-    halves, wide = f"int16x{2 * lanes}", f"int32x{lanes}"
-
-    @T.prim_func(s_tir=True)
-    def impl(
-        a: T.Buffer((2,), "int16", offset_factor=1),
-        b: T.Buffer((lanes, 2), "int16", offset_factor=1),
-        c: T.Buffer((lanes,), "int32", offset_factor=1),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:lanes], a[0:2], b[0:lanes, 0:2])
-            T.writes(c[0:lanes])
-            # the two values, seen as one int32, repeated in every lane (inline: see the VNNI intrinsic)
-            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=wide) + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(llvm_name),
-                T.reinterpret(T.broadcast(T.reinterpret(a.vload([0], "int16x2"), dtype="int32"), lanes),
-                              dtype=halves),
-                b.vload([0, 0], dtype=halves), dtype=wide,
-            )
-
-    TensorIntrin.register(name, _dot_desc("int16", lanes, 2, weight_dtype="int16"), impl)
+    TensorIntrin.register(name, _dot_desc(data_dtype, lanes, 2, weight_dtype), impl)
     return name
 
 
@@ -304,12 +282,10 @@ def register_cpu_int8_intrinsics() -> None:
     if _vnni_takes_bytes():
         vnni_intrinsic(8)
     for lanes in _PMADDWD_LLVM:
-        for data_dtype in ("uint8", "int8"):
+        for data_dtype in _PMADDWD_SUFFIX:
             pmaddwd_intrinsic(lanes, data_dtype)
     for lanes in _PMADDUBSW_LLVM:
         pmaddubsw_intrinsic(lanes)
-    for lanes in _PMADDWD_LLVM:
-        pmaddwd_s16_intrinsic(lanes)
 
 
 def cpu_int8_dots(target: Any, data_dtype: str, weight_bits: int = 8) -> list:

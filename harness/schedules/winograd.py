@@ -174,7 +174,7 @@ def block_of(block) -> int:
 def schedule_int8_winograd(sch: s_tir.Schedule, target) -> str:
     """The schedule of a fused :func:`winograd_conv2d_te` kernel (see the module's docstring)."""
     from ..targets import vector_bits, vector_registers  # pylint: disable=import-outside-toplevel
-    from .intrinsics import pmaddwd_s16_intrinsic  # pylint: disable=import-outside-toplevel
+    from .intrinsics import pmaddwd_intrinsic  # pylint: disable=import-outside-toplevel
 
     blocks = root_blocks(sch)
     i_data, i_gemm, i_out = (_named(sch, blocks, name) for name in (DATA_BLOCK, GEMM_BLOCK, OUT_BLOCK))
@@ -184,7 +184,7 @@ def schedule_int8_winograd(sch: s_tir.Schedule, target) -> str:
     data, gemm = blocks[i_data], blocks[i_gemm]
     block = sch.get(gemm.rv)
     _, _, k_blocks, _, _, row_tiles, lanes = (const_int(v) for v in block.writes[0].source.shape)
-    intrin = pmaddwd_s16_intrinsic(lanes)
+    intrin = pmaddwd_intrinsic(lanes, "int16")
     inline_all(sch, blocks[:i_data], params)  # the padding, read through by the data transform
     rest = inline_all(sch, blocks[i_gemm + 1:], params)  # the output transform into the epilogue
     if len(rest) != 1:
