@@ -5,6 +5,7 @@ targets without VNNI get them. Targets pin their `mcpu` (haswell: AVX2, which ev
 tests meet has; AVX-512 and VNNI CPUs are compiled for and their code read, not run)."""
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import numpy as np
@@ -222,3 +223,25 @@ def test_worst_case_operands_at_the_channel_bound(haswell):
     result = tvm.runtime.tensor(np.zeros([int(v) for v in out.shape], "int32"), dev)
     lib["main"](tvm.runtime.tensor(blocked, dev), tvm.runtime.tensor(packed, dev), result)
     np.testing.assert_array_equal(result.numpy().transpose(0, 1, 4, 2, 3).reshape(exact.shape), exact)
+
+
+@pytest.mark.slow
+def test_resnet18_int8_equals_the_dot_product_build(haswell):
+    """Int8 resnet18_v1 (64 x 64 input, reduce_range's 7-bit weights): its 13 3x3 stride-1 convs on
+    Winograd, the other 6 on the dot product, and the output is the all-dot-product build's, bit
+    for bit."""
+    from harness.quantize import apply_table, qconfig
+    from tests.helpers import calibrated_model
+
+    mod, table, calib = calibrated_model("resnet18_v1", 64, 0, 2)
+    with qconfig(calibrate_mode="max", weight_scale="channel_max", reduce_range=True) as cfg:
+        qmod = apply_table(mod, None, table, config=cfg)
+    x = calib[0]["data"]
+    outs, kinds = [], []
+    for options in (WINOGRAD, DIRECT):
+        built = compile_module(qmod, haswell, schedules=dataclasses.replace(options, int8_weight_bits=7))
+        outs.append(relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy())
+        kinds.append(sorted(built.report.kernels.values()))
+    assert kinds[0].count("default:cpu_int8_winograd") == 13 and kinds[0].count("default:cpu_int8_dot") == 6
+    assert kinds[1].count("default:cpu_int8_dot") == 19 and "default:cpu_int8_winograd" not in kinds[1]
+    np.testing.assert_array_equal(outs[0], outs[1])
