@@ -696,7 +696,8 @@ class CPUSchedules:
         takes). Then on AMX targets: strided 1x1 int8 convs as a strided slice and a stride-1 conv
         (which runs on AMX's channel-row tiles, whose rows want the wider widths). Elsewhere, with
         the dot product on: the int8 part of the graph channel-blocked
-        (:mod:`harness.build.passes.packed_int8`)."""
+        (:mod:`harness.build.passes.packed_int8`), its 3x3 stride-1 convs on integer Winograd where
+        the target has no VNNI and ``int8_winograd`` is on (:mod:`harness.schedules.winograd`)."""
         from ..build.passes.packed_int8 import blocked_int8_pass  # pylint: disable=import-outside-toplevel
         from ..build.passes.pad_conv_width import pad_conv_width_pass  # pylint: disable=import-outside-toplevel
         from . import amx, winograd  # pylint: disable=import-outside-toplevel

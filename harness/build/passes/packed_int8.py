@@ -24,6 +24,8 @@ of input channels: 2 for ``vpmaddwd``, 4 for ``vpmaddubsw`` and VNNI).
             own (output [n, g, k, y, x], weights reshaped [g, k, c, r, s]), which the dot-product
             rule takes like a dense conv per group (:func:`_grouped_weight` merges groups of fewer
             output channels than a block); the rest (fp32, 16-bit): unblock, TOPI's NCHW conv, block
+        3x3 stride-1 dense ones, where the target has no VNNI (`winograd_lanes`): exact integer
+            Winograd F(2x2, 3x3) (:mod:`harness.schedules.winograd`), its weights transformed here
 
 The integer sums are the same as NCHW's, so outputs are bit-identical to the NCHW build. Modules
 without an 8-bit conv are returned unchanged. ``build.schedules.cpu_int8_blocked: false`` switches
