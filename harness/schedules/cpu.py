@@ -91,6 +91,19 @@ def schedule_injective(sch: s_tir.Schedule, block_rv, bits: int) -> None:
             sch.parallel(fo)
 
 
+def accumulator_budget(bits: int) -> int:
+    """Vector registers a register tile's accumulators may take (the other 4 hold operands)."""
+    return vector_registers(bits) - 4
+
+
+def dense_register_tile(pixels: int, channel_blocks: int, budget: int):
+    """``(xi, kb)``: the register tile of a dot-product kernel -- up to 4 pixels (or Winograd tiles)
+    that divide `pixels`, times the blocks of output channels that divide `channel_blocks` and
+    fill the rest of the accumulator `budget`."""
+    xi = largest_divisor_at_most(pixels, 4)
+    return xi, largest_divisor_at_most(channel_blocks, max(1, budget // xi))
+
+
 def _choose_axes(sch: s_tir.Schedule, anchor: Block):
     """(vector axis, register axis or None) as indices into the anchor's iters."""
     block = sch.get(anchor.rv)
@@ -157,7 +170,7 @@ def schedule_reduction(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, 
     extents = [const_int(iv.dom.extent) for iv in anchor.iters]
     vec_factor = pick_vector_factor(extents[vec], lanes)
     n_vec = math.ceil(vec_factor / lanes)
-    acc_budget = min(16, max(1, (vector_registers(bits) - 4) // n_vec))
+    acc_budget = min(16, max(1, accumulator_budget(bits) // n_vec))
     reg_factor = largest_divisor_at_most(extents[reg], acc_budget) if reg is not None else 1
 
     outer, reduce_loops, reg_inner, vec_inner = [], [], None, None
@@ -317,10 +330,9 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     epilogue, prologue, rest, weights = parts.epilogue, parts.prologue, parts.rest, parts.weights
 
     bits = vector_bits(target)
-    budget = vector_registers(bits) - 4  # accumulators; the rest: operands
+    budget = accumulator_budget(bits)
     if conv.g_i is None:
-        xi = largest_divisor_at_most(x_ext, 4)
-        kb = largest_divisor_at_most(k_ext // lanes, max(1, budget // xi))
+        xi, kb = dense_register_tile(x_ext, k_ext // lanes, budget)
     else:  # a group's few output channels: a wider row of pixels per weight vector
         kb = largest_divisor_at_most(k_ext // lanes, 2)
         xi = largest_divisor_at_most(x_ext, max(1, budget // kb))
