@@ -59,6 +59,7 @@ class SchedulesConfig:
     cpu_int8_amx: bool = True  # llvm with amx-int8: 8-bit convs on AMX tiles (off: the dot product / plain)
     cpu_int8_blocked: bool = True  # llvm without AMX: 8-bit tensors between int8 convs stored NCHW8c (off: NCHW)
     cpu_int8_winograd: bool = True  # llvm without VNNI, blocked: 8-bit 3x3 stride-1 convs as exact integer Winograd
+    cpu_int8_winograd_tile: Literal[2, 4] = 4  # its outputs per tile side: F(4x4, 3x3) or F(2x2, 3x3)
     cuda_int8_dp4a: bool = True  # cuda: 8-bit convs on __dp4a (off: TVM's GPU schedules)
 
     def options(self):

@@ -72,6 +72,8 @@ def main():
                          "(build.schedules.cpu_int8_winograd off); with it on (the default), those convs run "
                          "on the integer Winograd kernel, untuned (it has no search space), and their GOPS "
                          "count the direct conv's operations")
+    ap.add_argument("--winograd-tile", type=int, choices=(2, 4), default=4,
+                    help="outputs per tile side of the Winograd kernel (build.schedules.cpu_int8_winograd_tile)")
     ap.add_argument("--weight-bits", type=int, choices=(7, 8), default=8,
                     help="the int8 weights' bits (7: quantize.reduce_range, vpmaddubsw on CPUs without VNNI)")
     args = ap.parse_args()
@@ -118,6 +120,7 @@ def main():
 
     target = resolve_target(TargetConfig(kind="llvm"))
     options = ScheduleOptions(cpu_int8_amx=not args.no_amx, cpu_int8_winograd=not args.no_winograd,
+                              cpu_int8_winograd_tile=args.winograd_tile,
                               int8_weight_bits=args.weight_bits)
     qconfig = QConfig(reduce_range=args.weight_bits == 7)
     amx = amx_applies(target) and not args.no_amx
@@ -156,7 +159,7 @@ def main():
           f"{'untuned (default schedules)' if args.untuned else f'{args.trials} trials per kernel'}, "
           f"{args.weight_bits}-bit int8 weights; peak fp32 {peak_fp32:.0f} GFLOPS, "
           f"int8 {peak_int8:.0f} GOPS{exact}"
-          f"{'' if args.no_winograd else '; 3x3 stride-1 int8 convs on integer Winograd where the CPU has no VNNI (GOPS: the direct conv operations over the time)'}\n")
+          f"{'' if args.no_winograd else f'; 3x3 stride-1 int8 convs on integer Winograd F({args.winograd_tile}x{args.winograd_tile}, 3x3) where the CPU has no VNNI (GOPS: the direct conv operations over the time)'}\n")
     print("| conv N,C,H,W,K,R,S,stride,pad | fp32 ms | int8 ms | int8 speed-up | fp32 GFLOPS | int8 GOPS "
           "| fp32 % peak | int8 % peak | int8 intrinsic (tuned) / schedule (untuned) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

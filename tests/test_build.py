@@ -64,7 +64,8 @@ def test_build_report_and_fallback(monkeypatch):
     plain = compile_module(mod, target, schedules=ScheduleOptions.none())
     assert plain.report.schedules == {"cpu_default": False, "cpu_int8_dot": False, "cpu_int8_depthwise": False,
                                       "cpu_int8_amx": False, "cpu_int8_blocked": False, "cpu_int8_winograd": False,
-                                      "cuda_int8_dp4a": False, "int8_weight_bits": 8, "int8_grouped_weight_bits": 8}
+                                      "cpu_int8_winograd_tile": 4, "cuda_int8_dp4a": False, "int8_weight_bits": 8,
+                                      "int8_grouped_weight_bits": 8}
 
     def broken(self, target, scheduled_by=None):
         def fail(mod, _ctx):
@@ -87,14 +88,15 @@ def test_build_switches_are_config_keys(tmp_path):
     from harness.config import load_config
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("build: {schedules: {cpu_int8_dot: false, cpu_int8_winograd: false}, fallback: false}\n")
+    cfg.write_text("build: {schedules: {cpu_int8_dot: false, cpu_int8_winograd: false, cpu_int8_winograd_tile: 2}, "
+                   "fallback: false}\n")
     loaded = load_config(str(cfg))
     assert loaded.build.schedules.options().cpu_int8_dot is False and loaded.build.fallback is False
     assert loaded.build.schedules.options().cpu_int8_winograd is False
     assert loaded.to_dict()["build"]["schedules"] == {"cpu_default": True, "cpu_int8_dot": False,
                                                       "cpu_int8_depthwise": True, "cpu_int8_amx": True,
                                                       "cpu_int8_blocked": True, "cpu_int8_winograd": False,
-                                                      "cuda_int8_dp4a": True}
+                                                      "cpu_int8_winograd_tile": 2, "cuda_int8_dp4a": True}
     # the builds also know the weights' bits the quantizer makes (7: vpmaddubsw on CPUs without VNNI)
     assert loaded.schedule_options().int8_weight_bits == 8
     cfg.write_text("quantize: {nbit_weight: 7}\n")

@@ -48,6 +48,8 @@ def test_wrong_type_and_choice(tmp_path):
         load_config(_write(tmp_path, "model: {batch: one}\n"))
     with pytest.raises(ConfigError, match=r"^target.kind: invalid value 'tpu'; valid: auto, llvm, cuda$"):
         load_config(_write(tmp_path, "target: tpu\n"))
+    with pytest.raises(ConfigError, match=r"^build.schedules.cpu_int8_winograd_tile: invalid value 3; valid: 2, 4$"):
+        load_config(_write(tmp_path, "build: {schedules: {cpu_int8_winograd_tile: 3}}\n"))
 
 
 def test_unknown_model_lists_known(tmp_path):

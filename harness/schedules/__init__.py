@@ -29,6 +29,7 @@ class ScheduleOptions:
     cpu_int8_amx: bool = True  # llvm with amx-int8: 8-bit convs on AMX tiles (off: the dot product / plain)
     cpu_int8_blocked: bool = True  # llvm without AMX: 8-bit tensors between int8 convs stored NCHW8c (off: NCHW)
     cpu_int8_winograd: bool = True  # llvm without VNNI, blocked: 8-bit 3x3 stride-1 convs as exact integer Winograd
+    cpu_int8_winograd_tile: int = 4  # its outputs per tile side: F(4x4, 3x3) or F(2x2, 3x3)
     cuda_int8_dp4a: bool = True  # cuda: 8-bit convs on __dp4a (off: TVM's GPU schedules)
     # not switches: the most bits of the module's int8 weights of ungrouped and of grouped convs
     # (the quantizer's, set by the build: RunConfig.schedule_options); 7 or fewer lets CPUs
@@ -85,7 +86,8 @@ def schedule_family(target, options: Optional[ScheduleOptions] = None) -> Option
     if kind == "llvm" and options.cpu_default:
         return CPUSchedules(int8_dot=options.cpu_int8_dot, int8_depthwise=options.cpu_int8_depthwise,
                             int8_amx=options.cpu_int8_amx, weight_bits=options.weight_bits(),
-                            int8_blocked=options.cpu_int8_blocked, int8_winograd=options.cpu_int8_winograd)
+                            int8_blocked=options.cpu_int8_blocked, int8_winograd=options.cpu_int8_winograd,
+                            int8_winograd_tile=options.cpu_int8_winograd_tile)
     if kind == "cuda" and options.cuda_int8_dp4a:
         return CUDASchedules()
     return None

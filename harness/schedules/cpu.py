@@ -668,13 +668,15 @@ class CPUSchedules:
     name = "cpu"
 
     def __init__(self, *, int8_dot: bool = True, int8_depthwise: bool = True, int8_amx: bool = True,
-                 weight_bits: WeightBits = WeightBits(), int8_blocked: bool = True, int8_winograd: bool = True):
+                 weight_bits: WeightBits = WeightBits(), int8_blocked: bool = True, int8_winograd: bool = True,
+                 int8_winograd_tile: int = 4):
         self.int8_dot = int8_dot
         self.int8_depthwise = int8_depthwise
         self.int8_amx = int8_amx
         self.weight_bits = weight_bits
         self.int8_blocked = int8_blocked
         self.int8_winograd = int8_winograd
+        self.int8_winograd_tile = int8_winograd_tile
 
     @staticmethod
     def applies_to(target) -> bool:
@@ -723,4 +725,4 @@ class CPUSchedules:
         if not (dot and self.int8_blocked):
             return [widen]
         lanes = winograd.lanes_for(target) if self.int8_winograd else 0
-        return [widen, blocked_int8_pass(winograd_lanes=lanes)]
+        return [widen, blocked_int8_pass(winograd_lanes=lanes, winograd_tile=self.int8_winograd_tile)]

@@ -214,7 +214,8 @@ bench: {{results_dir: {tmp_path / "results"}}}
     assert "conv2d" in kernel
     assert int8["build"] == {"schedules": {"cpu_default": True, "cpu_int8_dot": True, "cpu_int8_depthwise": True,
                                            "cpu_int8_amx": False, "cpu_int8_blocked": True,
-                                           "cpu_int8_winograd": False, "cuda_int8_dp4a": True,
+                                           "cpu_int8_winograd": False, "cpu_int8_winograd_tile": 4,
+                                           "cuda_int8_dp4a": True,
                                            "int8_weight_bits": 8, "int8_grouped_weight_bits": 8},
                              "fallback": None}
     [fp32] = [v for v in record["variants"] if v["variant"] == "tvm-fp32"]

@@ -40,54 +40,63 @@ def _conv_int64(data: np.ndarray, weight: np.ndarray, pad: int) -> np.ndarray:
     return out
 
 
-def _products(data: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """The 16 sums M[e, u, n, tile row, tile column, k] of F(2x2, 3x3) over unpadded data with an
-    even output, in int64, from the kernel's transformed weights."""
+def _winograd_numpy(data: np.ndarray, weight: np.ndarray, tile: int, chunks: int = 1) -> np.ndarray:
+    """F(tile x tile, 3x3) as the kernel computes it (unpadded data, output a multiple of `tile`):
+    the products summed per chunk of input channels (asserted within int32, where the kernel sums
+    them), the output transform in int64, then the scale taken off."""
+    tf = winograd.TRANSFORMS[tile]
     n, c, h, w = data.shape
-    k = weight.shape[0]
-    u = winograd.transform_weights(weight, 8)  # [4, 4, K / 8, C / 2, 8, 2]
-    u = u.transpose(0, 1, 2, 4, 3, 5).reshape(4, 4, k, c).astype(np.int64)
-    th, tw = (h - 2) // 2, (w - 2) // 2
-    tiles = np.stack([np.stack([data[:, :, 2 * y:2 * y + 4, 2 * x:2 * x + 4] for x in range(tw)], 2)
-                      for y in range(th)], 2).astype(np.int64)  # [n, c, th, tw, 4, 4]
-    v = np.einsum("ei,nctwij,uj->euntwc", winograd.B_T, tiles, winograd.B_T)
-    assert np.abs(v).max() <= 4 * 255
-    return np.einsum("eukc,euntwc->euntwk", u, v)
+    k, a = weight.shape[0], tf.alpha
+    u = winograd.transform_weights(weight, 8, tile)  # [a, a, K / 8, C / 2, 8, 2]
+    u = u.transpose(0, 1, 2, 4, 3, 5).reshape(a, a, k, c).astype(np.int64)
+    th, tw = (h - 2) // tile, (w - 2) // tile
+    tiles = np.stack([np.stack([data[:, :, tile * y:tile * y + a, tile * x:tile * x + a] for x in range(tw)], 2)
+                      for y in range(th)], 2).astype(np.int64)  # [n, c, th, tw, a, a]
+    v = np.einsum("ei,nctwij,uj->euntwc", tf.data, tiles, tf.data)
+    assert np.abs(v).max() < 2 ** 15  # int16
+    per = c // chunks
+    m = np.stack([np.einsum("eukc,euntwc->euntwk", u[..., q * per:(q + 1) * per], v[..., q * per:(q + 1) * per])
+                  for q in range(chunks)])
+    assert np.abs(m).max() <= 2 ** 31 - 1  # each chunk's sums stay in int32
+    y = np.einsum("oe,qeuntwk,pu->ntwkop", tf.out, m, tf.out)
+    assert (y % tf.scale == 0).all()
+    return (y // tf.scale).transpose(0, 3, 1, 4, 2, 5).reshape(n, k, tile * th, tile * tw)
 
 
-def _winograd_numpy(data: np.ndarray, weight: np.ndarray, wrap: bool) -> np.ndarray:
-    """The F(2x2, 3x3) the kernel computes (unpadded data, even output), in int64 or, with
-    `wrap`, with the kernel's int32 products / uint32 output transform wrap-around."""
-    n, _, h, w = data.shape
-    k = weight.shape[0]
-    th, tw = (h - 2) // 2, (w - 2) // 2
-    m = _products(data, weight)
-    if wrap:
-        m = m.astype(np.int32).astype(np.uint32).astype(np.int64)  # the sums kept modulo 2^32
-    y = np.einsum("oe,euntwk,pu->ntwkop", winograd.A_T, m, winograd.A_T)
-    if wrap:
-        y = (y % 2 ** 32).astype(np.uint32).astype(np.int32).astype(np.int64)
-    assert (y % 4 == 0).all()
-    y = y >> winograd.SCALE_SHIFT
-    return y.transpose(0, 3, 1, 4, 2, 5).reshape(n, k, 2 * th, 2 * tw)
-
-
-def test_integer_transforms_give_four_times_the_conv():
-    """(2G) g (2G)^T and B^T d B, multiplied and brought back by A^T . A, are 4 x the conv exactly
-    (random codes and the extremes), and the transformed weights fit int16 with room to spare."""
+@pytest.mark.parametrize("tile,u_max", [(2, 9 * 128), (4, 49 * 128)])
+def test_integer_transforms_give_the_conv(tile, u_max):
+    """The integer weight and data transforms, multiplied and brought back by the output transform,
+    are scale x the conv exactly (4 for F(2x2), 576 for F(4x4); random codes and the extremes), and
+    the transformed weights fit int16 with room to spare."""
     rng = np.random.RandomState(0)
-    data = rng.randint(0, 256, size=(2, 6, 10, 8)).astype(np.uint8)
+    data = rng.randint(0, 256, size=(2, 6, 10, 10)).astype(np.uint8)
     data[0, 0] = 255
     weight = rng.randint(-128, 128, size=(16, 6, 3, 3)).astype(np.int8)
     weight[0] = -128
     weight[1] = 127
-    np.testing.assert_array_equal(_winograd_numpy(data, weight, wrap=False), _conv_int64(data, weight, 0))
-    assert np.abs(winograd.transform_weights(weight, 8).astype(np.int64)).max() <= 9 * 128
+    assert winograd.TRANSFORMS[tile].scale == {2: 4, 4: 576}[tile]
+    np.testing.assert_array_equal(_winograd_numpy(data, weight, tile), _conv_int64(data, weight, 0))
+    assert np.abs(winograd.transform_weights(weight, 8, tile).astype(np.int64)).max() <= u_max
 
 
-def test_channel_bound_is_where_int32_stops_being_exact():
-    """4 x C x 9 x 255 x 128 < 2^31 bounds uint8 data at 1827 channels (int8 data: |x| <= 128, 3640);
-    near the bound, extreme operands in the kernel's 32-bit arithmetic (emulated) give the exact conv."""
+def _position_bound(tile: int, data_max: int = 255) -> np.ndarray:
+    """Per position, the largest |B^T d B| over uint8 codes, found at the two extreme corners of
+    the data's box (a linear form's extremes: 255 where its coefficient is positive, or negative)."""
+    b = winograd.TRANSFORMS[tile].data
+    coef = np.einsum("ei,uj->euij", b, b)
+    return np.maximum((coef * (coef > 0)).sum((2, 3)), -(coef * (coef < 0)).sum((2, 3))) * data_max
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+def test_data_bounds_are_the_extremes(tile):
+    np.testing.assert_array_equal(winograd.data_bounds("uint8", tile), _position_bound(tile))
+    assert winograd.data_bounds("uint8", 4).max() == 17340 < 2 ** 15  # int16
+    assert winograd.data_bounds("int8", 4).max() <= 100 * 128  # B^T's rows: |.| sums 10
+
+
+def test_channel_bound_of_f2_is_where_int32_stops_being_exact():
+    """4 x C x 9 x 255 x 128 < 2^31 bounds F(2x2)'s sums of uint8 data at 1827 channels (int8 data:
+    |x| <= 128, 3640) whatever the weights; near it, extreme operands give the exact conv."""
     assert winograd.max_channels("uint8") == 1827
     assert winograd.max_channels("int8") == 3640
     assert 4 * 1827 * 9 * 255 * 128 < 2 ** 31 <= 4 * 1828 * 9 * 255 * 128
@@ -97,16 +106,44 @@ def test_channel_bound_is_where_int32_stops_being_exact():
     weight = np.full((8, c, 3, 3), -128, np.int8)
     weight[1::2] = 127
     weight[:, :, 1, 1] = -128
+    assert winograd.channel_chunks(weight, "uint8", 2) == 1
     exact = _conv_int64(data, weight, 0)
-    assert np.abs(4 * exact).max() > 2 ** 30  # near the limit: the wrap matters
-    np.testing.assert_array_equal(_winograd_numpy(data, weight, wrap=True), exact)
+    assert np.abs(4 * exact).max() > 2 ** 30  # near the limit
+    np.testing.assert_array_equal(_winograd_numpy(data, weight, 2), exact)
 
 
-def test_applies_to_3x3_stride1_ungrouped_within_the_bound():
+@pytest.mark.parametrize("tile,chans", [(2, 1826), (2, 1828), (4, 64), (4, 256), (4, 768)])
+def test_chunks_are_the_fewest_that_keep_int32(tile, chans):
+    """The kernel sums a chunk of input channels in int32: for the weights with the largest
+    transform (every tap -128), the chunk count is the fewest (of even chunk sizes dividing the
+    channels) whose per-chunk sum at the worst position, chunk x |U| x the data bound, fits int32."""
+    weight = np.full((8, chans, 3, 3), -128, np.int8)
+    worst = (np.abs(winograd.transformed(weight[:1, :1], tile))[:, :, 0, 0] * _position_bound(tile)).max()
+    valid = [q for q in range(1, chans // 2 + 1) if chans % q == 0 and (chans // q) % 2 == 0]
+    expected = next(q for q in valid if chans // q * worst <= 2 ** 31 - 1)
+    assert winograd.channel_chunks(weight, "uint8", tile) == expected
+    if expected > 1:  # one chunk fewer would leave int32
+        assert chans // valid[valid.index(expected) - 1] * worst > 2 ** 31 - 1
+    if tile == 2:
+        assert expected == (1 if chans <= winograd.max_channels("uint8") else 2)
+
+
+def test_chunks_follow_the_weights_values():
+    """Real weights are far from the extremes: resnet-like 7-bit weights of 512 channels need one
+    chunk, the same shape at -128 everywhere several; a conv whose 9 x its result could leave int32
+    (F(4x4) divides by 9 in int32) is not taken (0)."""
+    rng = np.random.RandomState(0)
+    small = np.clip(np.round(rng.normal(0, 12, size=(16, 512, 3, 3))), -63, 63).astype(np.int8)
+    assert winograd.channel_chunks(small, "uint8", 4) == 1
+    assert winograd.channel_chunks(np.full((16, 512, 3, 3), -128, np.int8), "uint8", 4) > 1
+    huge = np.full((8, 7000, 3, 3), -128, np.int8)  # 9 x 7000 x 9 x 255 x 128 > 2^31
+    assert winograd.channel_chunks(huge, "uint8", 4) == 0
+
+
+def test_applies_to_3x3_stride1_ungrouped():
     ok = dict(strides=(1, 1), dilation=(1, 1), groups=1, block=8, lanes=8)
     assert winograd.applies("uint8", (64, 64, 3, 3), **ok)
     assert winograd.applies("int8", (64, 3640, 3, 3), **ok)
-    assert not winograd.applies("uint8", (64, 1828, 3, 3), **ok)  # past the bound
     assert not winograd.applies("uint8", (64, 63, 3, 3), **ok)  # odd channel count: no pair
     assert not winograd.applies("uint8", (64, 64, 1, 1), **ok)
     assert not winograd.applies("uint8", (64, 64, 3, 3), **dict(ok, strides=(2, 2)))
@@ -143,16 +180,17 @@ def _run(built, shape, seed=1):
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
 
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("shape,data_dtype", [
-    ("1,64,14,14,64,3,3,1,1", None),     # even output, padded
-    ("1,32,15,9,16,3,3,1,1", None),      # odd output height and width: the last tiles half used
+    ("1,64,14,14,64,3,3,1,1", None),     # padded; 14 = 3.5 tiles of 4: the last ones half used
+    ("1,32,15,9,16,3,3,1,1", None),      # odd output height and width: the last tiles partly used
     ("2,32,8,8,32,3,3,1,0", None),       # batch 2, no padding
     ("1,48,10,10,24,3,3,1,1", "int8"),   # signed data (a padded conv after a linear layer)
 ])
-def test_kernel_equals_the_dot_product_build(haswell, shape, data_dtype):
-    """The quantized conv built with the Winograd kernel gives the dot-product build's output bit
-    for bit (the same integer sums), and the build says which kernel it used."""
-    wino = _built(shape, WINOGRAD, haswell, data_dtype)
+def test_kernel_equals_the_dot_product_build(haswell, shape, data_dtype, tile):
+    """The quantized conv built with the Winograd kernel (F(2x2) and F(4x4)) gives the dot-product
+    build's output bit for bit (the same integer sums), and the build says which kernel it used."""
+    wino = _built(shape, dataclasses.replace(WINOGRAD, cpu_int8_winograd_tile=tile), haswell, data_dtype)
     direct = _built(shape, DIRECT, haswell, data_dtype)
     assert wino.report.counts().get("default:cpu_int8_winograd") == 1
     assert "default:cpu_int8_winograd" not in direct.report.counts()
@@ -181,42 +219,32 @@ def test_vnni_target_keeps_the_dot_product():
     assert built.report.counts().get("default:cpu_int8_dot") == 1
 
 
-def test_no_partial_sum_outgrows_the_conv_bound():
-    """Per input channel, every sum the kernel forms -- the 16 products U . V and the output
-    transform's row sums -- stays within 4 x 9 x 255 x 128, the bound of 4 x the conv itself (the
-    products by the operands' bounds, 1152 x 1020; the row sums over 200000 random tiles of
-    extreme codes): so up to :func:`max_channels` nothing in the kernel leaves int32."""
-    rng = np.random.RandomState(0)
-    n = 200000
-    d = np.where(rng.rand(n, 4, 4) < 0.5, 255, 0)
-    g = np.where(rng.rand(n, 3, 3) < 0.5, -128, 127)
-    m = np.einsum("ei,nij,uj->neu", winograd.G2, g, winograd.G2) * np.einsum("ei,nij,uj->neu", winograd.B_T, d,
-                                                                             winograd.B_T)
-    rows = np.einsum("oe,neu->nou", winograd.A_T, m)
-    bound = 4 * 9 * 255 * 128
-    assert np.abs(m).max() <= bound and np.abs(rows).max() <= bound
-    assert np.abs(rows).max() == bound  # reached: the bound is tight
-
-
-def test_worst_case_operands_at_the_channel_bound(haswell):
-    """The compiled kernel at 1824 uint8 input channels (a multiple of the 8-channel block under
-    1827) on the tile and weights whose row sum reaches the bound in every channel: 4 x the conv
-    is 2143272960, 4 MB under 2^31, and the result is the exact conv."""
+@pytest.mark.parametrize("tile,chans,chunks", [(2, 1824, 1), (4, 296, 4)])
+def test_worst_case_operands_at_the_chunk_bound(haswell, tile, chans, chunks):
+    """The compiled kernel on the weights with the largest transform (-128 everywhere; every other
+    output channel's first tap 127) and, in every channel, the data tile whose transform is largest
+    at the position where the product sums are: each chunk's sum there ends within 2^25 of int32's
+    end (F(2x2) at 1824 uint8 channels, one chunk; F(4x4) at 296, 4 chunks of 74), and the result is
+    the exact conv."""
     from harness.schedules.winograd import schedule_int8_winograd
 
-    c, k = 1824, 8
-    tile = np.array([[0, 0, 0, 0], [255, 255, 255, 255], [255, 255, 255, 0], [255, 255, 255, 0]], np.uint8)
-    data = np.broadcast_to(tile, (1, c, 4, 4)).copy()
-    weight = np.full((k, c, 3, 3), -128, np.int8)
+    tf, k = winograd.TRANSFORMS[tile], 8
+    weight = np.full((k, chans, 3, 3), -128, np.int8)
     weight[1::2, :, 0, 0] = 127  # some output channels away from the extreme
+    assert winograd.channel_chunks(weight, "uint8", tile) == chunks
+    per_channel = np.abs(winograd.transformed(weight[:1, :1], tile))[:, :, 0, 0] * _position_bound(tile)
+    e, u = np.unravel_index(per_channel.argmax(), per_channel.shape)
+    assert 2 ** 31 - 2 ** 25 < chans // chunks * per_channel[e, u] < 2 ** 31
+    coef = np.outer(tf.data[e], tf.data[u])
+    pattern = np.where(coef > 0, 255, 0) if coef[coef > 0].sum() >= -coef[coef < 0].sum() else np.where(coef < 0, 255, 0)
+    data = np.broadcast_to(pattern.astype(np.uint8), (1, chans, tf.alpha, tf.alpha)).copy()
     exact = _conv_int64(data, weight, 0)
-    assert np.abs(4 * exact).max() == 4 * c * 9 * 255 * 128  # the largest magnitude there is
-    blocked = data.reshape(1, c // 8, 8, 4, 4).transpose(0, 1, 3, 4, 2).copy()
-    packed = winograd.transform_weights(weight, 8)
+    blocked = data.reshape(1, chans // 8, 8, tf.alpha, tf.alpha).transpose(0, 1, 3, 4, 2).copy()
+    packed = winograd.transform_weights(weight, 8, tile)
     x = te.placeholder(blocked.shape, "uint8", name="x")
-    u = te.placeholder(packed.shape, "int16", name="u")
-    out = winograd.winograd_conv2d_te(x, u, padding=(0, 0, 0, 0), block=8, lanes=8)
-    sch = s_tir.Schedule(te.create_prim_func([x, u, out]))
+    w = te.placeholder(packed.shape, "int16", name="u")
+    out = winograd.winograd_conv2d_te(x, w, padding=(0, 0, 0, 0), block=8, lanes=8, tile=tile, chunks=chunks)
+    sch = s_tir.Schedule(te.create_prim_func([x, w, out]))
     schedule_int8_winograd(sch, haswell)
     lib = tvm.compile(sch.mod, target=haswell)
     dev = tvm.cpu()

@@ -25,7 +25,8 @@ of input channels: 2 for ``vpmaddwd``, 4 for ``vpmaddubsw`` and VNNI).
             rule takes like a dense conv per group (:func:`_grouped_weight` merges groups of fewer
             output channels than a block); the rest (fp32, 16-bit): unblock, TOPI's NCHW conv, block
         3x3 stride-1 dense ones, where the target has no VNNI (`winograd_lanes`): exact integer
-            Winograd F(2x2, 3x3) (:mod:`harness.schedules.winograd`), its weights transformed here
+            Winograd F(m x m, 3x3), m = `winograd_tile` (:mod:`harness.schedules.winograd`), its
+            weights transformed here
 
 The integer sums are the same as NCHW's, so outputs are bit-identical to the NCHW build. Modules
 without an 8-bit conv are returned unchanged. ``build.schedules.cpu_int8_blocked: false`` switches
@@ -151,9 +152,10 @@ def _conv_layouts(call, block: int) -> dict:
     return {"relax.nn.conv2d": [blocked_layout(block) if ok else "NCHW", "OIHW"]}
 
 
-def _winograd_conv2d(bb, call, block: int, lanes: int):
-    """The conv as :mod:`harness.schedules.winograd`'s kernel where it applies to it and its
-    weights are a constant (transformed here, once), else None."""
+def _winograd_conv2d(bb, call, block: int, lanes: int, tile: int):
+    """The conv as :mod:`harness.schedules.winograd`'s F(tile x tile, 3x3) kernel where it applies
+    to it and its weights are a constant (transformed here, once; they decide the chunks of input
+    channels the kernel sums exactly), else None."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
     from ...schedules import winograd  # pylint: disable=import-outside-toplevel
@@ -164,12 +166,16 @@ def _winograd_conv2d(bb, call, block: int, lanes: int):
             and winograd.applies(str(data.ty.dtype), weight.ty.shape.values, a.strides, a.dilation,
                                  int(a.groups), block, lanes)):
         return None
-    packed = relax.const(winograd.transform_weights(weight.value.numpy(), lanes))
+    values = weight.value.numpy()
+    chunks = winograd.channel_chunks(values, str(data.ty.dtype), tile)
+    if not chunks:
+        return None
+    packed = relax.const(winograd.transform_weights(values, lanes, tile))
     return bb.call_te(winograd.winograd_conv2d_te, data, packed, padding=a.padding, block=block, lanes=lanes,
-                      primfunc_name_hint=winograd.KERNEL_NAME)
+                      tile=tile, chunks=chunks, primfunc_name_hint=winograd.KERNEL_NAME)
 
 
-def _legalize_conv2d(bb, call, winograd_lanes: int = 0):
+def _legalize_conv2d(bb, call, winograd_lanes: int = 0, winograd_tile: int = 2):
     a = call.attrs
     layout = str(a.data_layout)
     if not (layout.startswith("NCHW") and layout.endswith("c") and len(layout) > 5) \
@@ -177,7 +183,7 @@ def _legalize_conv2d(bb, call, winograd_lanes: int = 0):
         return tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, call)
     block = int(layout[4:-1])
     if winograd_lanes:
-        winograd = _winograd_conv2d(bb, call, block, winograd_lanes)
+        winograd = _winograd_conv2d(bb, call, block, winograd_lanes, winograd_tile)
         if winograd is not None:
             return winograd
     out_dtype = str(a.out_dtype) if str(a.out_dtype) else str(call.args[0].ty.dtype)
@@ -329,10 +335,11 @@ def _var_uses(func) -> dict:
     return uses
 
 
-def blocked_int8_pass(block: int = BLOCK, winograd_lanes: int = 0) -> tvm.transform.Pass:
+def blocked_int8_pass(block: int = BLOCK, winograd_lanes: int = 0, winograd_tile: int = 2) -> tvm.transform.Pass:
     """The module pass described above (identity on modules without an 8-bit conv); with
     `winograd_lanes` (the int32 lanes of the target's vpmaddwd), the 3x3 stride-1 convs
-    :func:`harness.schedules.winograd.applies` to legalized as integer Winograd."""
+    :func:`harness.schedules.winograd.applies` to legalized as integer Winograd F(`winograd_tile`
+    x `winograd_tile`, 3x3)."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessBlockedInt8")
@@ -346,6 +353,6 @@ def blocked_int8_pass(block: int = BLOCK, winograd_lanes: int = 0) -> tvm.transf
         mod = relax.transform.ConvertLayout({}, layout_cb=lambda call: _conv_layouts(call, block))(mod)
         mod = relax.transform.Normalize()(mod)
         return relax.transform.LegalizeOps(
-            {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, winograd_lanes)})(mod)
+            {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, winograd_lanes, winograd_tile)})(mod)
 
     return _pass
