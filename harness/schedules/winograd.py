@@ -139,7 +139,9 @@ def channel_chunks(weight: np.ndarray, data_dtype: str, tile: int = 2) -> int:
         return 0
     per_channel = np.abs(transformed(weight, tile)) * data_bounds(data_dtype, tile)[:, :, None, None]
     chans = weight.shape[1]
-    for chunks in range(1, chans // 2 + 1):
+    # no count below the whole sum's share of int32 can do (a lower bound: the loop starts there)
+    fewest = max(1, -(-int(per_channel.sum(-1).max(initial=0)) // INT32_MAX))
+    for chunks in range(fewest, chans // 2 + 1):
         if chans % chunks or (chans // chunks) % 2:
             continue
         sums = per_channel.reshape(*per_channel.shape[:3], chunks, chans // chunks).sum(-1)
