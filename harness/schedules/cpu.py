@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import logging
 import math
+from fractions import Fraction
 from typing import List, Optional
 
 import tvm
@@ -55,7 +56,7 @@ from tvm import s_tir, tirx
 
 from ..targets import vector_bits, vector_registers
 from .analysis import (SCHEDULED_ATTR, Block, NotApplicable, block_bits, const_int, dtype_bits, inline_all, is_padding,
-                       is_reduction_iter, is_scheduled, largest_divisor_at_most, param_buffers,
+                       divisors, is_reduction_iter, is_scheduled, largest_divisor_at_most, param_buffers,
                        pick_vector_factor, root_blocks, schedule_pass, uses, writes_param, region_vars, vars_of)
 from .int8_conv import data_block, int8_conv_iters, pack_int8_conv, var_index
 from .intrinsics import WeightBits
@@ -96,12 +97,34 @@ def accumulator_budget(bits: int) -> int:
     return vector_registers(bits) - 4
 
 
-def dense_register_tile(pixels: int, channel_blocks: int, budget: int):
-    """``(xi, kb)``: the register tile of a dot-product kernel -- up to 4 pixels (or Winograd tiles)
-    that divide `pixels`, times the blocks of output channels that divide `channel_blocks` and
-    fill the rest of the accumulator `budget`."""
-    xi = largest_divisor_at_most(pixels, 4)
-    return xi, largest_divisor_at_most(channel_blocks, max(1, budget // xi))
+# The most accumulators of a dense dot-product tile: more (AVX-512's budget is 28) ran slower on
+# every resnet50_v1 conv on Zen 5 (2026-12-05: 7 x 2 pixels x 16-lane blocks beat 4 x 4 by
+# 1.1-1.6x and 7 x 4 by 1.1-3x; 28 accumulators, 4 weight vectors and a broadcast exceed the 32
+# registers); AVX2's 12 is below it
+DENSE_ACCUMULATORS = 14
+
+
+def dense_register_tile(pixels: int, channel_blocks: int, bits: int):
+    """``(xi, kb)``: the register tile of a dot-product kernel on `bits`-wide vectors -- ``xi``
+    pixels (or Winograd tiles) that divide `pixels`, times ``kb`` blocks of output channels that
+    divide `channel_blocks`, at most :data:`DENSE_ACCUMULATORS` (and the registers') accumulators
+    -- that loads the fewest operands per product: each step loads ``xi`` data and ``kb`` weight
+    vectors for ``xi x kb`` products, so the tile minimizes ``1 / kb + 1 / xi`` (on a tie, the
+    wider row of pixels).
+
+    A row of 7 pixels (resnet50_v1's last stage) once got 1 x 16 (a tile of at most 4 pixels
+    that divide the row): each weight vector loaded for one product, and the stage's convs ran
+    4-5x slower than on 7 x 2 on Zen 5."""
+    budget = min(accumulator_budget(bits), DENSE_ACCUMULATORS)
+    best = None
+    for xi in divisors(pixels):
+        if xi > budget:
+            continue
+        kb = largest_divisor_at_most(channel_blocks, budget // xi)
+        key = (Fraction(xi + kb, xi * kb), -xi)
+        if best is None or key < best[0]:
+            best = (key, xi, kb)
+    return best[1], best[2]
 
 
 def _choose_axes(sch: s_tir.Schedule, anchor: Block):
@@ -332,7 +355,7 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     bits = vector_bits(target)
     budget = accumulator_budget(bits)
     if conv.g_i is None:
-        xi, kb = dense_register_tile(x_ext, k_ext // lanes, budget)
+        xi, kb = dense_register_tile(x_ext, k_ext // lanes, bits)
     else:  # a group's few output channels: a wider row of pixels per weight vector
         kb = largest_divisor_at_most(k_ext // lanes, 2)
         xi = largest_divisor_at_most(x_ext, max(1, budget // kb))

@@ -294,7 +294,7 @@ def block_of(block) -> int:
 def schedule_int8_winograd(sch: s_tir.Schedule, target) -> str:
     """The schedule of a fused :func:`winograd_conv2d_te` kernel (see the module's docstring)."""
     from ..targets import vector_bits  # pylint: disable=import-outside-toplevel
-    from .cpu import accumulator_budget, dense_register_tile  # pylint: disable=import-outside-toplevel
+    from .cpu import dense_register_tile  # pylint: disable=import-outside-toplevel
     from .intrinsics import pmaddwd_intrinsic  # pylint: disable=import-outside-toplevel
 
     blocks = root_blocks(sch)
@@ -315,7 +315,7 @@ def schedule_int8_winograd(sch: s_tir.Schedule, target) -> str:
     last = rest[0]
 
     bits = vector_bits(target)
-    xi, kb = dense_register_tile(row_tiles, k_blocks, accumulator_budget(bits))
+    xi, kb = dense_register_tile(row_tiles, k_blocks, bits)
     # the epilogue (the output transform inlined into it) drives: its loops [n, k-block, y, x,
     # lane] -> n, tile row | k-blocks of kb x lanes | the rest; the products of a row's tiles for
     # kb x lanes channels computed under them, the row's data transform under the row

@@ -811,3 +811,24 @@ def test_a_record_for_other_weight_bits_is_not_applied(tmp_path, caplog):
         asm = next(m.inspect_source("s") for m in [built.executable.mod, *built.executable.mod.imports]
                    if m.kind == "llvm")
         assert ("vpmaddubsw" in asm) == (other == 7)
+
+
+@pytest.mark.parametrize("bits, pixels, blocks, expected", [
+    (512, 7, 32, (7, 2)),    # resnet50_v1's last stage: was 1 x 16 (4-5x slower on Zen 5)
+    (512, 56, 4, (7, 2)),    # was 4 x 4
+    (512, 8, 16, (4, 2)),    # a tie (4 x 2, 2 x 4): the wider row
+    (512, 17, 48, (1, 12)),  # a prime row wider than the tile: one pixel, the most blocks
+    (256, 56, 8, (4, 2)),    # AVX2's 12 registers: as before
+    (256, 14, 32, (2, 4)),
+    (256, 35, 8, (5, 2)),    # was 1 x 8
+])
+def test_dense_register_tile_loads_fewest_operands_per_product(bits, pixels, blocks, expected):
+    """The register tile of the dot-product kernels: the divisors of the row and of the channel
+    blocks within the accumulator cap whose loads per product, 1/kb + 1/xi, are fewest."""
+    xi, kb = cpu_default.dense_register_tile(pixels, blocks, bits)
+    assert (xi, kb) == expected
+    budget = min(cpu_default.accumulator_budget(bits), cpu_default.DENSE_ACCUMULATORS)
+    assert pixels % xi == 0 and blocks % kb == 0 and xi * kb <= budget
+    for x in (d for d in range(1, pixels + 1) if pixels % d == 0 and d <= budget):
+        for k in (d for d in range(1, blocks + 1) if blocks % d == 0 and x * d <= budget):
+            assert (x + k) * xi * kb >= (xi + kb) * x * k, (x, k)
