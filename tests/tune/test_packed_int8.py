@@ -140,6 +140,35 @@ def test_grouped_convs_run_on_the_dot_product(groups, merged, target):
     np.testing.assert_array_equal(blocked, _run(mod, x, target, NCHW)[0])
 
 
+def _conv_widths(mod) -> list:
+    """(width the 8-bit conv block computes, width its kernel writes) of each legalized conv."""
+    found = []
+    for _, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or "conv2d_nchw" not in func.script():
+            continue
+        sch = tvm.s_tir.Schedule(func)
+        conv = sch.get(sch.get_sblock("conv2d_nchw"))
+        found.append((int(conv.writes[0].source.shape[3]), int(func.params[-1].shape[3])))
+    return found
+
+
+def test_a_prime_row_is_computed_wider_inside_the_kernel(target):
+    """A 13-pixel row (prime: its only register tile would be one pixel wide) is computed at the
+    width :func:`dense_row_width` gives for AVX2 and 4 blocks of output channels (15: 3 x 4
+    tiles), the extra columns only in the conv's accumulator: the kernel writes 13, and the
+    output is the NCHW build's (test_blocked_equals_nchw_exactly, which runs these 13-wide convs)."""
+    from harness.schedules.cpu import dense_register_tile, dense_row_width
+
+    assert dense_register_tile(13, 4, 256) == (1, 4)
+    assert dense_row_width(13, 4, 256) == 15 and dense_register_tile(15, 4, 256) == (3, 4)
+    assert dense_row_width(56, 4, 256) == 56  # a row whose tile is good keeps its width
+    mod, _ = two_convs(ci=16, mid=24, co=32)
+    assert _conv_widths(blocked_int8_pass()(mod)) == [(13, 13), (13, 13)]
+    # mid 24 = 3 blocks of 8: 13 -> 16 with 4 x 3; co 32: 13 -> 15 with 3 x 4
+    assert dense_row_width(13, 3, 256) == 16 and dense_register_tile(16, 3, 256) == (4, 3)
+    assert sorted(_conv_widths(blocked_int8_pass(row_bits=256)(mod))) == [(15, 13), (16, 13)]
+
+
 def test_grouped_conv_search_space_replays_and_stays_exact(target, tmp_path):
     """`harness tune` samples the grouped conv's register tile like a dense conv's: a sample's
     trace, as a database record, builds the kernel with the same integer sums."""

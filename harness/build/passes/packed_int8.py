@@ -66,9 +66,13 @@ def _int8_convs(mod: tvm.IRModule) -> int:
     return count[0]
 
 
-def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, out_dtype: str, block: int):
+def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, out_dtype: str, block: int,
+                      row_bits: int = 0):
     """TE of a conv2d whose data and output are ``NCHW{block}c`` and whose weights are OIHW, or,
-    for a grouped conv of 8-bit data, ``[groups, k / groups, c / groups, kh, kw]``."""
+    for a grouped conv of 8-bit data, ``[groups, k / groups, c / groups, kh, kw]``. With
+    `row_bits` (the target's vector bits), an ungrouped 8-bit conv is computed at
+    :func:`harness.schedules.cpu.dense_row_width` columns (its right padding wider), of which the
+    output reads its own: the extra columns stay inside the kernel."""
     from tvm import te, topi  # pylint: disable=import-outside-toplevel
 
     from ...schedules.int8_conv import GROUPED_CONV  # pylint: disable=import-outside-toplevel
@@ -88,6 +92,12 @@ def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, 
     eight_bit = str(data.dtype) in ("int8", "uint8") and str(weight.dtype) == "int8"
     dense = groups == 1
     depthwise = groups == chans == k_out and per_group == 1
+    wide = out_w
+    if eight_bit and dense and row_bits and k_out % (row_bits // 32) == 0:
+        from ...schedules.cpu import dense_row_width  # pylint: disable=import-outside-toplevel
+
+        wide = dense_row_width(out_w, k_out // (row_bits // 32), row_bits)
+        right += (wide - out_w) * sw
     padded = data
     if eight_bit and (top or left or bottom or right):
         padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="pad_temp")
@@ -119,7 +129,7 @@ def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, 
         else:  # input channel k into k
             axes, channel, w_channel, name = [r, s], lambda k: k, lambda k: 0, "depthwise_conv2d_nchw"
         conv = te.compute(
-            (n, k_out, out_h, out_w),
+            (n, k_out, out_h, wide if dense else out_w),
             lambda i, k, y, x: te.sum(window(i, channel(k), y, x) * weight[k, w_channel(k), r, s].astype(out_dtype),
                                       axis=axes),
             name=name)
@@ -175,7 +185,7 @@ def _winograd_conv2d(bb, call, block: int, lanes: int, tile: int):
                       tile=tile, chunks=chunks, primfunc_name_hint=winograd.KERNEL_NAME)
 
 
-def _legalize_conv2d(bb, call, winograd_lanes: int = 0, winograd_tile: int = 2):
+def _legalize_conv2d(bb, call, winograd_lanes: int, winograd_tile: int, row_bits: int):
     a = call.attrs
     layout = str(a.data_layout)
     if not (layout.startswith("NCHW") and layout.endswith("c") and len(layout) > 5) \
@@ -194,7 +204,7 @@ def _legalize_conv2d(bb, call, winograd_lanes: int = 0, winograd_tile: int = 2):
         weight, groups = _grouped_weight(bb, weight, groups, block)
     return bb.call_te(blocked_conv2d_te, call.args[0], weight, strides=a.strides, padding=a.padding,
                       dilation=a.dilation, groups=groups, out_dtype=out_dtype, block=block,
-                      primfunc_name_hint="conv2d")
+                      row_bits=row_bits, primfunc_name_hint="conv2d")
 
 
 def _grouped_weight(bb, weight, groups: int, block: int):
@@ -335,11 +345,13 @@ def _var_uses(func) -> dict:
     return uses
 
 
-def blocked_int8_pass(block: int = BLOCK, winograd_lanes: int = 0, winograd_tile: int = 2) -> tvm.transform.Pass:
+def blocked_int8_pass(block: int = BLOCK, winograd_lanes: int = 0, winograd_tile: int = 4,
+                      row_bits: int = 0) -> tvm.transform.Pass:
     """The module pass described above (identity on modules without an 8-bit conv); with
     `winograd_lanes` (the int32 lanes of the target's vpmaddwd), the 3x3 stride-1 convs
     :func:`harness.schedules.winograd.applies` to legalized as integer Winograd F(`winograd_tile`
-    x `winograd_tile`, 3x3)."""
+    x `winograd_tile`, 3x3); with `row_bits` (the target's vector bits), the other ungrouped
+    8-bit convs computed at the row width their register tile wants (:func:`blocked_conv2d_te`)."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessBlockedInt8")
@@ -353,6 +365,6 @@ def blocked_int8_pass(block: int = BLOCK, winograd_lanes: int = 0, winograd_tile
         mod = relax.transform.ConvertLayout({}, layout_cb=lambda call: _conv_layouts(call, block))(mod)
         mod = relax.transform.Normalize()(mod)
         return relax.transform.LegalizeOps(
-            {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, winograd_lanes, winograd_tile)})(mod)
+            {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, winograd_lanes, winograd_tile, row_bits)})(mod)
 
     return _pass
