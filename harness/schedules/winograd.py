@@ -111,13 +111,13 @@ def max_channels(data_dtype: str) -> int:
     return INT32_MAX // (4 * 9 * data_max * 128)
 
 
-def transformed(weight: np.ndarray, tile: int = 2) -> np.ndarray:
+def transformed(weight: np.ndarray, tile: int) -> np.ndarray:
     """``G g G^T`` of int8 OIHW 3x3 weights ``[K, C, 3, 3]``: int64 ``[alpha, alpha, K, C]``."""
     g = TRANSFORMS[tile].weight
     return np.einsum("ei,kcij,uj->eukc", g, weight.astype(np.int64), g)
 
 
-def data_bounds(data_dtype: str, tile: int = 2) -> np.ndarray:
+def data_bounds(data_dtype: str, tile: int) -> np.ndarray:
     """``[alpha, alpha]``: the largest magnitude of each position of ``B^T d B`` over the data's
     codes."""
     lo, hi = _data_range(data_dtype)
@@ -126,18 +126,20 @@ def data_bounds(data_dtype: str, tile: int = 2) -> np.ndarray:
     return np.maximum(np.maximum(coef * lo, coef * hi).sum((2, 3)), -np.minimum(coef * lo, coef * hi).sum((2, 3)))
 
 
-def channel_chunks(weight: np.ndarray, data_dtype: str, tile: int = 2) -> int:
+def channel_chunks(weight: np.ndarray, u: np.ndarray, data_dtype: str) -> int:
     """How many equal chunks of input channels the kernel sums its products over before each
-    chunk's output transform, for these weights: the fewest (an even count of channels each) in
-    which no product sum of any output channel can leave int32, whatever the data's codes (per
-    position, the sum over the chunk's channels of ``|G g G^T| x`` :func:`data_bounds`); 0 where
-    no chunking keeps the result exact (9 x the conv itself past int32, for F(4x4))."""
+    chunk's output transform, for the int8 weights `weight` and their :func:`transformed` `u`
+    (whose size says the tile): the fewest (an even count of channels each) in which no product
+    sum of any output channel can leave int32, whatever the data's codes (per position, the sum
+    over the chunk's channels of ``|G g G^T| x`` :func:`data_bounds`); 0 where no chunking keeps
+    the result exact (9 x the conv itself past int32, for F(4x4))."""
+    tile = int(u.shape[0]) - 2
     lo, hi = _data_range(data_dtype)
     w = weight.astype(np.int64)
     conv = np.maximum(np.maximum(w * lo, w * hi).sum((1, 2, 3)), -np.minimum(w * lo, w * hi).sum((1, 2, 3)))
     if TRANSFORMS[tile].divisor * conv.max(initial=0) > INT32_MAX:
         return 0
-    per_channel = np.abs(transformed(weight, tile)) * data_bounds(data_dtype, tile)[:, :, None, None]
+    per_channel = np.abs(u) * data_bounds(data_dtype, tile)[:, :, None, None]
     chans = weight.shape[1]
     # no count below the whole sum's share of int32 can do (a lower bound: the loop starts there)
     fewest = max(1, -(-int(per_channel.sum(-1).max(initial=0)) // INT32_MAX))
@@ -150,13 +152,11 @@ def channel_chunks(weight: np.ndarray, data_dtype: str, tile: int = 2) -> int:
     return 0
 
 
-def transform_weights(weight: np.ndarray, lanes: int, tile: int = 2) -> np.ndarray:
-    """int8 OIHW 3x3 weights ``[K, C, 3, 3]`` -> ``G g G^T`` (:data:`TRANSFORMS`) as int16, packed
-    for the kernel's ``vpmaddwd``: ``[alpha, alpha, K / lanes, C / 2, lanes, 2]`` (per position, a
+def pack_weights(u: np.ndarray, lanes: int) -> np.ndarray:
+    """:func:`transformed` weights ``G g G^T`` ``[alpha, alpha, K, C]`` as int16, packed for the
+    kernel's ``vpmaddwd``: ``[alpha, alpha, K / lanes, C / 2, lanes, 2]`` (per position, a
     k-block's ``lanes`` x 2 input channels side by side, the operand one instruction reads)."""
-    k_out, chans = weight.shape[:2]
-    alpha = TRANSFORMS[tile].alpha
-    u = transformed(weight, tile)
+    alpha, _, k_out, chans = (int(v) for v in u.shape)
     assert np.abs(u).max(initial=0) < 2 ** 15
     u = u.reshape(alpha, alpha, k_out // lanes, lanes, chans // 2, 2).transpose(0, 1, 2, 4, 3, 5)
     return np.ascontiguousarray(u).astype(np.int16)
@@ -208,8 +208,8 @@ def _rows(matrix: np.ndarray, index, f, dtype: str):
     return expr
 
 
-def winograd_conv2d_te(data, packed, *, padding, block: int, lanes: int, tile: int = 2, chunks: int = 1):
-    """TE of the conv of `data` (``NCHW{block}c``, 8-bit) with the :func:`transform_weights`
+def winograd_conv2d_te(data, packed, *, padding, block: int, lanes: int, tile: int, chunks: int):
+    """TE of the conv of `data` (``NCHW{block}c``, 8-bit) with the :func:`pack_weights`
     weights `packed`, its input channels summed in `chunks` (:func:`channel_chunks`); int32
     output ``NCHW{block}c``, equal to the direct conv's."""
     from tvm import te, topi  # pylint: disable=import-outside-toplevel

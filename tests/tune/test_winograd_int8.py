@@ -47,7 +47,7 @@ def _winograd_numpy(data: np.ndarray, weight: np.ndarray, tile: int, chunks: int
     tf = winograd.TRANSFORMS[tile]
     n, c, h, w = data.shape
     k, a = weight.shape[0], tf.alpha
-    u = winograd.transform_weights(weight, 8, tile)  # [a, a, K / 8, C / 2, 8, 2]
+    u = winograd.pack_weights(winograd.transformed(weight, tile), 8)  # [a, a, K / 8, C / 2, 8, 2]
     u = u.transpose(0, 1, 2, 4, 3, 5).reshape(a, a, k, c).astype(np.int64)
     th, tw = (h - 2) // tile, (w - 2) // tile
     tiles = np.stack([np.stack([data[:, :, tile * y:tile * y + a, tile * x:tile * x + a] for x in range(tw)], 2)
@@ -76,7 +76,11 @@ def test_integer_transforms_give_the_conv(tile, u_max):
     weight[1] = 127
     assert winograd.TRANSFORMS[tile].scale == {2: 4, 4: 576}[tile]
     np.testing.assert_array_equal(_winograd_numpy(data, weight, tile), _conv_int64(data, weight, 0))
-    assert np.abs(winograd.transform_weights(weight, 8, tile).astype(np.int64)).max() <= u_max
+    assert np.abs(winograd.pack_weights(winograd.transformed(weight, tile), 8).astype(np.int64)).max() <= u_max
+
+
+def _chunks(weight: np.ndarray, tile: int) -> int:
+    return winograd.channel_chunks(weight, winograd.transformed(weight, tile), "uint8")
 
 
 def _position_bound(tile: int, data_max: int = 255) -> np.ndarray:
@@ -106,7 +110,7 @@ def test_channel_bound_of_f2_is_where_int32_stops_being_exact():
     weight = np.full((8, c, 3, 3), -128, np.int8)
     weight[1::2] = 127
     weight[:, :, 1, 1] = -128
-    assert winograd.channel_chunks(weight, "uint8", 2) == 1
+    assert _chunks(weight, 2) == 1
     exact = _conv_int64(data, weight, 0)
     assert np.abs(4 * exact).max() > 2 ** 30  # near the limit
     np.testing.assert_array_equal(_winograd_numpy(data, weight, 2), exact)
@@ -121,7 +125,7 @@ def test_chunks_are_the_fewest_that_keep_int32(tile, chans):
     worst = (np.abs(winograd.transformed(weight[:1, :1], tile))[:, :, 0, 0] * _position_bound(tile)).max()
     valid = [q for q in range(1, chans // 2 + 1) if chans % q == 0 and (chans // q) % 2 == 0]
     expected = next(q for q in valid if chans // q * worst <= 2 ** 31 - 1)
-    assert winograd.channel_chunks(weight, "uint8", tile) == expected
+    assert _chunks(weight, tile) == expected
     if expected > 1:  # one chunk fewer would leave int32
         assert chans // valid[valid.index(expected) - 1] * worst > 2 ** 31 - 1
     if tile == 2:
@@ -134,10 +138,10 @@ def test_chunks_follow_the_weights_values():
     (F(4x4) divides by 9 in int32) is not taken (0)."""
     rng = np.random.RandomState(0)
     small = np.clip(np.round(rng.normal(0, 12, size=(16, 512, 3, 3))), -63, 63).astype(np.int8)
-    assert winograd.channel_chunks(small, "uint8", 4) == 1
-    assert winograd.channel_chunks(np.full((16, 512, 3, 3), -128, np.int8), "uint8", 4) > 1
+    assert _chunks(small, 4) == 1
+    assert _chunks(np.full((16, 512, 3, 3), -128, np.int8), 4) > 1
     huge = np.full((8, 7000, 3, 3), -128, np.int8)  # 9 x 7000 x 9 x 255 x 128 > 2^31
-    assert winograd.channel_chunks(huge, "uint8", 4) == 0
+    assert _chunks(huge, 4) == 0
 
 
 def test_applies_to_3x3_stride1_ungrouped():
@@ -231,7 +235,7 @@ def test_worst_case_operands_at_the_chunk_bound(haswell, tile, chans, chunks):
     tf, k = winograd.TRANSFORMS[tile], 8
     weight = np.full((k, chans, 3, 3), -128, np.int8)
     weight[1::2, :, 0, 0] = 127  # some output channels away from the extreme
-    assert winograd.channel_chunks(weight, "uint8", tile) == chunks
+    assert _chunks(weight, tile) == chunks
     per_channel = np.abs(winograd.transformed(weight[:1, :1], tile))[:, :, 0, 0] * _position_bound(tile)
     e, u = np.unravel_index(per_channel.argmax(), per_channel.shape)
     assert 2 ** 31 - 2 ** 25 < chans // chunks * per_channel[e, u] < 2 ** 31
@@ -240,7 +244,7 @@ def test_worst_case_operands_at_the_chunk_bound(haswell, tile, chans, chunks):
     data = np.broadcast_to(pattern.astype(np.uint8), (1, chans, tf.alpha, tf.alpha)).copy()
     exact = _conv_int64(data, weight, 0)
     blocked = data.reshape(1, chans // 8, 8, tf.alpha, tf.alpha).transpose(0, 1, 3, 4, 2).copy()
-    packed = winograd.transform_weights(weight, 8, tile)
+    packed = winograd.pack_weights(winograd.transformed(weight, tile), 8)
     x = te.placeholder(blocked.shape, "uint8", name="x")
     w = te.placeholder(packed.shape, "int16", name="u")
     out = winograd.winograd_conv2d_te(x, w, padding=(0, 0, 0, 0), block=8, lanes=8, tile=tile, chunks=chunks)

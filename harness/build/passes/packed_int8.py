@@ -177,10 +177,11 @@ def _winograd_conv2d(bb, call, block: int, lanes: int, tile: int):
                                  int(a.groups), block, lanes)):
         return None
     values = weight.value.numpy()
-    chunks = winograd.channel_chunks(values, str(data.ty.dtype), tile)
+    u = winograd.transformed(values, tile)
+    chunks = winograd.channel_chunks(values, u, str(data.ty.dtype))
     if not chunks:
         return None
-    packed = relax.const(winograd.transform_weights(values, lanes, tile))
+    packed = relax.const(winograd.pack_weights(u, lanes))
     return bb.call_te(winograd.winograd_conv2d_te, data, packed, padding=a.padding, block=block, lanes=lanes,
                       tile=tile, chunks=chunks, primfunc_name_hint=winograd.KERNEL_NAME)
 
