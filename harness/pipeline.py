@@ -339,7 +339,8 @@ def _peer_arguments(cfg, model: LoadedModel, x: np.ndarray, runners: Dict, targe
     calib_cfg = cfg.quantize.calib if cfg.quantize is not None else CalibConfig()
     return dict(model=model, x=x, reference=runners["tvm-fp32"](x), bench=cfg.bench,
                 calib_batches=[b[_input_name(model)] for b in calibration_inputs(calib_cfg, model)],
-                device="cuda" if target.kind.name == "cuda" else "cpu", status=status, threads=cpu_threads(target))
+                device="cuda" if target.kind.name == "cuda" else "cpu", status=status, threads=cpu_threads(target),
+                fp32_dense=cfg.quantize.skip_dense_layer if cfg.quantize is not None else True)
 
 
 def peer_variants(cfg, model: LoadedModel, peers: Sequence[str], x: np.ndarray, runners: Dict, *,

@@ -128,6 +128,24 @@ def test_cpu_peers_agree_and_are_timed(fixture, request):
     assert fp16["latency"] is None and fp16["note"] == "n/a: fp16 peer runs on GPU only"
 
 
+def test_int8_peers_quantize_dense_layers_where_tvm_does(digits):
+    """With ``quantize.skip_dense_layer: false`` (``fp32_dense=False``) the int8 peers quantize the
+    dense layers too, as the TVM int8 build then does: only the first conv stays fp32 (the digits
+    CNN: 2 convs, 2 dense layers), and they still agree with TVM fp32."""
+    model, x, ref, calib = digits
+    names = ["mxnet-int8", "onnxruntime-int8", "openvino-int8"]
+    by_name = {r["variant"]: r for r in run_peers(names, model, x, ref, bench=QUICK, calib_batches=calib,
+                                                    fp32_dense=False)}
+    for name in names:
+        _check_timed(by_name[name], name)
+    fp32_layers = by_name["mxnet-int8"]["detail"]["fp32_layers"]
+    assert len(fp32_layers) == 1 and fp32_layers[0].endswith("conv0_fwd"), fp32_layers
+    assert len(by_name["onnxruntime-int8"]["detail"]["fp32_nodes"]) == 1
+    ov8 = by_name["openvino-int8"]["detail"]
+    assert ov8["fp32_nodes"] and not any(n.startswith("type ") for n in ov8["fp32_nodes"])
+    assert sum(n for k, n in ov8["kernels"].items() if k.lower().endswith("_i8")) == 1 + 2, ov8["kernels"]
+
+
 # ----------------------------------------------------------------------------- torch interpreter
 
 

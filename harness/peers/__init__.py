@@ -38,9 +38,9 @@ OpenVINO peers. Where the library says which instruction set it ran, the record'
 it (``isa``): OpenVINO's runtime model names each kernel; MXNet's oneDNN reports the ISA it caps
 itself at in its verbose log (read in a probe process with the same environment).
 
-The int8 peers keep the first convolution and the dense layers in fp32, like TVM's default
-qconfig (``skip_conv_layers=[0]``, ``skip_dense_layer=True``); see :data:`INT8_SKIP_FIRST_CONV`
-and :data:`INT8_SKIP_DENSE`.
+The int8 peers keep the first convolution in fp32, like TVM's default qconfig
+(``skip_conv_layers=[0]``; see :data:`INT8_SKIP_FIRST_CONV`), and the dense layers where the TVM
+int8 build does (``fp32_dense``: the run's ``quantize.skip_dense_layer``, by default true).
 """
 from __future__ import annotations
 
@@ -73,8 +73,6 @@ FP16_MIN_COSINE = 0.999
 INT8_MIN_COSINE = 0.98
 #: int8 peers keep the first convolution fp32 (TVM's default skip_conv_layers=[0]).
 INT8_SKIP_FIRST_CONV = True
-#: int8 peers keep dense / fully-connected layers fp32 (TVM's default skip_dense_layer=True).
-INT8_SKIP_DENSE = True
 #: ONNX opset of the torch -> ONNX export.
 ONNX_OPSET = 17
 
@@ -97,7 +95,7 @@ class _Prepared:
 
 
 class _Context:
-    def __init__(self, model, x, reference, bench, calib_batches, device, status, threads=None):
+    def __init__(self, model, x, reference, bench, calib_batches, device, status, threads=None, fp32_dense=True):
         from ..targets import default_cpu_threads  # pylint: disable=import-outside-toplevel
 
         self.model = model
@@ -110,6 +108,7 @@ class _Context:
         self.device = device
         self.status = status
         self.threads = int(threads or default_cpu_threads())  # CPU threads of the peers that take a count
+        self.fp32_dense = fp32_dense  # the int8 peers keep dense layers fp32 (quantize.skip_dense_layer)
         self._torch = None  # (module, None) or (None, exception)
         self._onnx = None  # ((path, input name), None) or (None, exception)
         self._tmp = None  # TemporaryDirectory holding the ONNX export, removed by close()
@@ -322,7 +321,7 @@ def _peer_mxnet_int8(ctx: _Context, rec: dict) -> _Prepared:
     convs = [n["name"] for n in nodes if n["op"] == "Convolution"]
     if INT8_SKIP_FIRST_CONV and convs:
         exclude.append(convs[0])
-    if INT8_SKIP_DENSE:
+    if ctx.fp32_dense:
         exclude += [n["name"] for n in nodes if n["op"] == "FullyConnected"]
     calib = ctx.calib_samples()
     size = min(len(ctx.calib_batches[0]), len(calib))  # calibrate in the batches given
@@ -403,8 +402,9 @@ def _export_onnx(ctx: _Context, tmp: str) -> tuple:
     return path, "data"
 
 
-def _onnx_fp32_skips(path: str) -> List[str]:
-    """Node names the int8 peers keep fp32: the first Conv and the dense layers (Gemm / MatMul)."""
+def _onnx_fp32_skips(path: str, fp32_dense: bool) -> List[str]:
+    """Node names the int8 peers keep fp32: the first Conv and (`fp32_dense`) the dense layers
+    (Gemm / MatMul)."""
     import onnx
 
     graph = onnx.load(path, load_external_data=False).graph
@@ -412,7 +412,7 @@ def _onnx_fp32_skips(path: str) -> List[str]:
     convs = [n.name for n in graph.node if n.op_type == "Conv"]
     if INT8_SKIP_FIRST_CONV and convs:
         skip.append(convs[0])
-    if INT8_SKIP_DENSE:
+    if fp32_dense:
         skip += [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul")]
     return [s for s in skip if s]
 
@@ -526,10 +526,10 @@ class PeerSession:
 
     def __init__(self, names: Sequence[str], model, x: np.ndarray, reference: np.ndarray, *, bench,
                  calib_batches, device: str = "cpu", status: Status = lambda msg: None,
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, fp32_dense: bool = True):
         names = list(names)
         _check_names(names, device)
-        self.ctx = _Context(model, x, reference, bench, calib_batches, device, status, threads)
+        self.ctx = _Context(model, x, reference, bench, calib_batches, device, status, threads, fp32_dense)
         self.records: List[dict] = []
         self._prepared: Dict[str, tuple] = {}  # name -> (record, prepared)
         try:
@@ -556,16 +556,18 @@ class PeerSession:
 
 
 def run_peers(names: Sequence[str], model, x: np.ndarray, reference: np.ndarray, *, bench, calib_batches,
-              device: str = "cpu", status: Status = lambda msg: None, threads: Optional[int] = None) -> List[dict]:
+              device: str = "cpu", status: Status = lambda msg: None, threads: Optional[int] = None,
+              fp32_dense: bool = True) -> List[dict]:
     """Run, check against `reference` (TVM fp32 on `x`) and time each peer; one variant dict per name, in order.
 
     `bench` is a BenchConfig (number, repeat, min_repeat_ms, warmup); `calib_batches` are the NCHW
     float32 arrays the int8 peers calibrate on; `device` is "cpu" or "cuda"; `threads`: the CPU
-    threads of ONNX Runtime and OpenVINO (default: all cores, as TVM's).
+    threads of ONNX Runtime and OpenVINO (default: all cores, as TVM's); `fp32_dense`: the int8
+    peers keep the dense layers fp32 (as TVM int8 does with ``quantize.skip_dense_layer``).
     """
     names = list(names)
     _check_names(names, device)
-    ctx = _Context(model, x, reference, bench, calib_batches, device, status, threads)
+    ctx = _Context(model, x, reference, bench, calib_batches, device, status, threads, fp32_dense)
     try:
         return [run_peer(name, ctx) for name in names]
     finally:

@@ -74,7 +74,7 @@ def peer_onnxruntime_int8(ctx: _Context, rec: dict) -> _Prepared:
         fp32_out = _ort_session(pre, ctx.threads).run(None, {input_name: ctx.x})[0]
         g32 = ctx.check_export(fp32_out, "ORT")
         chunks = ctx.calib_chunks(ctx.batch)
-        skip = _onnx_fp32_skips(pre)
+        skip = _onnx_fp32_skips(pre, ctx.fp32_dense)
         ctx.status(f"onnxruntime-int8: entropy calibration on {len(chunks) * ctx.batch} samples")
         t1 = time.perf_counter()
         qpath = os.path.join(tmp, "int8.onnx")

@@ -3,8 +3,9 @@
 Both read the ONNX export the ONNX Runtime peers use (same weights) and compile it with the latency
 hint on all cores. fp32 sets ``INFERENCE_PRECISION_HINT: f32``: on CPUs with AMX or AVX-512 bf16 the
 plugin otherwise runs bf16. int8 is ``nncf.quantize`` (its default min/max statistics) on the
-calibration samples the TVM int8 build uses, with the first convolution and the dense layers kept
-fp32 in the model like the other int8 peers (the plugin runs those at its default inference
+calibration samples the TVM int8 build uses, with the first convolution and (where the TVM int8
+build keeps them: ``quantize.skip_dense_layer``) the dense layers kept fp32 in the model like the
+other int8 peers (the plugin runs those at its default inference
 precision: bf16 on AMX CPUs, see ``detail.inference_precision``); OpenVINO picks the int8
 instructions itself (AMX where present).
 
@@ -25,7 +26,7 @@ from collections import Counter
 
 import numpy as np
 
-from . import INT8_SKIP_DENSE, INT8_SKIP_FIRST_CONV, PeerUnavailable, _Context, _Prepared
+from . import INT8_SKIP_FIRST_CONV, PeerUnavailable, _Context, _Prepared
 
 #: OpenVINO CPU layer types whose kernels the record lists.
 _COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution")
@@ -91,14 +92,15 @@ def peer_openvino_fp32(ctx: _Context, rec: dict) -> _Prepared:
     return _runner(compiled, ctx.x, {"export_s": ctx.export_s, **runtime_kernels(compiled)})
 
 
-def _fp32_ignored(model) -> dict:
-    """NNCF IgnoredScope arguments keeping the first convolution and the dense layers fp32."""
+def _fp32_ignored(model, fp32_dense: bool) -> dict:
+    """NNCF IgnoredScope arguments keeping the first convolution and (`fp32_dense`) the dense
+    layers fp32."""
     names = []
     if INT8_SKIP_FIRST_CONV:
         convs = [op.get_friendly_name() for op in model.get_ordered_ops()
                  if op.get_type_name() in ("Convolution", "GroupConvolution")]
         names = convs[:1]
-    return {"names": names, "types": ["MatMul"] if INT8_SKIP_DENSE else []}
+    return {"names": names, "types": ["MatMul"] if fp32_dense else []}
 
 
 def peer_openvino_int8(ctx: _Context, rec: dict) -> _Prepared:
@@ -114,7 +116,7 @@ def peer_openvino_int8(ctx: _Context, rec: dict) -> _Prepared:
     fp32_out = np.array(_compile(model, f32=True, threads=ctx.threads).create_infer_request().infer({0: ctx.x})[0])
     g32 = ctx.check_export(fp32_out, "OpenVINO")
     chunks = ctx.calib_chunks(ctx.batch)
-    ignored = _fp32_ignored(model)
+    ignored = _fp32_ignored(model, ctx.fp32_dense)
     ctx.status(f"openvino-int8: NNCF calibration on {len(chunks) * ctx.batch} samples")
     t0 = time.perf_counter()
     nncf_log = logging.getLogger("nncf")

@@ -429,6 +429,85 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     schedule_injective(sch, weights, bits)
 
 
+def schedule_int8_dot_dense(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, target) -> None:
+    """The 8-bit dense layer (Relax's ``matmul`` of 8-bit data ``[m, k]`` and a constant int8
+    ``[k, n]``, int32 sums) on the CPU's exact 8-bit dot product, as :func:`schedule_int8_dot_conv`
+    does a 1x1 conv:
+
+        weight [k, n] -> [n / lanes, k / red, lanes, red]   (a layout-rewrite block, folded at build)
+
+        parallel for (m / xi, n / (kb x lanes)):
+            for k / red:
+                unroll xi rows x kb blocks:  acc[lanes] += dot(data[red], weight[lanes, red])
+            epilogue (dequantize, bias, ReLU, requantize)
+
+    At batch 1 a dense layer is a matrix-vector product that reads each weight once: int8 weights
+    are a quarter of the fp32 bytes (vgg19's first dense layer: 103 MB of fp32). Weights of 8 bits
+    (the quantizer reduces only conv weights), so never ``vpmaddubsw``. Integer sums in another
+    order: bit-identical to the plain schedule."""
+    from .intrinsics import fitting_int8_dots  # pylint: disable=import-outside-toplevel
+
+    block = sch.get(anchor.rv)
+    if block.name_hint != "matmul" or len(block.reads) != 2 or len(block.writes) != 1 \
+            or len(block.writes[0].region) != 2:
+        raise NotApplicable("not a 2-D matmul")
+    data_region, weight_region = block.reads
+    data_dtype = str(data_region.source.dtype)
+    if data_dtype not in ("int8", "uint8") or str(weight_region.source.dtype) != "int8" \
+            or str(block.writes[0].source.dtype) != "int32":
+        raise NotApplicable("not an 8-bit x int8 -> int32 matmul")
+    params = param_buffers(sch)
+    if not any(weight_region.source.same_as(p) for p in params):
+        raise NotApplicable("weights are computed in the kernel")
+    iters = anchor.iters  # (a batch of 1 has no iter: its index is the constant 0)
+    m_i, n_i = (var_index(rng.min, iters) for rng in block.writes[0].region)
+    k_i = var_index(weight_region.region[0].min, iters)
+    if n_i is None or k_i is None or var_index(weight_region.region[1].min, iters) != n_i:
+        raise NotApplicable("unexpected matmul indexing")
+    exts = [const_int(iv.dom.extent) for iv in iters]
+    m_ext, n_ext, k_ext = 1 if m_i is None else exts[m_i], exts[n_i], exts[k_i]
+    fitting = fitting_int8_dots(target, data_dtype, n_ext, k_ext, 8)
+    if not fitting:
+        raise NotApplicable(f"no 8-bit dot product for {n_ext} outputs of {k_ext} inputs on this target")
+    intrin, lanes, red = fitting[0]
+    idx = next(i for i, b in enumerate(blocks) if b is anchor)
+    prologue = inline_all(sch, blocks[:idx], params)
+    rest = inline_all(sch, blocks[idx + 1:], params)
+    consumers = sch.get_consumers(anchor.rv)
+    if writes_param(sch, anchor.rv, params) or len(consumers) != 1:
+        raise NotApplicable("the sums are not read by exactly one epilogue")
+    epilogue = consumers[0]
+    rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
+    weights = sch.cache_read(anchor.rv, 1, "global")
+    sch.transform_layout(weights, ("write", 0), lambda k, n: (n // lanes, k // red, n % lanes, k % red))
+    sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", 1)
+
+    bits = vector_bits(target)
+    xi, kb = dense_register_tile(m_ext, n_ext // lanes, bits)
+    m_out = m_in = None
+    if m_i is not None:
+        m_out, m_in = sch.split(anchor.loops[m_i], [None, xi])
+    n_out, kb_in, n_in = sch.split(anchor.loops[n_i], [None, kb, lanes])
+    k_out, k_in = sch.split(anchor.loops[k_i], [None, red])
+    sch.reorder(*[lp for lp in (m_out, n_out, k_out, m_in, kb_in, n_in, k_in) if lp is not None])
+    sch.reverse_compute_at(epilogue, n_out)
+    outer = n_out if m_out is None else sch.fuse(m_out, n_out)
+    if const_int(sch.get(outer).extent) > 1:
+        sch.parallel(outer)
+    init = sch.decompose_reduction(anchor.rv, k_out)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(n_in, intrin)
+    for lp in (m_in, kb_in):
+        if lp is not None:
+            sch.unroll(lp)
+    epi_loops = sch.get_loops(epilogue)
+    if const_int(sch.get(epi_loops[-1]).extent) > 1:
+        sch.vectorize(epi_loops[-1])
+    for blk in prologue + rest:
+        schedule_injective(sch, blk.rv, bits)
+    schedule_injective(sch, weights, bits)
+
+
 def schedule_int8_depthwise_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, target) -> None:
     """The 8-bit depthwise NCHW conv2d (``group_conv2d_nchw`` / ``depthwise_conv2d_nchw`` with one
     input channel per group and one output channel per input channel: 8-bit data, int8 weights,
@@ -541,6 +620,9 @@ def _schedule_int8_dot(sch: s_tir.Schedule, target, sample: bool = False,
     reductions = [b for b in blocks if b.is_reduction]
     if len(reductions) != 1:
         raise NotApplicable(f"{len(reductions)} reduction blocks")
+    if sch.get(reductions[0].rv).name_hint == "matmul" and not sample:
+        schedule_int8_dot_dense(sch, blocks, reductions[0], target)
+        return "int8 dot-product dense"
     schedule_int8_dot_conv(sch, blocks, reductions[0], target, sample=sample, weight_bits=weight_bits)
     return "int8 dot-product conv"
 

@@ -832,3 +832,44 @@ def test_dense_register_tile_loads_fewest_operands_per_product(bits, pixels, blo
     for x in (d for d in range(1, pixels + 1) if pixels % d == 0 and d <= budget):
         for k in (d for d in range(1, blocks + 1) if blocks % d == 0 and x * d <= budget):
             assert (x + k) * xi * kb >= (xi + kb) * x * k, (x, k)
+
+
+def int8_dense(batch: int, k: int, n: int, data: str = "uint8"):
+    """(Relax main(x) = dequantize(matmul(x 8-bit [batch, k], int8 constant [k, n]) -> int32), as
+    the quantizer writes a dense layer; the weights; the scales)."""
+    w = np.random.RandomState(5).randint(-128, 128, size=(k, n)).astype("int8")
+    scale = np.random.RandomState(6).uniform(1e-3, 1e-2, size=(1, n)).astype("float32")
+
+    def body(bb, x):
+        acc = bb.emit(relax.op.matmul(x, relax.const(w), out_dtype="int32"))
+        return bb.emit(relax.op.multiply(bb.emit(relax.op.astype(acc, "float32")), relax.const(scale)))
+    return _module((batch, k), data, body), w, scale
+
+
+@pytest.mark.parametrize("batch,k,n,data", [(1, 256, 64, "uint8"), (3, 200, 48, "int8"), (16, 64, 32, "uint8")])
+def test_int8_dense_on_the_cpu_dot_product(batch, k, n, data, target):
+    """An 8-bit dense layer (int8 matmul of a constant) runs on the dot product, its weights packed
+    at build; the same int32 sums as the plain schedule, so the same floats out."""
+    from harness.schedules.intrinsics import cpu_int8_dots
+
+    dots = cpu_int8_dots(target, data)
+    if not dots:
+        pytest.skip(f"no 8-bit dot product on {target}")  # x86 CPUs without AVX2 (none seen in CI)
+    mod, w, scale = int8_dense(batch, k, n, data)
+    built = compile_module(mod, target, schedules=NO_AMX)
+    [(name, how)] = [(k_, v) for k_, v in built.report.kernels.items() if "matmul" in k_]
+    assert how == "default:cpu_int8_dot", built.report.kernels
+    x = _codes((batch, k), data)
+    got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, _run_switch(mod, x, target, dot=False))
+    np.testing.assert_array_equal(got, (x.astype(np.int64) @ w.astype(np.int64)).astype(np.float32) * scale)
+
+
+def test_int8_dense_on_vnni_assembly():
+    """On a VNNI CPU (Cascade Lake) the dense layer's products are vpdpbusd on zmm; compiled and
+    read on any host."""
+    tgt = tvm.target.Target(llvm_target("cascadelake", 2))
+    built = compile_module(int8_dense(1, 512, 64)[0], tgt, schedules=NO_AMX)
+    asm = next(m.inspect_source("s") for m in [built.executable.mod, *built.executable.mod.imports]
+               if m.kind == "llvm")
+    assert re.search(r"vpdpbusd\s+[^\n]*%zmm", asm)
