@@ -127,6 +127,18 @@ def dense_register_tile(pixels: int, channel_blocks: int, bits: int):
     return best[1], best[2]
 
 
+def tensorize_register_tile(sch: s_tir.Schedule, block_rv, reduce_loop, lane_loop, intrin: str, tile_loops) -> None:
+    """The accumulators' initialization split out at `reduce_loop` and vectorized, `lane_loop`
+    (with the loops inside it) tensorized as `intrin`, and the register tile's `tile_loops` (None:
+    absent) unrolled."""
+    init = sch.decompose_reduction(block_rv, reduce_loop)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(lane_loop, intrin)
+    for loop in tile_loops:
+        if loop is not None:
+            sch.unroll(loop)
+
+
 def dense_row_width(width: int, channel_blocks: int, bits: int) -> int:
     """The output width a channel-blocked 8-bit conv on a dot product is computed at (its kernel
     writes only the first `width` columns): the width up to :data:`DENSE_ACCUMULATORS` columns
@@ -411,11 +423,7 @@ def schedule_int8_dot_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Blo
     outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     if const_int(sch.get(outer).extent) > 1:
         sch.parallel(outer)
-    init = sch.decompose_reduction(anchor.rv, reduce[0])
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(k_in, intrin)
-    for loop in (*rows, x_in, kb_in):
-        sch.unroll(loop)
+    tensorize_register_tile(sch, anchor.rv, reduce[0], k_in, intrin, (*rows, x_in, kb_in))
     epi_loops = sch.get_loops(epilogue)
     if len(epi_loops) > 1 and const_int(sch.get(epi_loops[-1]).extent) > 1:
         sch.vectorize(epi_loops[-1])
@@ -494,12 +502,7 @@ def schedule_int8_dot_dense(sch: s_tir.Schedule, blocks: List[Block], anchor: Bl
     outer = n_out if m_out is None else sch.fuse(m_out, n_out)
     if const_int(sch.get(outer).extent) > 1:
         sch.parallel(outer)
-    init = sch.decompose_reduction(anchor.rv, k_out)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(n_in, intrin)
-    for lp in (m_in, kb_in):
-        if lp is not None:
-            sch.unroll(lp)
+    tensorize_register_tile(sch, anchor.rv, k_out, n_in, intrin, (m_in, kb_in))
     epi_loops = sch.get_loops(epilogue)
     if const_int(sch.get(epi_loops[-1]).extent) > 1:
         sch.vectorize(epi_loops[-1])

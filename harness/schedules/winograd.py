@@ -294,7 +294,7 @@ def block_of(block) -> int:
 def schedule_int8_winograd(sch: s_tir.Schedule, target) -> str:
     """The schedule of a fused :func:`winograd_conv2d_te` kernel (see the module's docstring)."""
     from ..targets import vector_bits  # pylint: disable=import-outside-toplevel
-    from .cpu import dense_register_tile  # pylint: disable=import-outside-toplevel
+    from .cpu import dense_register_tile, tensorize_register_tile  # pylint: disable=import-outside-toplevel
     from .intrinsics import pmaddwd_intrinsic  # pylint: disable=import-outside-toplevel
 
     blocks = root_blocks(sch)
@@ -340,12 +340,7 @@ def schedule_int8_winograd(sch: s_tir.Schedule, target) -> str:
     c2, ci = sch.split(rc, [None, 2])
     order = [e, u, q, n, ty, tx_out, c2, txi, k, ki, ci]
     sch.reorder(*[lp for lp in order if lp is not None])
-    init = sch.decompose_reduction(gemm.rv, c2)
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(ki, intrin)
-    for lp in (txi, k):
-        if lp is not None:
-            sch.unroll(lp)
+    tensorize_register_tile(sch, gemm.rv, c2, ki, intrin, (txi, k))
 
     # the data transform: its alpha x alpha positions unrolled (their B^T rows then constants), the
     # channels of a pixel vectorized
