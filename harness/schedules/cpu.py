@@ -139,6 +139,16 @@ def tensorize_register_tile(sch: s_tir.Schedule, block_rv, reduce_loop, lane_loo
             sch.unroll(loop)
 
 
+def row_widening_bits(target) -> int:
+    """The vector bits :func:`dense_row_width` widens the blocked 8-bit convs' rows for on
+    `target`, 0 where it does not: on AVX-512 only. AVX2 code gained nothing from it (7 -> 9
+    pixels 0.86-0.90x, 17 -> 18 level, 71 -> 72 1.07x per kernel: `mcpu=znver3` code timed on
+    Zen 5, 2026-12-05), where its twelve accumulators and the issue rate of its products, not the
+    weights' loads, bound the one-pixel tiles."""
+    bits = vector_bits(target)
+    return bits if bits >= 512 else 0
+
+
 def dense_row_width(width: int, channel_blocks: int, bits: int) -> int:
     """The output width a channel-blocked 8-bit conv on a dot product is computed at (its kernel
     writes only the first `width` columns): the width up to :data:`DENSE_ACCUMULATORS` columns
@@ -851,4 +861,4 @@ class CPUSchedules:
             return [widen]
         lanes = winograd.lanes_for(target) if self.int8_winograd else 0
         return [widen, blocked_int8_pass(winograd_lanes=lanes, winograd_tile=self.int8_winograd_tile,
-                                         row_bits=vector_bits(target))]
+                                         row_bits=row_widening_bits(target))]
