@@ -113,8 +113,11 @@ def max_channels(data_dtype: str) -> int:
 
 def transformed(weight: np.ndarray, tile: int) -> np.ndarray:
     """``G g G^T`` of int8 OIHW 3x3 weights ``[K, C, 3, 3]``: int64 ``[alpha, alpha, K, C]``."""
-    g = TRANSFORMS[tile].weight
-    return np.einsum("ei,kcij,uj->eukc", g, weight.astype(np.int64), g)
+    g = TRANSFORMS[tile].weight.astype(np.int64)
+    k_out, chans = weight.shape[:2]
+    # as batched 3x3 products (3x faster than the einsum at 512 x 512 channels; integers: exact)
+    u = g @ weight.astype(np.int64).reshape(k_out * chans, 3, 3) @ g.T
+    return np.ascontiguousarray(u.transpose(1, 2, 0)).reshape(len(g), len(g), k_out, chans)
 
 
 def data_bounds(data_dtype: str, tile: int) -> np.ndarray:
