@@ -854,9 +854,9 @@ class CPUSchedules:
 
         if self.int8_amx and amx.applies_to(target):
             return [pad_conv_width_pass(target), amx.strided_pointwise_pass(target)]
-        widen = pad_conv_width_pass(target, int8_dot=self.int8_dot)
         # (a CPU without a dot product would run the blocked convs on the plain schedule: no gain)
         dot = self.int8_dot and bool(cpu_int8_dots(target, "int8"))
+        widen = pad_conv_width_pass(target, int8_dot=self.int8_dot, pools=not (dot and self.int8_blocked))
         if not (dot and self.int8_blocked):
             return [widen]
         lanes = winograd.lanes_for(target) if self.int8_winograd else 0
