@@ -99,8 +99,8 @@ def accumulator_budget(bits: int) -> int:
 
 # The most accumulators of a dense dot-product tile: more (AVX-512's budget is 28) ran slower on
 # every resnet50_v1 conv on Zen 5 (2026-12-05: 7 x 2 pixels x 16-lane blocks beat 4 x 4 by
-# 1.1-1.6x and 7 x 4 by 1.1-3x; 28 accumulators, 4 weight vectors and a broadcast exceed the 32
-# registers); AVX2's 12 is below it
+# 1.1-1.6x and 7 x 4 by 1.1-3x). Measured, not derived: the 16-accumulator loops showed no spills
+# in their assembly, and why they run slower was not found. AVX2's 12 is below it
 DENSE_ACCUMULATORS = 14
 
 
