@@ -58,7 +58,7 @@ from ..targets import vector_bits, vector_registers
 from .analysis import (SCHEDULED_ATTR, Block, NotApplicable, block_bits, const_int, dtype_bits, inline_all, is_padding,
                        divisors, is_reduction_iter, is_scheduled, largest_divisor_at_most, param_buffers,
                        pick_vector_factor, root_blocks, schedule_pass, uses, writes_param, region_vars, vars_of)
-from .int8_conv import data_block, int8_conv_iters, pack_int8_conv, var_index
+from .int8_conv import data_block, int8_conv_iters, pack_int8_conv, pack_weights, split_around, var_index
 from .intrinsics import WeightBits
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,11 @@ def accumulator_budget(bits: int) -> int:
 DENSE_ACCUMULATORS = 14
 
 
+def _loads_per_product(xi: int, kb: int) -> Fraction:
+    """Operands a register tile of `xi` pixels x `kb` weight vectors loads per product."""
+    return Fraction(xi + kb, xi * kb)
+
+
 def dense_register_tile(pixels: int, channel_blocks: int, bits: int):
     """``(xi, kb)``: the register tile of a dot-product kernel on `bits`-wide vectors -- ``xi``
     pixels (or Winograd tiles) that divide `pixels`, times ``kb`` blocks of output channels that
@@ -121,7 +126,7 @@ def dense_register_tile(pixels: int, channel_blocks: int, bits: int):
         if xi > budget:
             continue
         kb = largest_divisor_at_most(channel_blocks, budget // xi)
-        key = (Fraction(xi + kb, xi * kb), -xi)
+        key = (_loads_per_product(xi, kb), -xi)
         if best is None or key < best[0]:
             best = (key, xi, kb)
     return best[1], best[2]
@@ -159,8 +164,7 @@ def dense_row_width(width: int, channel_blocks: int, bits: int) -> int:
     768 -> 192 conv from 0.157 to 0.046 ms, 71 -> 72 its 3x3 80 -> 192 conv from 1.97 to 0.69 ms
     (Zen 5, 6 x 2 tiles)."""
     def loads(cand):
-        xi, kb = dense_register_tile(cand, channel_blocks, bits)
-        return cand * Fraction(xi + kb, xi * kb)
+        return cand * _loads_per_product(*dense_register_tile(cand, channel_blocks, bits))
 
     best = min(range(width, width + DENSE_ACCUMULATORS), key=lambda cand: (loads(cand), cand))
     return best if 4 * loads(best) <= 3 * loads(width) else width
@@ -488,17 +492,10 @@ def schedule_int8_dot_dense(sch: s_tir.Schedule, blocks: List[Block], anchor: Bl
     if not fitting:
         raise NotApplicable(f"no 8-bit dot product for {n_ext} outputs of {k_ext} inputs on this target")
     intrin, lanes, red = fitting[0]
-    idx = next(i for i, b in enumerate(blocks) if b is anchor)
-    prologue = inline_all(sch, blocks[:idx], params)
-    rest = inline_all(sch, blocks[idx + 1:], params)
-    consumers = sch.get_consumers(anchor.rv)
-    if writes_param(sch, anchor.rv, params) or len(consumers) != 1:
+    prologue, rest, epilogue = split_around(sch, blocks, anchor)
+    if epilogue is None:
         raise NotApplicable("the sums are not read by exactly one epilogue")
-    epilogue = consumers[0]
-    rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
-    weights = sch.cache_read(anchor.rv, 1, "global")
-    sch.transform_layout(weights, ("write", 0), lambda k, n: (n // lanes, k // red, n % lanes, k % red))
-    sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", 1)
+    weights = pack_weights(sch, anchor, lambda k, n: (n // lanes, k // red, n % lanes, k % red))
 
     bits = vector_bits(target)
     xi, kb = dense_register_tile(m_ext, n_ext // lanes, bits)

@@ -102,6 +102,34 @@ def data_block(sch: s_tir.Schedule, anchor: Block, red: int, channels: Optional[
     return block
 
 
+def split_around(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, keep=lambda sch, block_rv: False):
+    """Inline what can be inlined around the reduction `anchor` (before it, all but what `keep`
+    holds back): (the blocks before it that stay, the blocks after its epilogue that stay, the one
+    block reading its accumulator -- None where the anchor writes an output of the kernel);
+    NotApplicable where several blocks read the accumulator."""
+    params = param_buffers(sch)
+    idx = next(i for i, b in enumerate(blocks) if b is anchor)
+    prologue = inline_all(sch, blocks[:idx], params, keep=keep)
+    rest = inline_all(sch, blocks[idx + 1:], params)
+    if writes_param(sch, anchor.rv, params):
+        return prologue, rest, None
+    consumers = sch.get_consumers(anchor.rv)
+    if len(consumers) != 1:
+        raise NotApplicable("the accumulator is read by several blocks")
+    epilogue = consumers[0]
+    return prologue, [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))], epilogue
+
+
+def pack_weights(sch: s_tir.Schedule, anchor: Block, index_map):
+    """The anchor's weights (its second operand, a kernel parameter) read through a layout-rewrite
+    block into the layout `index_map` gives: split out of the kernel and folded into the constant
+    at build. Returns that block."""
+    weights = sch.cache_read(anchor.rv, 1, "global")
+    sch.transform_layout(weights, ("write", 0), index_map)
+    sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", 1)
+    return weights
+
+
 def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red: int, weight_map,
                    channels: Optional[int] = None) -> PackedConv:
     """Inline what can be inlined around an 8-bit conv and pack its operands for a dot product of
@@ -111,18 +139,8 @@ def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red:
     dot product reads as it is --, the weights
     ``weight_map(k, c, r, s)`` in a layout-rewrite block (split out of the kernel and folded into
     the constant at build)."""
-    params = param_buffers(sch)
     data = sch.get(anchor.rv).reads[0].source
-    idx = next(i for i, b in enumerate(blocks) if b is anchor)
-    prologue = inline_all(sch, blocks[:idx], params, keep=is_padding)
-    rest = inline_all(sch, blocks[idx + 1:], params)
-    consumers = sch.get_consumers(anchor.rv)
-    epilogue = None
-    if not writes_param(sch, anchor.rv, params):
-        if len(consumers) != 1:
-            raise NotApplicable("the accumulator is read by several blocks")
-        epilogue = consumers[0]
-        rest = [b for b in rest if not sch.get(b.rv).same_as(sch.get(epilogue))]
+    prologue, rest, epilogue = split_around(sch, blocks, anchor, keep=is_padding)
     producers = [p for p in sch.get_producers(anchor.rv)
                  if any(w.source.same_as(data) for w in sch.get(p).writes)]
     if data_block(sch, anchor, red, channels) is None:
@@ -132,7 +150,4 @@ def pack_int8_conv(sch: s_tir.Schedule, blocks: List[Block], anchor: Block, red:
             pack = sch.cache_read(anchor.rv, 0, "global")
             prologue.append(Block(pack, [], [], False))
         sch.transform_layout(pack, ("write", 0), _data_map(data.shape, red))
-    weights = sch.cache_read(anchor.rv, 1, "global")
-    sch.transform_layout(weights, ("write", 0), weight_map)
-    sch.annotate(weights, "meta_schedule.layout_rewrite_preproc", 1)
-    return PackedConv(prologue, rest, epilogue, weights)
+    return PackedConv(prologue, rest, epilogue, pack_weights(sch, anchor, weight_map))
