@@ -154,6 +154,28 @@ def row_widening_bits(target) -> int:
     return bits if bits >= 512 else 0
 
 
+#: pixels of a row in the depthwise 8-bit schedule's register tile, at most (one accumulator each)
+DEPTHWISE_PIXELS = 8
+
+
+def depthwise_row_width(width: int) -> int:
+    """The width a blocked depthwise 8-bit conv computes a `width`-pixel row at: `width` where it
+    has a divisor of at least half :data:`DEPTHWISE_PIXELS` to tile by, else the next width that
+    has one, if that is at most an eighth wider (17 -> 18, 73 -> 75; a 17-pixel row tiled one pixel
+    at a time loads each weight vector per product: inception_v3's average pools as depthwise convs
+    under ``requantize: folded``, 0.066 -> 0.022 ms each on Zen 5)."""
+    def tiles(w):
+        return largest_divisor_at_most(w, DEPTHWISE_PIXELS) * 2 >= DEPTHWISE_PIXELS
+
+    return next((w for w in range(width, width + DEPTHWISE_PIXELS) if tiles(w) and 8 * w <= 9 * width), width)
+
+
+def channel_block(target) -> int:
+    """Channels per block of the channel-blocked 8-bit tensors on `target`
+    (:mod:`harness.build.passes.packed_int8`): the int32 lanes of its vector, 8 or 16."""
+    return 16 if vector_bits(target) >= 512 else 8
+
+
 def dense_row_width(width: int, channel_blocks: int, bits: int) -> int:
     """The output width a channel-blocked 8-bit conv on a dot product is computed at (its kernel
     writes only the first `width` columns): the width up to :data:`DENSE_ACCUMULATORS` columns
@@ -572,7 +594,7 @@ def schedule_int8_depthwise_conv(sch: s_tir.Schedule, blocks: List[Block], ancho
         raise NotApplicable("the accumulator is not read by exactly one epilogue")
     sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, k // lanes, y, x, k % lanes))
     # accumulators: xi vectors; the rest hold the weight and data vectors
-    xi = largest_divisor_at_most(const_int(iters[x_i].dom.extent), min(8, vector_registers(bits) // 2))
+    xi = largest_divisor_at_most(const_int(iters[x_i].dom.extent), min(DEPTHWISE_PIXELS, vector_registers(bits) // 2))
     spatial, reduce = [], []
     k_in = x_in = None
     for i, loop in enumerate(sch.get_loops(anchor.rv)):
@@ -754,14 +776,17 @@ def padded_width(width: int, lanes: int) -> int:
     An output width with no divisor near the vector length (17, 71, 73, 149: inception_v3's) leaves
     the register-tiled schedule scalar; computing a few more columns makes it vectorizable. The
     width is only padded when that at least halves the vector instructions per row, and to the
-    smallest width that reaches the fewest, so shapes that vectorize well (56, 28, 14, 7, 35 on
-    AVX2) keep their kernels, and their tuning records, as they are."""
-    best, best_ops = width, _row_vector_ops(width, lanes)
-    for cand in range(width + 1, width + lanes + 1):
-        ops = _row_vector_ops(cand, lanes)
-        if ops < best_ops:
-            best, best_ops = cand, ops
-    return best if 2 * best_ops <= _row_vector_ops(width, lanes) else width
+    smallest width that reaches the fewest, in whole vectors where one at most an eighth wider does
+    (149 on AVX-512: 160, not 150, whose 15-lane vectors LLVM splits: inception_v3's stem conv
+    0.40 -> 0.32 ms on Zen 5; 17 on AVX2 stays 18, not 24),
+    so shapes that vectorize well (56, 28, 14, 7, 35 on AVX2) keep their kernels, and their tuning
+    records, as they are."""
+    def cost(w):  # (vector instructions, 0 where the vector is whole vectors at most 1/8 wider)
+        whole = pick_vector_factor(w, lanes) % lanes == 0 and 8 * w <= 9 * width
+        return _row_vector_ops(w, lanes), int(not whole)
+
+    best = min(range(width, width + lanes + 1), key=lambda w: (cost(w), w))
+    return best if 2 * cost(best)[0] <= cost(width)[0] else width
 
 
 def dlight_rule():
@@ -844,7 +869,7 @@ class CPUSchedules:
         the dot product on: the int8 part of the graph channel-blocked
         (:mod:`harness.build.passes.packed_int8`), its 3x3 stride-1 convs on integer Winograd where
         the target has no VNNI and ``int8_winograd`` is on (:mod:`harness.schedules.winograd`)."""
-        from ..build.passes.packed_int8 import blocked_int8_pass  # pylint: disable=import-outside-toplevel
+        from ..build.passes.packed_int8 import BLOCK, blocked_int8_pass  # pylint: disable=import-outside-toplevel
         from ..build.passes.pad_conv_width import pad_conv_width_pass  # pylint: disable=import-outside-toplevel
         from . import amx, winograd  # pylint: disable=import-outside-toplevel
         from .intrinsics import cpu_int8_dots  # pylint: disable=import-outside-toplevel
@@ -853,9 +878,9 @@ class CPUSchedules:
             return [pad_conv_width_pass(target), amx.strided_pointwise_pass(target)]
         # (a CPU without a dot product would run the blocked convs on the plain schedule: no gain)
         dot = self.int8_dot and bool(cpu_int8_dots(target, "int8"))
-        widen = pad_conv_width_pass(target, int8_dot=self.int8_dot, pools=not (dot and self.int8_blocked))
         if not (dot and self.int8_blocked):
-            return [widen]
+            return [pad_conv_width_pass(target, int8_dot=self.int8_dot)]
         lanes = winograd.lanes_for(target) if self.int8_winograd else 0
-        return [widen, blocked_int8_pass(winograd_lanes=lanes, winograd_tile=self.int8_winograd_tile,
-                                         row_bits=row_widening_bits(target))]
+        return [pad_conv_width_pass(target, int8_dot=self.int8_dot, block=BLOCK),
+                blocked_int8_pass(block=channel_block(target), winograd_lanes=lanes,
+                                  winograd_tile=self.int8_winograd_tile, row_bits=row_widening_bits(target))]

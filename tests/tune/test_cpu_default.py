@@ -245,7 +245,9 @@ def test_odd_output_widths_are_padded_to_vectorize(target):
     # padded only where it at least halves the vector instructions of a row
     assert [cpu_default.padded_width(w, 8) for w in (17, 71, 73, 149, 147, 35, 56, 28, 14, 7, 1)] == \
         [18, 72, 80, 152, 147, 35, 56, 28, 14, 7, 1]
-    assert [cpu_default.padded_width(w, 16) for w in (56, 35, 7, 147)] == [56, 35, 7, 150]
+    # whole vectors where they are at most an eighth wider (LLVM splits 15-lane vectors): 147 and 149
+    # as 160, not 150; 71 as 75 (80 is 13% wider)
+    assert [cpu_default.padded_width(w, 16) for w in (56, 35, 7, 147, 149, 71)] == [56, 35, 7, 160, 160, 75]
     funcs = _scheduled_funcs(CASES["conv_odd_width"][0], target)
     [(name, conv)] = [(n, f) for n, f in funcs.items() if "conv2d" in n]
     assert "strided_slice" in name  # the slice back to 17 columns is fused into the conv's kernel

@@ -141,12 +141,16 @@ def test_one_conv_model_is_the_models_kernel(host):
     shape = ConvShape.parse(DIGITS_CONV)
     task = _conv_task(conv_model(shape, "int8"), target, NO_AMX)
     text = task.dispatched[0].script()
-    # the data as the model's kernel reads it: channel-blocked by 8 where the build blocks the 8-bit
-    # tensors between convs (CPUs without AMX), else NCHW
+    # the data as the model's kernel reads it: channel-blocked (8 channels a block, 16 on AVX-512: the
+    # 16 -> 32 conv allows either) where the build blocks the 8-bit tensors between convs (CPUs
+    # without AMX), else NCHW
     from harness.schedules import ScheduleOptions, schedule_family
+    from harness.schedules.cpu import channel_block
 
     blocked = "HarnessBlockedInt8" in [p.info.name for p in schedule_family(target, NO_AMX).graph_passes(target)]
-    data = r"T.int64\(2\), T.int64\(8\), T.int64\(8\), T.int64\(8\)" if blocked else r"T.int64\(16\), T.int64\(8\), T.int64\(8\)"
+    block = channel_block(target)
+    data = (rf"T.int64\({16 // block}\), T.int64\(8\), T.int64\(8\), T.int64\({block}\)" if blocked
+            else r"T.int64\(16\), T.int64\(8\), T.int64\(8\)")
     assert re.search(r'T.Buffer\(\(T.int64\(1\), ' + data + r'\), "uint8"\)', text)
     assert re.search(r'T.Buffer\(\(T.int64\(32\), T.int64\(16\), T.int64\(3\), T.int64\(3\)\), "int8"\)', text)
     assert '"int32")' in text

@@ -4,10 +4,12 @@ TVM's Relax convs are NCHW, so each int8 conv kernel used to repack its input in
 dot product reads (a pass over the input per conv) and write its output NCHW, one channel's row at
 a time from accumulators that hold a vector of channels per pixel (a transpose per register
 tile). This pass stores the int8 part of the graph as ``NCHW{B}c`` instead -- ``[n, c / B, y, x,
-B]``, ``B`` channels of a pixel side by side, ``B`` the number of int32 lanes of an AVX2 vector
-(8): a dot-product conv's epilogue then writes each pixel's ``B`` channels as one contiguous
-store, and the next conv reads the same layout (``B`` is a multiple of every dot product's group
-of input channels: 2 for ``vpmaddwd``, 4 for ``vpmaddubsw`` and VNNI).
+B]``, ``B`` channels of a pixel side by side, ``B`` the number of int32 lanes of the target's
+vector (8 with AVX2, 16 with AVX-512 where every blocked conv's channels allow it, else 8): a
+dot-product conv's epilogue then writes each pixel's ``B`` channels as one contiguous store of
+a whole vector, and the next conv reads the same layout (``B`` is a multiple of every dot
+product's group of input channels: 2 for ``vpmaddwd``, 4 for ``vpmaddubsw`` and VNNI). (With 8 on
+AVX-512 the epilogue ran at half width: resnet50_v1's 56x56 residual convs 1.4x slower.)
 
     batch_norm -> elementwise ops; clip(x, lo, hi) -> minimum(maximum(x, lo), hi)
                                             (neither follows a blocked layout: they would hold NCHW)
@@ -47,23 +49,42 @@ def blocked_layout(block: int = BLOCK) -> str:
     return f"NCHW{block}c"
 
 
-def _int8_convs(mod: tvm.IRModule) -> int:
-    """How many conv2d calls of `mod`'s Relax functions have 8-bit data."""
+def _int8_convs(mod: tvm.IRModule) -> list:
+    """The conv2d calls of `mod`'s Relax functions that have 8-bit data."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
     conv_op = tvm.ir.Op.get("relax.nn.conv2d")
-    count = [0]
+    calls = []
 
     def visit(expr):
         if isinstance(expr, relax.Call) and expr.op.same_as(conv_op):
             ty = getattr(expr.args[0], "ty", None)
             if ty is not None and str(getattr(ty, "dtype", "")) in ("int8", "uint8"):
-                count[0] += 1
+                calls.append(expr)
 
     for _, func in mod.functions_items():
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
-    return count[0]
+    return calls
+
+
+def module_block(convs: list, widest: int) -> int:
+    """The channel block of a module whose 8-bit convs are `convs`: `widest` where every conv that
+    :data:`BLOCK` blocks, `widest` blocks too, and every grouped one keeps whole groups in it
+    (output channels per group a multiple of it: else :func:`_grouped_weight` would merge more
+    groups, multiplying more zeros); :data:`BLOCK` otherwise. (One block for the whole module: a
+    tensor between two blocks would need a layout change.)"""
+    if widest == BLOCK:
+        return BLOCK
+    for call in convs:
+        if _conv_layouts(call, BLOCK)["relax.nn.conv2d"][0] == "NCHW":
+            continue  # not blocked at all
+        if _conv_layouts(call, widest)["relax.nn.conv2d"][0] == "NCHW":
+            return BLOCK
+        groups, (k_out, per_group) = int(call.attrs.groups), (int(v) for v in call.args[1].ty.shape.values[:2])
+        if groups > 1 and per_group > 1 and (k_out // groups) % widest:
+            return BLOCK
+    return widest
 
 
 def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, out_dtype: str, block: int,
@@ -71,7 +92,8 @@ def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, 
     """TE of a conv2d whose data and output are ``NCHW{block}c`` and whose weights are OIHW, or,
     for a grouped conv of 8-bit data, ``[groups, k / groups, c / groups, kh, kw]``. With
     `row_bits` (the target's vector bits), an ungrouped 8-bit conv is computed at
-    :func:`harness.schedules.cpu.dense_row_width` columns (its right padding wider), of which the
+    :func:`harness.schedules.cpu.dense_row_width` columns, a depthwise one at
+    :func:`harness.schedules.cpu.depthwise_row_width` (their right padding wider), of which the
     output reads its own: the extra columns stay inside the kernel."""
     from tvm import te, topi  # pylint: disable=import-outside-toplevel
 
@@ -97,7 +119,11 @@ def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, 
         from ...schedules.cpu import dense_row_width  # pylint: disable=import-outside-toplevel
 
         wide = dense_row_width(out_w, k_out // (row_bits // 32), row_bits)
-        right += (wide - out_w) * sw
+    elif eight_bit and depthwise and row_bits:
+        from ...schedules.cpu import depthwise_row_width  # pylint: disable=import-outside-toplevel
+
+        wide = depthwise_row_width(out_w)
+    right += (wide - out_w) * sw
     padded = data
     if eight_bit and (top or left or bottom or right):
         padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="pad_temp")
@@ -129,7 +155,7 @@ def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, 
         else:  # input channel k into k
             axes, channel, w_channel, name = [r, s], lambda k: k, lambda k: 0, "depthwise_conv2d_nchw"
         conv = te.compute(
-            (n, k_out, out_h, wide if dense else out_w),
+            (n, k_out, out_h, wide),
             lambda i, k, y, x: te.sum(window(i, channel(k), y, x) * weight[k, w_channel(k), r, s].astype(out_dtype),
                                       axis=axes),
             name=name)
@@ -348,7 +374,8 @@ def _var_uses(func) -> dict:
 
 def blocked_int8_pass(block: int = BLOCK, winograd_lanes: int = 0, winograd_tile: int = 4,
                       row_bits: int = 0) -> tvm.transform.Pass:
-    """The module pass described above (identity on modules without an 8-bit conv); with
+    """The module pass described above (identity on modules without an 8-bit conv), at `block`
+    channels per block where the module's convs allow it (:func:`module_block`); with
     `winograd_lanes` (the int32 lanes of the target's vpmaddwd), the 3x3 stride-1 convs
     :func:`harness.schedules.winograd.applies` to legalized as integer Winograd F(`winograd_tile`
     x `winograd_tile`, 3x3); with `row_bits` (the target's vector bits), the other ungrouped
@@ -357,13 +384,15 @@ def blocked_int8_pass(block: int = BLOCK, winograd_lanes: int = 0, winograd_tile
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessBlockedInt8")
     def _pass(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        if not _int8_convs(mod):
+        convs = _int8_convs(mod)
+        if not convs:
             return mod
+        chosen = module_block(convs, block)
         mod = relax.transform.DecomposeOpsForInference()(mod)  # batch norm as elementwise ops
         mod = rewrite_calls(mod, ["relax.clip"], _clip_as_min_max)
         mod = rewrite_calls(mod, ["relax.nn.conv2d"], _pad_folder())
         mod = relax.transform.DeadCodeElimination()(relax.transform.Normalize()(mod))
-        mod = relax.transform.ConvertLayout({}, layout_cb=lambda call: _conv_layouts(call, block))(mod)
+        mod = relax.transform.ConvertLayout({}, layout_cb=lambda call: _conv_layouts(call, chosen))(mod)
         mod = relax.transform.Normalize()(mod)
         return relax.transform.LegalizeOps(
             {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, winograd_lanes, winograd_tile, row_bits)})(mod)

@@ -16,17 +16,20 @@ from .rewrite import rewrite_calls
 logger = logging.getLogger(__name__)
 
 
-def pad_conv_width_pass(target, int8_dot: bool = False, pools: bool = True) -> tvm.transform.Pass:
+def pad_conv_width_pass(target, int8_dot: bool = False, block: int = 0) -> tvm.transform.Pass:
     """Relax pass (before legalization): NCHW conv2d, avg_pool2d and max_pool2d whose output width
     :func:`padded_width` pads are computed wider (more right padding of their input) and then
     sliced back to their width. (Pools in ceil mode are left alone: a wider input could change
     the window count of their last column.) ``int8_dot``: 8-bit ungrouped convs that one of the
     target's dot products takes keep their width (that schedule's vector is output channels, not
     the row, and the slice would keep the requantizing epilogue out of the conv's kernel).
-    ``pools`` False: pools keep their width (in a build whose int8 part is channel-blocked, the
-    pools there become ``NCHW{c}c`` after this pass, where the vector is the channel block and a
-    wider row only copies the input into a padded one: inception_v3's first max pool took 0.38 ms
-    on Zen 5 so)."""
+    ``block``: the build's int8 part is channel-blocked (at least `block` channels per block,
+    :mod:`harness.build.passes.packed_int8`): pools keep their width, and so do the 8-bit convs
+    of any groups whose channels `block` divides. They become ``NCHW{c}c`` after this pass, where
+    the vector is the channel block and a wider row only copies the input into a padded one
+    (inception_v3's first max pool took 0.38 ms on Zen 5 so), and a sliced conv keeps the int8
+    part's layout out of its output (inception's average pools, as depthwise convs by ones under
+    ``requantize: integer`` / ``folded``, each got two layout changes and a slice)."""
     from tvm import relax
 
     bits = vector_bits(target)
@@ -50,7 +53,7 @@ def pad_conv_width_pass(target, int8_dot: bool = False, pools: bool = True) -> t
         return rebuild
 
     rebuilders = {"relax.nn.conv2d": widened_conv}
-    if pools:
+    if not block:
         rebuilders.update({"relax.nn.avg_pool2d": widened_pool(relax.op.nn.avg_pool2d),
                            "relax.nn.max_pool2d": widened_pool(relax.op.nn.max_pool2d)})
 
@@ -61,11 +64,16 @@ def pad_conv_width_pass(target, int8_dot: bool = False, pools: bool = True) -> t
             return None  # symbolic shape
         if int8_dot and on_int8_dot(call, target):
             return None
+        if block and call.op.name == "relax.nn.conv2d" and blocked_int8(call, block):
+            return None
         wide = padded_width(width, max(1, bits // dtype_bits(str(call.ty.dtype))))
         if wide == width:
             return None
         top, left, bottom, right = (int(v) for v in call.attrs.padding)
-        right += (wide - width) * int(call.attrs.strides[1])
+        stride = int(call.attrs.strides[1])
+        right += (wide - width) * stride
+        if call.op.name == "relax.nn.conv2d":  # a padded row of whole strides: its reads de-interleave
+            right += -(int(call.args[0].ty.shape.values[3]) + left + right) % stride
         widened = rebuilders[call.op.name](call, (top, left, bottom, right))
         if widened is None:
             return None
@@ -92,3 +100,15 @@ def on_int8_dot(call, target) -> bool:
     except (AttributeError, TypeError):
         return False
     return bool(fitting_int8_dots(target, str(data.dtype), k, c))
+
+
+def blocked_int8(call, block: int) -> bool:
+    """Whether `call` is a conv2d of 8-bit data whose input and output channels `block` divides."""
+    data, weight = (arg.ty for arg in call.args[:2])
+    if str(data.dtype) not in ("int8", "uint8"):
+        return False
+    try:
+        c, k = int(data.shape.values[1]), int(weight.shape.values[0])
+    except (AttributeError, TypeError):
+        return False
+    return c % block == 0 and k % block == 0
