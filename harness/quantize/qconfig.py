@@ -54,10 +54,12 @@ class QConfig:
     debug_enabled_ops: Optional[List[str]] = None  # e.g. ["nn.conv2d"]: only these ops are quantized
     activation_dtype: Literal["int8", "uint8", "auto"] = "auto"  # auto: uint8 where the tensor is >= 0
     bias_correction: bool = True  # subtract each quantized op's expected output shift (see realize.py)
-    # between two quantized ops: "float" (dequantize, requantize by a float multiply) or "integer"
-    # (int32 bias and ReLU, fixed-point multiply and shift; round_for_shift rounds it; residual adds,
-    # pools and concat too; requantize.py)
-    requantize: Literal["float", "integer"] = "float"
+    # between two quantized ops: "folded" (from the int32 sums to the next codes one float multiply-add
+    # per addend and channel: bias, batch norm, ReLU and the next scale folded in; residual adds, pools
+    # and concat too), "float" (dequantize, bias, activation and requantize as float ops, fused into
+    # one epilogue) or "integer" (int32 bias and ReLU, fixed-point multiply and shift; round_for_shift
+    # rounds it); requantize.py
+    requantize: Literal["float", "integer", "folded"] = "folded"
     # a tensor that quantized ops read and other ops read too (a residual block's input: its first
     # conv and its skip-connection add; a pool's output read by two convs): "int8" quantizes it once
     # and stores the 8-bit codes, the other readers get their dequantized value inside their own
@@ -85,8 +87,8 @@ class QConfig:
             raise ConfigError(f"quantize.global_scale: must be > 0, got {self.global_scale}")
         if self.calibrate_chunk_by == 0 or self.calibrate_chunk_by < -1:
             raise ConfigError("quantize.calibrate_chunk_by: -1 (all at once) or a positive count")
-        if self.requantize not in ("float", "integer"):
-            raise ConfigError(f"quantize.requantize: unknown '{self.requantize}'; valid: float, integer")
+        if self.requantize not in ("float", "integer", "folded"):
+            raise ConfigError(f"quantize.requantize: unknown '{self.requantize}'; valid: float, integer, folded")
         if self.shared_tensors not in ("int8", "float"):
             raise ConfigError(f"quantize.shared_tensors: unknown '{self.shared_tensors}'; valid: int8, float")
         if self.partition_conversions not in ("disabled", "enabled", "fully_integral"):

@@ -340,7 +340,8 @@ class _Realizer(relax.PyExprMutator):
 def realize(mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant], cfg: QConfig,
             switchable: bool = False) -> tvm.IRModule:
     """The int8 (or, with do_simulation, fake-quantized) module; with ``requantize: integer`` the
-    requantization between two quantized ops is made integer-only (requantize.py), with
+    requantization between two quantized ops is made integer-only, with ``folded`` one float
+    multiply-add (requantize.py), with
     ``partition_conversions`` main is split into conversions and core (partition.py).
     ``switchable``: main's last input ``quant_switch`` (one float32 per enabled op) picks each op's
     int8 (1) or fp32 (0) result at run time (see apply_table)."""
@@ -349,6 +350,10 @@ def realize(mod: tvm.IRModule, ops: List[QuantOp], quants: Dict[str, TensorQuant
         from .requantize import integer_requantize  # pylint: disable=import-outside-toplevel
 
         qmod, _ = integer_requantize(qmod, cfg.rounding, cfg.round_for_shift)
+    elif cfg.requantize == "folded" and not cfg.do_simulation:
+        from .requantize import folded_requantize  # pylint: disable=import-outside-toplevel
+
+        qmod, _ = folded_requantize(qmod, cfg.rounding)
     if cfg.partition_conversions != "disabled":
         from .partition import partition_conversions  # pylint: disable=import-outside-toplevel
 

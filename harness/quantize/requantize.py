@@ -1,4 +1,5 @@
-"""Integer-only requantization between quantized ops (``requantize: integer``).
+"""Requantization between quantized ops, integer-only (``requantize: integer``) or folded into
+one float multiply-add (``requantize: folded``).
 
 Realize (realize.py) dequantizes every int8 op's int32 sums to fp32 and the next quantized op
 quantizes its input again, the two fused into one epilogue that does the requantization as a float
@@ -43,6 +44,19 @@ input to the concat's scale in integers and concatenates the codes.
 Codes agree with the float path except where the value lies within float32 rounding of a half
 (measured in the tests). Tensors read by anything else (two consumers, a model output) keep the
 float path.
+
+``requantize: folded`` rewrites the same chains (but those through a global average pool) in
+float32, every constant step folded into one multiply-add per addend and channel:
+
+    codes = clip(floor(y1 * f1/s + [y2 * f2/s] + (bias/s + 1/2)), lo, hi)    (round() for TONEAREST)
+
+(y1 the int32 sums, y2 the skip connection's codes or a downsample conv's sums, as float32; the
+activation's bounds become ``lo``/``hi`` as above; a concat's inputs each written at its scale; an
+average pool of codes a window sum by the ones conv). The float path's epilogue -- cast, multiply,
+subtract the bias correction, add the bias, ReLU, multiply, add the half, floor, clip -- is about
+twice the instructions, which on a 1x1 conv over 64 channels costs as much as its dot products;
+and the float path's concat writes and reads float32 (4 bytes a value) where this one concatenates
+the codes.
 """
 from __future__ import annotations
 
@@ -132,12 +146,14 @@ class _Chain:  # pylint: disable=too-few-public-methods,too-many-instance-attrib
     two (a residual add of two quantized tensors), or ``parts`` (a concat: one chain per input), with
     a max pool or a global average pool between the activation and the codes."""
 
-    def __init__(self, terms, bounds, inv_scale, lo, hi, dtype, pool_hw: int = 0, max_pool=None, parts=None):
+    def __init__(self, terms, bounds, inv_scale, lo, hi, dtype, pool_hw: int = 0, max_pool=None, parts=None,
+                 pad=None):
         self.terms, self.bounds = terms, bounds
         self.inv_scale, self.lo, self.hi, self.dtype = inv_scale, lo, hi, dtype
         self.pool_hw = pool_hw  # a global average pool between the activation and the quantize: H*W
         self.max_pool = max_pool  # a max pool call there: applied to the codes
         self.parts = parts  # a concat's inputs (chains of their own, same scale): the codes concatenated
+        self.pad = pad  # a pad by zeros just before the quantize (explicit "same" padding): of the codes
 
 
 def _global_pool_hw(call) -> int:
@@ -152,15 +168,42 @@ def _global_pool_hw(call) -> int:
     return shape[2] * shape[3] if len(shape) == 4 else 0
 
 
-def _term(node, value) -> Optional[_Term]:
+def _batch_norm_affine(node, value, k: int) -> Optional[tuple]:
+    """(input, a, b) where `node` is ``batch_norm(input)[0]`` at inference over axis 1 with constant
+    statistics: ``a * input + b`` per channel; None for anything else."""
+    if not isinstance(node, relax.TupleGetItem) or node.index != 0:
+        return None
+    bn = value(node.tuple_value)
+    if _op(bn) != "relax.nn.batch_norm" or int(bn.attrs.axis) != 1 or bool(bn.attrs.training):
+        return None
+    params = [_const(arg) for arg in bn.args[1:5]]
+    if any(v is None or v.size != k for v in params):
+        return None
+    gamma, beta, mean, var = (v.astype(np.float64).reshape(k) for v in params)
+    a = (gamma if bool(bn.attrs.scale) else 1.0) / np.sqrt(var + float(bn.attrs.epsilon))
+    b = (beta if bool(bn.attrs.center) else 0.0) - mean * a
+    return bn.args[0], a, b
+
+
+def _term(node, value) -> Optional[_Term]:  # pylint: disable=too-many-return-statements,too-many-branches
     """`node` (a binding's value) as a _Term, or None. `value(var)` gives the value bound to a var
-    that nothing else reads."""
-    offsets = []
-    while _op(node) in ("relax.add", "relax.subtract") and _const(node.args[1]) is not None:
-        offsets.append((1.0 if _op(node) == "relax.add" else -1.0, _const(node.args[1])))
-        node = value(node.args[0])
+    that nothing else reads. Constant per-channel steps between the dequantize and `node` -- adds
+    and subtracts (bias, bias correction), a batch norm at inference (a frontend that keeps it) --
+    fold into the term's factor and bias."""
+    steps = []  # outermost first: ("add", vec) | ("affine", a, b)
     window = None
-    if _op(node) == "relax.nn.avg_pool2d" and not offsets and _sum_window(node):
+    while True:
+        if _op(node) in ("relax.add", "relax.subtract") and _const(node.args[1]) is not None:
+            steps.append((1.0 if _op(node) == "relax.add" else -1.0, node.args[1]))
+            node = value(node.args[0])
+            continue
+        if isinstance(node, relax.TupleGetItem):
+            steps.append(("batch_norm", node))
+            node = value(node.tuple_value)
+            node = value(node.args[0]) if _op(node) == "relax.nn.batch_norm" else None
+            continue
+        break
+    if _op(node) == "relax.nn.avg_pool2d" and not steps and _sum_window(node):
         window, node = node, value(node.args[0])
     if _op(node) != "relax.multiply":
         return None
@@ -185,14 +228,21 @@ def _term(node, value) -> Optional[_Term]:
         return None
     k, ndim = shape[1], len(shape)
     factor = _per_channel(factor_const, k, ndim)
-    if factor is None or not np.all(factor > 0):
+    if factor is None or not np.all(factor != 0):
         return None
     bias = np.zeros(k)
-    for sign, const in offsets:
-        vec = _per_channel(const, k, ndim)
-        if vec is None:
-            return None
-        bias += sign * vec
+    for step in reversed(steps):  # innermost first: value = factor * src + bias, then each step
+        if step[0] == "batch_norm":
+            affine = _batch_norm_affine(step[1], value, k)
+            if affine is None:
+                return None
+            _, a, b = affine
+            factor, bias = factor * a, bias * a + b
+        else:
+            vec = _per_channel(_const(step[1]), k, ndim)
+            if vec is None:
+                return None
+            bias = bias + step[0] * vec
     if window is not None:  # the window's sum, over its count
         factor = factor / float(np.prod([int(d) for d in window.attrs.pool_size]))
     return _Term(src, factor, bias, window)
@@ -244,9 +294,25 @@ def _match(var, var2val, uses, rounding: str) -> Optional[_Chain]:  # pylint: di
     return chain(value(scaled.args[0]))
 
 
+def _zero_pad(call) -> bool:
+    """A constant pad by zeros (whose codes are 0 at any scale)."""
+    return (_op(call) == "relax.nn.pad" and str(call.attrs.pad_mode) == "constant"
+            and float(call.attrs.pad_value) == 0.0)
+
+
 def _body(node, value, quant: tuple) -> Optional[_Chain]:  # pylint: disable=too-many-return-statements
-    """The chain from what a quantize (`quant`: inv_scale, lo, hi, dtype) reads: [pool] [activation]
-    [max pool] over one term or a residual add of two; None where it is anything else."""
+    """The chain from what a quantize (`quant`: inv_scale, lo, hi, dtype) reads: [zero pad] [pool]
+    [activation] [max pool] over one term or a residual add of two; None where it is anything else."""
+    pad = None
+    if _zero_pad(node) and quant[1] <= 0 <= quant[2]:  # (efficientnet_lite0's explicit "same" padding)
+        pad, node = node, value(node.args[0])
+    chain = _unpadded_body(node, value, quant)
+    if chain is not None:
+        chain.pad = pad
+    return chain
+
+
+def _unpadded_body(node, value, quant: tuple) -> Optional[_Chain]:  # pylint: disable=too-many-return-statements
     bounds = (-math.inf, math.inf)
     pool_hw, max_pool = _global_pool_hw(node), None
     if pool_hw:  # conv -> [activation] -> global average pool -> quantize (a classifier's input)
@@ -326,15 +392,21 @@ def _pooled_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
     return _shifted_codes(p, n, wide, shape, round_for_shift, int(chain.lo), int(chain.hi), chain.dtype)
 
 
+def _pooled_and_padded(chain: _Chain, codes: relax.Expr) -> relax.Expr:
+    """The chain's codes after its max pool and its zero pad, where it has them."""
+    if chain.max_pool is not None:
+        codes = relax.Call(chain.max_pool.op, [codes], chain.max_pool.attrs)
+    if chain.pad is not None:
+        codes = relax.Call(chain.pad.op, [codes], chain.pad.attrs)
+    return codes
+
+
 def _integer_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
     if chain.parts is not None:
         return relax.op.concat([_integer_codes(part, round_for_shift) for part in chain.parts], axis=1)
     if chain.pool_hw:
         return _pooled_codes(chain, round_for_shift)
-    codes = _requantized_codes(chain, round_for_shift)
-    if chain.max_pool is not None:
-        return relax.Call(chain.max_pool.op, [codes], chain.max_pool.attrs)
-    return codes
+    return _pooled_and_padded(chain, _requantized_codes(chain, round_for_shift))
 
 
 def _requantized_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
@@ -379,25 +451,60 @@ def _requantized_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
     return _shifted_codes(p, n, wide, shape, round_for_shift, int(lo), int(max(lo, hi)), chain.dtype)
 
 
+def _folded_codes(chain: _Chain, rounding: str) -> relax.Expr:
+    """``requantize: folded``: the chain as one float32 multiply-add per addend and channel, from the
+    int32 sums (or the skip connection's codes) straight to the next codes:
+    ``clip(floor(y1 * (f1/s) + [y2 * (f2/s)] + (b/s + 1/2)), lo, hi)`` (``round`` without the half
+    for TONEAREST), the activation's bounds folded into the clip as in the integer form."""
+    if chain.parts is not None:
+        return relax.op.concat([_folded_codes(part, rounding) for part in chain.parts], axis=1)
+    ndim = len(chain.terms[0].value.ty.shape)
+    shape = (1, -1) + (1,) * (ndim - 2)
+    inv_scale = np.float64(np.float32(chain.inv_scale))
+    half = 0.5 if rounding == "UPWARD" else 0.0
+    rnd = (lambda v: math.floor(v + 0.5)) if rounding == "UPWARD" else round
+    lo, hi = chain.lo, chain.hi
+    if chain.bounds[0] > -math.inf:
+        lo = max(lo, rnd(chain.bounds[0] * inv_scale))
+    if chain.bounds[1] < math.inf:
+        hi = min(hi, rnd(chain.bounds[1] * inv_scale))
+    z, offset = None, np.full(chain.terms[0].factor.shape, half)
+    for term in chain.terms:
+        y = _window_sums(term) if term.window is not None else term.value
+        prod = relax.op.multiply(relax.op.astype(y, "float32"),
+                                 relax.const((term.factor * inv_scale).astype("float32").reshape(shape)))
+        z = prod if z is None else relax.op.add(z, prod)
+        offset = offset + term.bias * inv_scale
+    if np.any(offset != 0):
+        z = relax.op.add(z, relax.const(offset.astype("float32").reshape(shape)))
+    z = relax.op.floor(z) if rounding == "UPWARD" else relax.op.round(z)
+    return _pooled_and_padded(chain, relax.op.astype(relax.op.clip(z, int(lo), int(max(lo, hi))), chain.dtype))
+
+
 @relax.expr_functor.mutator
 class _Rewriter(relax.PyExprMutator):
-    def __init__(self, mod: tvm.IRModule, chains: Dict[relax.Var, _Chain], round_for_shift: bool):
+    def __init__(self, mod: tvm.IRModule, chains: Dict[relax.Var, _Chain], codes):
         super().__init__(mod)
         self.mod_ = mod
         self.chains = chains
-        self.round_for_shift = round_for_shift
+        self.codes = codes  # chain -> the expression of its codes
 
     def visit_var_binding_(self, binding: relax.VarBinding) -> None:
         chain = self.chains.get(binding.var)
         if chain is None:
             return super().visit_var_binding_(binding)
-        expr = self.visit_expr(_integer_codes(chain, self.round_for_shift))
+        expr = self.visit_expr(self.codes(chain))
         emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
         self.set_var_remap(binding.var, emit(expr, name_hint=binding.var.name))
 
 
-def integer_requantize(mod: tvm.IRModule, rounding: str, round_for_shift: bool) -> tuple:
-    """(module, number of chains made integer-only) for a realized int8 module."""
+def _has_global_pool(chain: _Chain) -> bool:
+    return bool(chain.pool_hw) or any(_has_global_pool(part) for part in chain.parts or [])
+
+
+def _rewrite_chains(mod: tvm.IRModule, rounding: str, codes, keep=lambda chain: False) -> tuple:
+    """(module, number of chains rewritten): each chain of a realized int8 module that `keep` does
+    not keep replaced by ``codes(chain)``."""
     mod = relax.transform.DeadCodeElimination(["main"])(mod)  # realize leaves float values unread
     func = mod["main"]
     var2val = relax.analysis.get_var2val(func)
@@ -409,12 +516,30 @@ def integer_requantize(mod: tvm.IRModule, rounding: str, round_for_shift: bool) 
     chains = {}
     for var in var2val:
         chain = _match(var, var2val, uses, rounding)
-        if chain is not None:
+        if chain is not None and not keep(chain):
             chains[var] = chain
     if not chains:
         return mod, 0
-    rewriter = _Rewriter(mod, chains, round_for_shift)
+    rewriter = _Rewriter(mod, chains, codes)
     new_func = rewriter.visit_expr(func)
     rewriter.builder_.update_func(mod.get_global_var("main"), new_func)
     out = rewriter.builder_.get()
     return relax.transform.DeadCodeElimination(["main"])(out), len(chains)
+
+
+def _signed_factor(chain: _Chain) -> bool:
+    """Whether some channel's factor is negative (a batch norm's negative scale after the conv)."""
+    return any(np.any(t.factor < 0) for t in chain.terms) or any(_signed_factor(p) for p in chain.parts or [])
+
+
+def integer_requantize(mod: tvm.IRModule, rounding: str, round_for_shift: bool) -> tuple:
+    """(module, number of chains made integer-only) for a realized int8 module (chains with a
+    negative factor keep the float path: the fixed-point form is of positive factors)."""
+    return _rewrite_chains(mod, rounding, lambda chain: _integer_codes(chain, round_for_shift), keep=_signed_factor)
+
+
+def folded_requantize(mod: tvm.IRModule, rounding: str) -> tuple:
+    """(module, number of chains folded into one float multiply-add, :func:`_folded_codes`) for a
+    realized int8 module; chains through a global average pool keep the float path (its mean is
+    taken of the activation's values)."""
+    return _rewrite_chains(mod, rounding, lambda chain: _folded_codes(chain, rounding), keep=_has_global_pool)

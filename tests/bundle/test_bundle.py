@@ -303,10 +303,11 @@ def test_cuda_bundle_of_resnet18_builds_without_a_gpu(tmp_path):
     assert lib.stat().st_size == v["bytes"]
     # 20 convs: the first stays fp32 (skip_conv_layers [0]), the other 19 are int8 (weights [K, C, R, S]
     # int8); their kernels call __dp4a (counted in the CUDA source: 18 kernels on 2026-12-02, convs of
-    # the same shape and epilogue share one)
+    # the same shape and epilogue share one; 17 since `requantize: folded`, whose epilogue constants are
+    # parameters, so that convs whose float epilogues differed only in a scale share one too)
     convs = [w for w in v["weights"] if len(w["shape"]) == 4]
     assert len(convs) == 20 and sum(w["dtype"] == "int8" for w in convs) == 19
-    assert v["dp4a_kernels"] >= 18
+    assert v["dp4a_kernels"] >= 17
     assert b"__dp4a" in lib.read_bytes()
     graph = json.loads((out / case["peers"]["graph"]).read_text())
     names = {n["name"] for n in graph["nodes"] if n["op"] == "null"}

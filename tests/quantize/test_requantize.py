@@ -1,6 +1,8 @@
 """Integer-only requantization (`requantize: integer`, harness/quantize/requantize.py): the
 fixed-point form of the factor, exact shifts for power-of-two scales with and without
-`round_for_shift`, agreement with the float path otherwise, and a whole ResNet-18."""
+`round_for_shift`, agreement with the float path otherwise, and a whole ResNet-18. The same chains
+folded into one float multiply-add (`requantize: folded`): exact where the scales are powers of
+two, within a step of the float path otherwise."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +14,7 @@ from harness.bench import make_vm, run_once
 from harness.build import compile_module
 from harness.errors import ConfigError
 from harness.quantize import QConfig
-from harness.quantize.requantize import fixed_point, integer_requantize
+from harness.quantize.requantize import fixed_point, folded_requantize, integer_requantize
 
 RNG = np.random.RandomState(0)
 
@@ -38,11 +40,22 @@ def _quantized_upward(bb, y, inv_scale, lo=0, hi=255, dtype="uint8"):
     return bb.emit_output(relax.op.astype(bb.emit(relax.op.clip(codes, lo, hi)), dtype))
 
 
-def _one_chain(mod):
-    """`mod` with its one chain made integer-only (rounding UPWARD, round_for_shift), and its text."""
-    qmod, chains = integer_requantize(mod, "UPWARD", True)
+def _one_chain(mod, mode="integer"):
+    """`mod` with its one chain made integer-only (rounding UPWARD, round_for_shift) or folded, and
+    its text."""
+    qmod, chains = integer_requantize(mod, "UPWARD", True) if mode == "integer" else folded_requantize(mod, "UPWARD")
     assert chains == 1
     return qmod, qmod["main"].script()
+
+
+def _assert_form(text: str, mode: str, addends: int, shifts: int = 1):
+    """Integer-only (`shifts` right shifts, no float32), or folded: one float multiply per addend,
+    one floor, no ReLU."""
+    if mode == "integer":
+        assert text.count("R.right_shift") == shifts and '"float32"' not in text
+    else:
+        assert text.count("R.multiply") == addends and text.count("R.floor") == shifts
+        assert "R.nn.relu" not in text and "R.right_shift" not in text
 
 
 def _chain(combined, bias, inv_scale, w, *, act="relu", rounding="UPWARD", hw=9):
@@ -120,8 +133,30 @@ def test_power_of_two_scales_shift_exactly(round_for_shift, act, llvm_target):
         np.testing.assert_array_equal(got, _run(mod, x, llvm_target))
 
 
+@pytest.mark.parametrize("act", ["relu", ("clip", 0, 602), None])
+def test_folded_power_of_two_scales_are_exact(act, llvm_target):
+    """The folded chain, ``floor(y * f/s + (bias/s + 1/2))`` clipped, with power-of-two scales:
+    every step is exact in float32, so the codes equal numpy's integer result (halves up) and the
+    float path's."""
+    k, c = 8, 16
+    w = RNG.randint(-8, 9, size=(k, c, 3, 3)).astype("int8")
+    combined = np.full(k, 2.0 ** -6)
+    bias = combined * RNG.randint(-3000, 3000, size=k)
+    mod = _chain(combined, bias, 0.25, w, act=act, hw=16)  # f = 2^-8
+    qmod, text = _one_chain(mod, "folded")
+    _assert_form(text, "folded", 1)
+    x = RNG.randint(0, 256, size=(1, c, 16, 16)).astype("uint8")
+    y = _acc(x, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1)
+    hi = 255 if act != ("clip", 0, 602) else 151  # 602 is 150.5 codes: 151 rounded half up
+    got = _run(qmod, x, llvm_target)
+    np.testing.assert_array_equal(got, np.clip((y + 128) >> 8, 0, hi).astype("uint8"))
+    assert ((y % 256 == 128) & (y > 0) & (y < hi * 256)).any()  # exact halves, unclipped: rounding is tested
+    np.testing.assert_array_equal(got, _run(mod, x, llvm_target))
+
+
+@pytest.mark.parametrize("mode", ["integer", "folded"])
 @pytest.mark.parametrize("rounding", ["UPWARD", "TONEAREST"])
-def test_other_scales_agree_with_the_float_path(rounding, llvm_target):
+def test_other_scales_agree_with_the_float_path(rounding, mode, llvm_target):
     """Per-channel scales that are not powers of two: the fixed-point multiply gives the float
     path's codes except, at most one step off, where a value is within rounding of a half (the
     bias is carried in accumulator units, rounded to an integer)."""
@@ -130,7 +165,7 @@ def test_other_scales_agree_with_the_float_path(rounding, llvm_target):
     combined = RNG.uniform(2e-5, 9e-5, size=k)
     bias = RNG.normal(scale=0.5, size=k)
     mod = _chain(combined, bias, 1 / 0.0437, w, rounding=rounding)
-    qmod, chains = integer_requantize(mod, rounding, True)
+    qmod, chains = integer_requantize(mod, rounding, True) if mode == "integer" else folded_requantize(mod, rounding)
     assert chains == 1
     x = RNG.randint(0, 256, size=(1, c, 9, 9)).astype("uint8")
     ref = _run(mod, x, llvm_target).astype(int)
@@ -173,9 +208,10 @@ def _residual(w, combined, bias, skip_scale, inv_scale, *, act="relu", hw=16, w_
     return bb.get()
 
 
+@pytest.mark.parametrize("mode", ["integer", "folded"])
 @pytest.mark.parametrize("act", ["relu", None])
 @pytest.mark.parametrize("branch", ["identity", "downsample"])
-def test_residual_add_in_integers_is_exact(branch, act, llvm_target):
+def test_residual_add_in_integers_is_exact(branch, act, mode, llvm_target):
     """A residual add of two quantized tensors in integers (as relay's realize did it): each addend
     in its own units (the conv's int32 sums plus its bias; the skip's 8-bit codes or a downsample
     conv's sums) times its fixed-point factor, one shift per channel, summed in int64, the ReLU a
@@ -188,8 +224,8 @@ def test_residual_add_in_integers_is_exact(branch, act, llvm_target):
     bias = combined * rng.randint(-3000, 3000, size=k)  # whole accumulator steps
     w_skip = rng.randint(-8, 9, size=(k, c, 3, 3)).astype("int8") if branch == "downsample" else None
     mod = _residual(w, combined, bias, 2.0 ** -3, 4.0, act=act, w_skip=w_skip, comb_skip=np.full(k, 2.0 ** -11))
-    qmod, text = _one_chain(mod)
-    assert text.count("R.right_shift") == 1 and '"float32"' not in text  # integers only
+    qmod, text = _one_chain(mod, mode)
+    _assert_form(text, mode, 2)  # (folded: one float multiply-add per addend)
     x = rng.randint(0, 256, size=(1, c, 16, 16)).astype("uint8")
     y = _acc(x, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1)  # units of 2^-10
     if branch == "identity":  # skip codes of 2^-3: 128 units of 2^-10
@@ -208,8 +244,9 @@ def test_residual_add_in_integers_is_exact(branch, act, llvm_target):
     np.testing.assert_array_equal(got, _run_args(mod, args, llvm_target))  # the float path: exact here too
 
 
+@pytest.mark.parametrize("mode", ["integer", "folded"])
 @pytest.mark.parametrize("branch", ["identity", "downsample"])
-def test_residual_add_other_scales_agree_with_the_float_path(branch, llvm_target):
+def test_residual_add_other_scales_agree_with_the_float_path(branch, mode, llvm_target):
     """Scales that are not powers of two: the integer residual add gives the float path's codes
     except, one step off, where a value lies within rounding of a half."""
     rng = np.random.RandomState(8)
@@ -220,7 +257,7 @@ def test_residual_add_other_scales_agree_with_the_float_path(branch, llvm_target
     w_skip = rng.randint(-127, 128, size=(k, c, 3, 3)).astype("int8") if branch == "downsample" else None
     mod = _residual(w, combined, bias, 0.0173, 1 / 0.0437, hw=9, w_skip=w_skip,
                     comb_skip=rng.uniform(1e-5, 5e-5, size=k))
-    qmod, _ = _one_chain(mod)
+    qmod, _ = _one_chain(mod, mode)
     x = rng.randint(0, 256, size=(1, c, 9, 9)).astype("uint8")
     args = [x] if branch == "downsample" else [x, rng.randint(0, 256, size=(1, k, 9, 9)).astype("uint8")]
     ref = _run_args(mod, args, llvm_target).astype(int)
@@ -256,6 +293,7 @@ def test_global_average_pool_in_integers_is_exact(act, llvm_target):
             out = _quantized_upward(bb, y, 32.0, lo, hi, out_dtype)
         bb.emit_func_output(out)
     mod = bb.get()
+    assert folded_requantize(mod, "UPWARD")[1] == 0  # folded: the float path's mean of the activation
     qmod, text = _one_chain(mod)
     assert "R.right_shift" in text and "R.sum" in text and '"float32"' not in text  # integers only
     xs = rng.randint(0, 256, size=(1, c, hw, hw)).astype("uint8")
@@ -272,8 +310,9 @@ def test_global_average_pool_in_integers_is_exact(act, llvm_target):
     np.testing.assert_array_equal(got, _run(mod, xs, llvm_target))  # the float path: exact here too
 
 
+@pytest.mark.parametrize("mode", ["integer", "folded"])
 @pytest.mark.parametrize("order", ["relu_then_pool", "pool_then_relu"])
-def test_max_pool_takes_the_codes(order, llvm_target):
+def test_max_pool_takes_the_codes(order, mode, llvm_target):
     """conv -> dequantize, bias -> ReLU and a max pool (either order) -> the next conv's quantize
     (VGG's blocks): requantizing is monotone, so the pool is taken of the integer codes. Exact
     against numpy with power-of-two scales, and equal to the float path."""
@@ -293,8 +332,9 @@ def test_max_pool_takes_the_codes(order, llvm_target):
             out = _quantized_upward(bb, y, 4.0)
         bb.emit_func_output(out)
     mod = bb.get()
-    qmod, text = _one_chain(mod)
-    assert "R.nn.max_pool2d" in text and '"float32"' not in text  # integers only
+    qmod, text = _one_chain(mod, mode)
+    assert "R.nn.max_pool2d" in text
+    _assert_form(text, mode, 1)
     xs = rng.randint(0, 256, size=(1, c, hw, hw)).astype("uint8")
     y = _acc(xs, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1)
     codes = np.clip((y + 128) >> 8, 0, 255)
@@ -305,7 +345,8 @@ def test_max_pool_takes_the_codes(order, llvm_target):
     np.testing.assert_array_equal(got, _run(mod, xs, llvm_target))
 
 
-def test_concat_takes_each_input_to_its_scale(llvm_target):
+@pytest.mark.parametrize("mode", ["integer", "folded"])
+def test_concat_takes_each_input_to_its_scale(mode, llvm_target):
     """quantize(concat(conv -> ReLU, avg pool of codes, max pool of codes)) (inception's blocks):
     each input requantized to the concat's scale in integers, the codes concatenated; the average
     pool is a window sum (a depthwise conv by ones) over its count in the factor. Exact against
@@ -331,8 +372,11 @@ def test_concat_takes_each_input_to_its_scale(llvm_target):
             out = _quantized_upward(bb, cat, 8.0)
         bb.emit_func_output(out)
     mod = bb.get()
-    qmod, text = _one_chain(mod)
-    assert "R.concat" in text and text.count("R.right_shift") == 3 and '"float32"' not in text  # integers only
+    qmod, text = _one_chain(mod, mode)
+    assert "R.concat" in text
+    _assert_form(text, mode, 3, shifts=3)  # (folded: the average pool's window sum by the ones conv too)
+    if mode == "folded":
+        assert "R.nn.conv2d" in text and "R.nn.avg_pool2d" not in text
     xs = rng.randint(0, 64, size=(1, c, hw, hw)).astype("uint8")
     y = np.maximum(_acc(xs, w) + np.rint(bias / combined).astype(np.int64).reshape(1, k, 1, 1), 0)
     padded = np.pad(xs.astype(np.int64), ((0, 0), (0, 0), (1, 1), (1, 1)))
@@ -370,9 +414,11 @@ def test_tensors_read_elsewhere_keep_the_float_path(shared):
 
 
 def test_qconfig_knob():
-    assert QConfig().requantize == "float"
+    assert QConfig().requantize == "folded"
     assert QConfig(requantize="integer").requantize == "integer"
-    with pytest.raises(ConfigError, match="quantize.requantize: unknown 'int'; valid: float, integer"):
+    assert QConfig(requantize="float").requantize == "float"
+    assert QConfig(requantize="folded").requantize == "folded"
+    with pytest.raises(ConfigError, match="quantize.requantize: unknown 'int'; valid: float, integer, folded"):
         QConfig(requantize="int")
 
 
@@ -380,18 +426,58 @@ def test_qconfig_knob():
 def test_resnet18_integer_requantize(llvm_target):
     """resnet18 (small input): the conv -> BN/ReLU -> conv links inside its 8 basic blocks and the
     residual adds whose sum a quantized op reads (7: the last one feeds the float32 pool) become
-    integer-only; logits agree with the float path."""
+    integer-only, or folded; logits agree with the float path."""
     from harness.quantize import apply_table, qconfig
     from tests.helpers import calibrated_resnet18
 
     mod, table, calib = calibrated_resnet18(64, 3, 4)
-    outs = {}
-    for mode in ("float", "integer"):
+    outs, texts = {}, {}
+    for mode in ("float", "integer", "folded"):
         with qconfig(calibrate_mode="max", weight_scale="channel_max", requantize=mode) as cfg:
             qmod = apply_table(mod, None, table, config=cfg)
         outs[mode] = _run(qmod, calib[0]["data"], llvm_target)
-        if mode == "integer":
-            assert qmod["main"].script().count("R.right_shift") == 8 + 7
-    a, b = outs["float"].ravel(), outs["integer"].ravel()
-    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
-    assert a.argmax() == b.argmax()
+        texts[mode] = qmod["main"].script()
+    assert texts["integer"].count("R.right_shift") == 8 + 7
+    # folded: the same 15 chains, their ReLUs in the clip (the stem's and the last block's stay float)
+    assert texts["float"].count("R.nn.relu") - texts["folded"].count("R.nn.relu") == 8 + 7
+    a = outs["float"].ravel()
+    for mode in ("integer", "folded"):
+        b = outs[mode].ravel()
+        assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) >= 0.999
+        assert a.argmax() == b.argmax()
+
+
+@pytest.mark.parametrize("gamma_sign", [1.0, -1.0])
+def test_batch_norm_and_explicit_pad_fold_into_the_chain(gamma_sign, llvm_target):
+    """What the PyTorch frontend gives efficientnet_lite0 between two int8 convs: the dequantized
+    sums, the bias correction, a batch norm kept as one op, ReLU6 and an explicit zero pad ("same"
+    padding) before the quantize. Folded: one multiply-add per channel, the pad of the codes, within
+    a step of the float path. Integer-only too, where every channel's factor is positive (a batch
+    norm's negative scale keeps the float path there)."""
+    rng = np.random.RandomState(12)
+    k, c, hw = 16, 16, 8
+    w = rng.randint(-127, 128, size=(k, c, 3, 3)).astype("int8")
+    gamma = rng.uniform(0.5, 2.0, size=k) * np.where(np.arange(k) % 3 == 0, gamma_sign, 1.0)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, c, hw, hw), "uint8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = _dequantized_conv(bb, x, w, rng.uniform(2e-5, 9e-5, size=k), rng.normal(scale=0.1, size=k))
+            y = bb.emit(relax.op.subtract(y, _const(np.float32(rng.normal(scale=0.05, size=(1, k, 1, 1))))))
+            bn = bb.emit(relax.op.nn.batch_norm(y, *(_const(np.float32(v)) for v in (
+                gamma, rng.normal(size=k), rng.normal(scale=0.2, size=k), rng.uniform(0.5, 1.5, size=k))), axis=1, training=False))
+            y = bb.emit(relax.op.clip(bb.emit(relax.TupleGetItem(bn, 0)), 0, 6))
+            y = bb.emit(relax.op.nn.pad(y, [0, 0, 0, 0, 1, 1, 1, 1]))
+            out = _quantized_upward(bb, y, 255 / 6)
+        bb.emit_func_output(out)
+    mod = bb.get()
+    qmod, text = _one_chain(mod, "folded")
+    _assert_form(text, "folded", 1)
+    assert "R.nn.batch_norm" not in text and text.index("R.astype") < text.index("R.nn.pad")  # the codes padded
+    assert integer_requantize(mod, "UPWARD", True)[1] == (1 if gamma_sign > 0 else 0)
+    xs = rng.randint(0, 256, size=(1, c, hw, hw)).astype("uint8")
+    ref = _run(mod, xs, llvm_target).astype(int)
+    got = _run(qmod, xs, llvm_target).astype(int)
+    assert got.shape == (1, k, hw + 2, hw + 2) and not got[:, :, 0].any()
+    assert np.abs(got - ref).max() <= 1 and (got != ref).mean() <= 0.01
+    assert 0.1 < (ref[:, :, 1:-1, 1:-1] > 0).mean() and (ref == 255).mean() < 0.2  # mostly not clipped

@@ -317,15 +317,19 @@ def test_resnet18_blocked_equals_nchw_and_changes_layout_three_times(target):
     from tests.helpers import calibrated_model
 
     mod, table, calib = calibrated_model("resnet18_v1", 64, 0, 2)
-    with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
-        qmod = apply_table(mod, None, table, config=cfg)
     x = calib[0]["data"]
-    blocked, kernels = _run(qmod, x, target, BLOCKED)
-    nchw, nchw_kernels = _run(qmod, x, target, NCHW)
-    np.testing.assert_array_equal(blocked, nchw)
-    dot = sorted(v for v in kernels.values() if v == "default:cpu_int8_dot")
-    assert len(dot) == sorted(nchw_kernels.values()).count("default:cpu_int8_dot") == 19
-    assert len(_layout_kernels(kernels)) == 3, _layout_kernels(kernels)
+    # (kernels counted with requantize float, whose epilogue constants make one kernel per conv; the
+    # default, folded, shares a kernel between convs of the same shape and epilogue)
+    for requantize in ("float", "folded"):
+        with qconfig(calibrate_mode="max", weight_scale="channel_max", requantize=requantize) as cfg:
+            qmod = apply_table(mod, None, table, config=cfg)
+        blocked, kernels = _run(qmod, x, target, BLOCKED)
+        nchw, nchw_kernels = _run(qmod, x, target, NCHW)
+        np.testing.assert_array_equal(blocked, nchw)
+        assert len(_layout_kernels(kernels)) == 3, _layout_kernels(kernels)
+        if requantize == "float":
+            dot = sorted(v for v in kernels.values() if v == "default:cpu_int8_dot")
+            assert len(dot) == sorted(nchw_kernels.values()).count("default:cpu_int8_dot") == 19
 
 
 def test_pools_between_blocked_convs_keep_their_width(target):
@@ -358,3 +362,80 @@ def test_pools_between_blocked_convs_keep_their_width(target):
     assert pool_kernels(NCHW) == ["fused_max_pool2d_strided_slice_cast3"]
     codes = _codes((1, 16, 35, 35))
     np.testing.assert_array_equal(_run(mod, codes, target, BLOCKED)[0], _run(mod, codes, target, NCHW)[0])
+
+
+def test_sixteen_channel_blocks_where_every_conv_allows():
+    """On AVX-512 the block is 16 channels, the int32 lanes of its vector (the epilogue then stores
+    whole vectors); a module keeps 8 where one conv's channels are a multiple of 8 but not of 16, or
+    where a grouped conv's groups have fewer output channels than 16 (more groups would be merged,
+    multiplying more zeros). AVX2 targets keep 8."""
+    from harness.build.passes.packed_int8 import _int8_convs, module_block
+    from harness.schedules.cpu import channel_block
+
+    assert channel_block(tvm.target.Target(llvm_target("cascadelake", 2))) == 16
+    assert channel_block(tvm.target.Target(llvm_target("haswell", 2))) == 8
+
+    def block(**case):
+        return module_block(_int8_convs(two_convs(**case)[0]), 16)
+
+    assert block(ci=16, mid=32, co=32) == 16
+    assert block(ci=16, mid=24, co=32) == 8  # 24 channels: blocks of 8 only
+    assert block(ci=12, mid=20, co=32) == 16  # 12 and 20 stay NCHW at either block: the rest can be 16
+    assert block(mid=32, co=64, groups=2) == 16  # 32 output channels per group
+    assert block(mid=32, co=32, groups=4) == 8  # 8 per group
+    assert block(mid=32, co=32, groups=32) == 16  # depthwise
+    assert module_block(_int8_convs(two_convs(mid=24)[0]), 8) == 8
+    mod, _ = two_convs(ci=16, mid=32, co=32)
+    conv_outputs = [[int(v) for v in f.params[-1].shape] for _, f in blocked_int8_pass(block=16)(mod).functions_items()
+                    if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in f.script()]
+    assert conv_outputs == [[1, 2, 13, 13, 16]] * 2
+
+
+def _host_vnni() -> bool:
+    from harness.schedules.intrinsics import has_vnni
+
+    return has_vnni(tvm.target.Target(llvm_target()), 16)
+
+
+@pytest.mark.skipif(not _host_vnni(), reason="runs AVX-512 VNNI code: this CPU has no avx512_vnni")
+@pytest.mark.parametrize("case", ["3x3", "1x1_residual", "3x3_stride2", "grouped_wide", "depthwise"])
+def test_sixteen_channel_blocks_equal_nchw_exactly(case):
+    """The 16-channel blocked build (an AVX-512 VNNI target) gives the NCHW build's output bit for
+    bit, its convs on the dot product (the depthwise one on its vectorized schedule)."""
+    target = tvm.target.Target(llvm_target("cascadelake", 2))
+    params = dict(CASES[case], ci=16)
+    params.setdefault("mid", 32)
+    params["co"] = 32 if case != "grouped_wide" else 64
+    if case == "1x1_residual":
+        params["co"] = 16
+    mod, shape = two_convs(**params)
+    x = _codes(shape)
+    blocked, kernels = _run(mod, x, target, BLOCKED)
+    np.testing.assert_array_equal(blocked, _run(mod, x, target, NCHW)[0])
+    schedules = sorted(kernels.values())
+    assert schedules.count("default:cpu_int8_dot") == (1 if case == "depthwise" else 2), kernels
+    assert schedules.count("default:cpu_int8_depthwise") == (case == "depthwise"), kernels
+
+
+def test_a_depthwise_prime_row_is_computed_wider(target, monkeypatch):
+    """A depthwise 8-bit conv whose row has no divisor of at least 4 to tile by (17, 13) is computed
+    at the next width that has one (18, 14: tiles of 6 and 7 pixels), inside its kernel: the output
+    is the NCHW build's. (On AVX-512 builds; here the AVX2 build is made to, so that the numbers are
+    checked on any host.)"""
+    import harness.schedules.cpu as cpu
+
+    assert [cpu.depthwise_row_width(w) for w in (17, 13, 73, 149, 35, 56, 7, 8, 1)] == [18, 14, 75, 150, 35, 56, 7,
+                                                                                        8, 1]
+    mod, shape = two_convs(mid=32, co=32, groups=32)
+    lowered = blocked_int8_pass(row_bits=256)(mod)
+    [depthwise] = [f for _, f in lowered.functions_items()
+                   if isinstance(f, tvm.tirx.PrimFunc) and "depthwise_conv2d_nchw" in f.script()]
+    sch = tvm.s_tir.Schedule(depthwise)
+    assert int(sch.get(sch.get_sblock("depthwise_conv2d_nchw")).writes[0].source.shape[3]) == 14
+    assert int(depthwise.params[-1].shape[3]) == 13
+    x = _codes(shape)
+    nchw, _ = _run(mod, x, target, NCHW)
+    monkeypatch.setattr(cpu, "row_widening_bits", lambda tgt: 256)
+    widened, kernels = _run(mod, x, target, BLOCKED)
+    assert sorted(kernels.values()).count("default:cpu_int8_depthwise") == 1, kernels
+    np.testing.assert_array_equal(widened, nchw)
