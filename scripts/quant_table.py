@@ -5,7 +5,7 @@ For each model the fp32 build is timed once and each calibration mode's int8 bui
 the same run, so the int8/fp32 ratios are measured side by side. Prints a Markdown table.
 
     .venv/bin/python scripts/quant_table.py [--models resnet18_v1,digits_cnn] [--modes kl_divergence,max]
-        [--bias-correction on,off] [--requantize float,integer]
+        [--bias-correction on,off] [--requantize float,integer,folded]
 """
 import argparse
 import dataclasses
@@ -40,8 +40,9 @@ def main():
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--bias-correction", default="on,off",
                     help="on, off or on,off (both, side by side): quantize.bias_correction")
-    ap.add_argument("--requantize", default="float",
-                    help="float, integer or float,integer (side by side, one calibration): quantize.requantize")
+    ap.add_argument("--requantize", default="folded",
+                    help="folded, float, integer, or several comma-separated (side by side, one calibration): "
+                         "quantize.requantize")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     rows = []
