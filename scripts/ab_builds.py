@@ -11,7 +11,9 @@ machine); the outputs of the builds are compared (`equal` says which are bit-ide
     .venv/bin/python scripts/ab_builds.py time --models resnet50_v1 [--rounds 5]
 
 A config key's two values are compared the same way from one checkout: `export --tag nchw --set
-build.schedules.cpu_int8_blocked=false`, then `export --tag blocked`, then `time`.
+build.schedules.cpu_int8_blocked=false`, then `export --tag blocked`, then `time`. `--mcpu znver3`
+builds another CPU's code (AVX2 here), which a host whose CPU has its features runs and times: a
+stand-in for that CPU's code paths, not for its microarchitecture.
 
 Each model's int8 build uses its int8 config (configs/<model>_int8.yaml: quantize section,
 calibration) for this CPU; `--fp32` adds the fp32 build. Libraries go to `--dir`
@@ -64,18 +66,19 @@ def _with_setting(cfg, setting: str):
 
 
 def export(args) -> None:
-    target = tvm.target.Target(llvm_target(None))
+    target = tvm.target.Target(llvm_target(args.mcpu))
     os.makedirs(args.dir, exist_ok=True)
     for name in args.models.split(","):
         cfg = _config(name, args.batch)
         for setting in args.set:
             cfg = _with_setting(cfg, setting)
         model = load_model(cfg.model)
-        mods = {"int8": int8_module(cfg, model, calibration_table(cfg, model, status=lambda m: None))}
+        table = calibration_table(cfg, model, status=lambda m: None)
+        mods = {"int8": int8_module(cfg, model, table, target=target)}
         if args.fp32:
             mods["fp32"] = build.bind_params(model.mod, model.params)
         for variant, mod in mods.items():
-            ex = build.compile_module(mod, target, fallback=False, schedules=cfg.schedule_options()).executable
+            ex = build.compile_module(mod, target, fallback=False, schedules=cfg.schedule_options(target)).executable
             path = os.path.join(args.dir, f"{name}_b{args.batch}_{variant}_{args.tag}.so")
             ex.export_library(path)
             print(f"exported {path}", file=sys.stderr, flush=True)
@@ -107,6 +110,9 @@ def main():
     exp = sub.add_parser("export", help="build the models with this checkout and export the libraries")
     exp.add_argument("--tag", required=True, help="names this checkout's libraries (e.g. old, new, a commit)")
     exp.add_argument("--fp32", action="store_true", help="the fp32 build too")
+    exp.add_argument("--mcpu", default=None,
+                     help="build for this LLVM CPU instead of this machine's (e.g. znver3: AVX2 code timed on an "
+                          "AVX-512 host; the quantizer's autos follow it); it must run here")
     exp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="a config key for these builds, e.g. build.schedules.cpu_int8_blocked=false (repeatable)")
     tim = sub.add_parser("time", help="time every exported library of each model, alternating")
