@@ -190,7 +190,7 @@ def _term(node, value) -> Optional[_Term]:  # pylint: disable=too-many-return-st
     that nothing else reads. Constant per-channel steps between the dequantize and `node` -- adds
     and subtracts (bias, bias correction), a batch norm at inference (a frontend that keeps it) --
     fold into the term's factor and bias."""
-    steps = []  # outermost first: ("add", vec) | ("affine", a, b)
+    steps = []  # outermost first: (+1.0 or -1.0, the constant added or subtracted) | ("batch_norm", its getitem)
     window = None
     while True:
         if _op(node) in ("relax.add", "relax.subtract") and _const(node.args[1]) is not None:
