@@ -168,13 +168,10 @@ def _global_pool_hw(call) -> int:
     return shape[2] * shape[3] if len(shape) == 4 else 0
 
 
-def _batch_norm_affine(node, value, k: int) -> Optional[tuple]:
-    """(input, a, b) where `node` is ``batch_norm(input)[0]`` at inference over axis 1 with constant
-    statistics: ``a * input + b`` per channel; None for anything else."""
-    if not isinstance(node, relax.TupleGetItem) or node.index != 0:
-        return None
-    bn = value(node.tuple_value)
-    if _op(bn) != "relax.nn.batch_norm" or int(bn.attrs.axis) != 1 or bool(bn.attrs.training):
+def _batch_norm_affine(bn, k: int) -> Optional[tuple]:
+    """(a, b) where the ``batch_norm`` call `bn`'s output 0 is ``a * input + b`` per channel: at
+    inference, over axis 1, with constant statistics; None for anything else."""
+    if int(bn.attrs.axis) != 1 or bool(bn.attrs.training):
         return None
     params = [_const(arg) for arg in bn.args[1:5]]
     if any(v is None or v.size != k for v in params):
@@ -182,7 +179,7 @@ def _batch_norm_affine(node, value, k: int) -> Optional[tuple]:
     gamma, beta, mean, var = (v.astype(np.float64).reshape(k) for v in params)
     a = (gamma if bool(bn.attrs.scale) else 1.0) / np.sqrt(var + float(bn.attrs.epsilon))
     b = (beta if bool(bn.attrs.center) else 0.0) - mean * a
-    return bn.args[0], a, b
+    return a, b
 
 
 def _term(node, value) -> Optional[_Term]:  # pylint: disable=too-many-return-statements,too-many-branches
@@ -190,19 +187,19 @@ def _term(node, value) -> Optional[_Term]:  # pylint: disable=too-many-return-st
     that nothing else reads. Constant per-channel steps between the dequantize and `node` -- adds
     and subtracts (bias, bias correction), a batch norm at inference (a frontend that keeps it) --
     fold into the term's factor and bias."""
-    steps = []  # outermost first: (+1.0 or -1.0, the constant added or subtracted) | ("batch_norm", its getitem)
+    steps = []  # outermost first: (+1.0 or -1.0, the constant added or subtracted) | ("batch_norm", the call)
     window = None
     while True:
         if _op(node) in ("relax.add", "relax.subtract") and _const(node.args[1]) is not None:
             steps.append((1.0 if _op(node) == "relax.add" else -1.0, node.args[1]))
             node = value(node.args[0])
-            continue
-        if isinstance(node, relax.TupleGetItem):
-            steps.append(("batch_norm", node))
-            node = value(node.tuple_value)
-            node = value(node.args[0]) if _op(node) == "relax.nn.batch_norm" else None
-            continue
-        break
+        elif isinstance(node, relax.TupleGetItem) and node.index == 0 \
+                and _op(value(node.tuple_value)) == "relax.nn.batch_norm":
+            bn = value(node.tuple_value)
+            steps.append(("batch_norm", bn))
+            node = value(bn.args[0])
+        else:
+            break
     if _op(node) == "relax.nn.avg_pool2d" and not steps and _sum_window(node):
         window, node = node, value(node.args[0])
     if _op(node) != "relax.multiply":
@@ -233,10 +230,10 @@ def _term(node, value) -> Optional[_Term]:  # pylint: disable=too-many-return-st
     bias = np.zeros(k)
     for step in reversed(steps):  # innermost first: value = factor * src + bias, then each step
         if step[0] == "batch_norm":
-            affine = _batch_norm_affine(step[1], value, k)
+            affine = _batch_norm_affine(step[1], k)
             if affine is None:
                 return None
-            _, a, b = affine
+            a, b = affine
             factor, bias = factor * a, bias * a + b
         else:
             vec = _per_channel(_const(step[1]), k, ndim)
@@ -409,6 +406,18 @@ def _integer_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
     return _pooled_and_padded(chain, _requantized_codes(chain, round_for_shift))
 
 
+def _code_bounds(chain: _Chain, inv_scale: float, rnd) -> tuple:
+    """(lo, hi): the codes' range with the activation's bounds (ReLU: 0, ReLU6: 0 and 6) in it,
+    rounded by `rnd`. They clip the codes instead of the sums: rounding is monotone, so rounding a
+    clipped value is clipping the rounded value at the rounded bounds."""
+    lo, hi = chain.lo, chain.hi
+    if chain.bounds[0] > -math.inf:
+        lo = max(lo, rnd(chain.bounds[0] * inv_scale))
+    if chain.bounds[1] < math.inf:
+        hi = min(hi, rnd(chain.bounds[1] * inv_scale))
+    return lo, hi
+
+
 def _requantized_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
     ndim = len(chain.terms[0].value.ty.shape)
     shape = (1, -1) + (1,) * (ndim - 2)
@@ -418,14 +427,7 @@ def _requantized_codes(chain: _Chain, round_for_shift: bool) -> relax.Expr:
     # that |y1*M1 + y2*M2| and the rounding half stay below 2^63
     _, n = fixed_point(np.maximum.reduce(factors), _MANTISSA_BITS + 1 - len(chain.terms))
     ms = [np.rint(f * np.ldexp(1.0, n)).astype(np.int64) for f in factors]
-    # the activation's bounds (ReLU: 0, ReLU6: 0 and 6) clip the codes instead of the sums: rounding
-    # is monotone, so rounding a clipped value is clipping the rounded value at the rounded bounds
-    rnd = (lambda v: math.floor(v + 0.5)) if round_for_shift else math.floor
-    lo, hi = chain.lo, chain.hi
-    if chain.bounds[0] > -math.inf:
-        lo = max(lo, rnd(chain.bounds[0] * inv_scale))
-    if chain.bounds[1] < math.inf:
-        hi = min(hi, rnd(chain.bounds[1] * inv_scale))
+    lo, hi = _code_bounds(chain, inv_scale, (lambda v: math.floor(v + 0.5)) if round_for_shift else math.floor)
     ys = []
     for term in chain.terms:  # each term in its own units: int32 sums with the bias added, or codes
         if term.window is not None:
@@ -462,12 +464,7 @@ def _folded_codes(chain: _Chain, rounding: str) -> relax.Expr:
     shape = (1, -1) + (1,) * (ndim - 2)
     inv_scale = np.float64(np.float32(chain.inv_scale))
     half = 0.5 if rounding == "UPWARD" else 0.0
-    rnd = (lambda v: math.floor(v + 0.5)) if rounding == "UPWARD" else round
-    lo, hi = chain.lo, chain.hi
-    if chain.bounds[0] > -math.inf:
-        lo = max(lo, rnd(chain.bounds[0] * inv_scale))
-    if chain.bounds[1] < math.inf:
-        hi = min(hi, rnd(chain.bounds[1] * inv_scale))
+    lo, hi = _code_bounds(chain, inv_scale, (lambda v: math.floor(v + 0.5)) if rounding == "UPWARD" else round)
     z, offset = None, np.full(chain.terms[0].factor.shape, half)
     for term in chain.terms:
         y = _window_sums(term) if term.window is not None else term.value

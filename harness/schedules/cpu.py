@@ -158,6 +158,12 @@ def row_widening_bits(target) -> int:
 DEPTHWISE_PIXELS = 8
 
 
+def _little_wider(wide: int, width: int) -> bool:
+    """Whether a row computed `wide` columns for `width` costs at most an eighth more (the bound of
+    the widenings below that trade columns for whole tiles or vectors)."""
+    return 8 * wide <= 9 * width
+
+
 def depthwise_row_width(width: int) -> int:
     """The width a blocked depthwise 8-bit conv computes a `width`-pixel row at: `width` where it
     has a divisor of at least half :data:`DEPTHWISE_PIXELS` to tile by, else the next width that
@@ -167,7 +173,7 @@ def depthwise_row_width(width: int) -> int:
     def tiles(w):
         return largest_divisor_at_most(w, DEPTHWISE_PIXELS) * 2 >= DEPTHWISE_PIXELS
 
-    return next((w for w in range(width, width + DEPTHWISE_PIXELS) if tiles(w) and 8 * w <= 9 * width), width)
+    return next((w for w in range(width, width + DEPTHWISE_PIXELS) if tiles(w) and _little_wider(w, width)), width)
 
 
 def channel_block(target) -> int:
@@ -782,7 +788,7 @@ def padded_width(width: int, lanes: int) -> int:
     so shapes that vectorize well (56, 28, 14, 7, 35 on AVX2) keep their kernels, and their tuning
     records, as they are."""
     def cost(w):  # (vector instructions, 0 where the vector is whole vectors at most 1/8 wider)
-        whole = pick_vector_factor(w, lanes) % lanes == 0 and 8 * w <= 9 * width
+        whole = pick_vector_factor(w, lanes) % lanes == 0 and _little_wider(w, width)
         return _row_vector_ops(w, lanes), int(not whole)
 
     best = min(range(width, width + lanes + 1), key=lambda w: (cost(w), w))

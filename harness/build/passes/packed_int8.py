@@ -77,9 +77,9 @@ def module_block(convs: list, widest: int) -> int:
     if widest == BLOCK:
         return BLOCK
     for call in convs:
-        if _conv_layouts(call, BLOCK)["relax.nn.conv2d"][0] == "NCHW":
+        if not blocks(call, BLOCK):
             continue  # not blocked at all
-        if _conv_layouts(call, widest)["relax.nn.conv2d"][0] == "NCHW":
+        if not blocks(call, widest):
             return BLOCK
         groups, (k_out, per_group) = int(call.attrs.groups), (int(v) for v in call.args[1].ty.shape.values[:2])
         if groups > 1 and per_group > 1 and (k_out // groups) % widest:
@@ -168,24 +168,28 @@ def blocked_conv2d_te(data, weight, *, strides, padding, dilation, groups: int, 
                       lambda i, kb, y, x, ki: conv[i, kb * block + ki, y, x], name="T_block")
 
 
-def _conv_layouts(call, block: int) -> dict:
-    """ConvertLayout's desired layouts for one call: ``NCHW{block}c`` for an NCHW conv2d of 8-bit
-    data whose input and output channels `block` divides, NCHW for other convs (TVM's layout rule
-    checks the input channels only: left to it, a conv with 12 output channels would be blocked
-    into nonsense), nothing for other ops (they follow their inputs)."""
+def blocks(call, block: int) -> bool:
+    """Whether the pass blocks the conv2d `call` by `block` channels: an NCHW conv of 8-bit data
+    whose input and output channels `block` divides (static shapes)."""
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
-    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
-        return {}
     data, weight = (arg.ty for arg in call.args[:2])
     a = call.attrs
     ok = (str(a.data_layout) == "NCHW" and str(a.kernel_layout) == "OIHW" and str(a.out_layout or "NCHW") == "NCHW"
           and str(data.dtype) in ("int8", "uint8") and isinstance(data.shape, relax.ShapeExpr)
           and isinstance(weight.shape, relax.ShapeExpr)
           and all(isinstance(v, tvm.tirx.IntImm) for v in [*data.shape.values, *weight.shape.values]))
-    if ok:
-        ok = int(data.shape.values[1]) % block == 0 and int(weight.shape.values[0]) % block == 0
-    return {"relax.nn.conv2d": [blocked_layout(block) if ok else "NCHW", "OIHW"]}
+    return ok and int(data.shape.values[1]) % block == 0 and int(weight.shape.values[0]) % block == 0
+
+
+def _conv_layouts(call, block: int) -> dict:
+    """ConvertLayout's desired layouts for one call: ``NCHW{block}c`` for a conv2d :func:`blocks`
+    takes, NCHW for other convs (TVM's layout rule checks the input channels only: left to it, a
+    conv with 12 output channels would be blocked into nonsense), nothing for other ops (they
+    follow their inputs)."""
+    if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+        return {}
+    return {"relax.nn.conv2d": [blocked_layout(block) if blocks(call, block) else "NCHW", "OIHW"]}
 
 
 def _winograd_conv2d(bb, call, block: int, lanes: int, tile: int):

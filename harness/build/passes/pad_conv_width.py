@@ -11,6 +11,7 @@ from ...schedules.cpu import padded_width
 from ...schedules.intrinsics import fitting_int8_dots
 from ...schedules.analysis import dtype_bits
 from ...targets import vector_bits
+from .packed_int8 import blocks
 from .rewrite import rewrite_calls
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def pad_conv_width_pass(target, int8_dot: bool = False, block: int = 0) -> tvm.t
             return None  # symbolic shape
         if int8_dot and on_int8_dot(call, target):
             return None
-        if block and call.op.name == "relax.nn.conv2d" and blocked_int8(call, block):
+        if block and call.op.name == "relax.nn.conv2d" and blocks(call, block):
             return None
         wide = padded_width(width, max(1, bits // dtype_bits(str(call.ty.dtype))))
         if wide == width:
@@ -100,15 +101,3 @@ def on_int8_dot(call, target) -> bool:
     except (AttributeError, TypeError):
         return False
     return bool(fitting_int8_dots(target, str(data.dtype), k, c))
-
-
-def blocked_int8(call, block: int) -> bool:
-    """Whether `call` is a conv2d of 8-bit data whose input and output channels `block` divides."""
-    data, weight = (arg.ty for arg in call.args[:2])
-    if str(data.dtype) not in ("int8", "uint8"):
-        return False
-    try:
-        c, k = int(data.shape.values[1]), int(weight.shape.values[0])
-    except (AttributeError, TypeError):
-        return False
-    return c % block == 0 and k % block == 0
