@@ -15,8 +15,15 @@ int8 on AMX against int8 on VNNI, same calibration, alternating rounds, outputs 
 `--logs` also int8 on AMX with the tuning records `harness run` applies (the committed
 `tuning_logs/<target>/conv` databases: searched AMX tile plans), its output compared too.
 
+With `--emulate` (any x86 CPU): the AMX builds' tile instructions run in the harness's C emulator
+(harness.schedules.amx_emulate) and only the outputs are compared, nothing is timed; `--mcpu`
+builds for another CPU model with AMX added (e.g. `rocketlake`, the key of the committed AMX logs;
+its code must run on this CPU).
+
     .venv/bin/python scripts/bench_amx.py [--shapes N,C,H,W,K,R,S,stride,pad;...] [--models resnet50_v1] [--logs]
+                                          [--emulate [--mcpu rocketlake]]
 """
+import contextlib
 import argparse
 import datetime
 import os
@@ -74,7 +81,12 @@ def main():  # pylint: disable=too-many-locals
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=5, help="time_evaluator repeats per round")
     ap.add_argument("--clock-ghz", type=float, default=None)
+    ap.add_argument("--emulate", action="store_true",
+                    help="AMX tile instructions in the C emulator: outputs compared, nothing timed (any x86 CPU)")
+    ap.add_argument("--mcpu", help="with --emulate: the LLVM CPU model to build for (AMX added; default: this CPU's)")
     args = ap.parse_args()
+    if args.mcpu and not args.emulate:
+        ap.error("--mcpu needs --emulate (an AMX host builds for itself)")
 
     import tvm
     from tvm import relax
@@ -83,9 +95,9 @@ def main():  # pylint: disable=too-many-locals
     from harness.record import cpu_name
     from harness.report import markdown_table
     from harness.targets import llvm_target
-    from harness.schedules import ScheduleOptions, amx
+    from harness.schedules import ScheduleOptions, amx, amx_emulate
 
-    target = tvm.target.Target(llvm_target())
+    target = tvm.target.Target(amx_emulate.emulation_target(mcpu=args.mcpu) if args.emulate else llvm_target())
     if not amx.target_has_amx(target):
         sys.exit(f"error: this CPU's target {target} has no amx-int8; valid: a Sapphire / Emerald / Granite Rapids host")
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1))
@@ -93,11 +105,27 @@ def main():  # pylint: disable=too-many-locals
     peak = cores * ghz * 1e9 * amx.PEAK_MACS_PER_CYCLE
     dev = tvm.cpu()
 
+    emulator = amx_emulate.library() if args.emulate else None
+
+    def tiles():
+        """Where AMX builds are made: in the emulator's mode with --emulate."""
+        return amx_emulate.emulated() if args.emulate else contextlib.nullcontext()
+
     def compile_both(mod):
         """Each variant with its own schedule switches (build.schedules.cpu_int8_amx)."""
-        on = build.compile_module(mod, target, fallback=False)
-        off = build.compile_module(mod, target, schedules=ScheduleOptions(cpu_int8_amx=False), fallback=False)
+        with tiles():
+            on = build.compile_module(mod, target, fallback=False)
+        # (Winograd off: it serves only CPUs without VNNI, e.g. an AVX2 host emulating, and rounds its sums another way)
+        off = build.compile_module(mod, target, schedules=ScheduleOptions(cpu_int8_amx=False, cpu_int8_winograd=False),
+                                   fallback=False)
         return on, off
+
+    def timed(runs):
+        """{label: median ms} (None: emulated, not timed)."""
+        return {k: None for k in runs} if args.emulate else alternate(runs, args.rounds, args.repeat)
+
+    def cell(value, fmt):
+        return "emulated" if value is None else fmt.format(value)
 
     shapes = [tuple(int(v) for v in s.split(",")) for s in (args.shapes.split(";") if args.shapes else RESNET50_SHAPES)]
     rows = []
@@ -115,12 +143,13 @@ def main():  # pylint: disable=too-many-locals
         same = bool(np.array_equal(outs["amx"], outs["vnni"]))
         runs = {key: (lambda vm=vm: vm.time_evaluator("main", dev, number=10, repeat=args.repeat)(x).median)
                 for key, vm in vms.items()}
-        ms = alternate(runs, args.rounds, args.repeat)
+        ms = timed(runs)
         oh, ow = (h + 2 * pad - r) // stride + 1, (w + 2 * pad - s) // stride + 1
         macs = n * k * oh * ow * c * r * s
-        row = [",".join(map(str, shape)), f"{ms['amx']:.3f}", f"{ms['vnni']:.3f}", f"{ms['vnni'] / ms['amx']:.2f}x",
-               f"{macs / ms['amx'] / 1e6:.0f}", f"{100 * macs / (ms['amx'] * 1e-3) / peak:.1f}%",
-               "yes" if same else "NO"]
+        amx_ms, vnni_ms = ms["amx"], ms["vnni"]
+        row = [",".join(map(str, shape)), cell(amx_ms, "{:.3f}"), cell(vnni_ms, "{:.3f}"),
+               cell(amx_ms and vnni_ms / amx_ms, "{:.2f}x"), cell(amx_ms and macs / amx_ms / 1e6, "{:.0f}"),
+               cell(amx_ms and 100 * macs / (amx_ms * 1e-3) / peak, "{:.1f}%"), "yes" if same else "NO"]
         rows.append(row)
         print(" | ".join(row), file=sys.stderr, flush=True)
 
@@ -139,19 +168,35 @@ def main():  # pylint: disable=too-many-locals
         vms = {"amx": bench.make_vm(on.executable, dev), "vnni": bench.make_vm(off.executable, dev)}
         if args.logs:
             records = tuning_records(cfg, target, run_key(name, model.input_shape[0], "int8"))
-            tuned = build.compile_module(qmod, target, records=records, fallback=False)
+            with tiles():
+                tuned = build.compile_module(qmod, target, records=records, fallback=False)
+            print(f"{name}: {len(tuned.amx_kernels)} AMX kernels with the logs, {len(tuned.report.from_database)} "
+                  "kernels from them", file=sys.stderr)
             vms["amx+logs"] = bench.make_vm(tuned.executable, dev)
         outs = {key: np.asarray(bench.run_once(vm, dev, [x])) for key, vm in vms.items()}
         same = all(np.array_equal(outs["amx"], out) for out in outs.values())
         runs = {key: (lambda vm=vm: bench.time_vm(vm, dev, [x], number=1, repeat=args.repeat,
                                                     min_repeat_ms=0).median_ms / 1e3)
                 for key, vm in vms.items()}
-        ms = alternate(runs, args.rounds, args.repeat)
-        tuned_cols = [f"{ms['amx+logs']:.2f}", f"{ms['amx'] / ms['amx+logs']:.2f}x"] if args.logs else []
-        model_rows.append([name, str(len(on.amx_kernels)), f"{ms['amx']:.2f}", f"{ms['vnni']:.2f}",
-                           f"{ms['vnni'] / ms['amx']:.2f}x", *tuned_cols, "yes" if same else "NO"])
+        ms = timed(runs)
+        amx_ms, vnni_ms, logs_ms = ms["amx"], ms["vnni"], ms.get("amx+logs")
+        tuned_cols = [cell(logs_ms, "{:.2f}"), cell(logs_ms and amx_ms / logs_ms, "{:.2f}x")] if args.logs else []
+        model_rows.append([name, str(len(on.amx_kernels)), cell(amx_ms, "{:.2f}"), cell(vnni_ms, "{:.2f}"),
+                           cell(amx_ms and vnni_ms / amx_ms, "{:.2f}x"), *tuned_cols, "yes" if same else "NO"])
         print(" | ".join(model_rows[-1]), file=sys.stderr, flush=True)
 
+    if emulator is not None:
+        emulator.check()  # a tile instruction the hardware would have faulted on: an error, not a table
+        print(f"\nEmulated {datetime.date.today()} on {cpu_name()}: AMX builds for {target.attrs.get('mcpu')} with their "
+              f"tile instructions in the C emulator (no fault), outputs "
+              f"compared with the VNNI builds; nothing timed\n")
+        head = ["conv N,C,H,W,K,R,S,stride,pad", "same output"]
+        if rows:
+            print(markdown_table(head, [[row[0], row[-1]] for row in rows]))
+        if model_rows:
+            print("\n" + markdown_table(["model (int8)", "AMX kernels", "same output"],
+                                         [[row[0], row[1], row[-1]] for row in model_rows]))
+        sys.exit(0 if all(row[-1] == "yes" for row in rows + model_rows) else 1)
     print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({cores} cores, {ghz:.2f} GHz assumed), TVM {tvm.__version__}, "
           f"default schedules{' (and with the tuning logs: AMX + logs)' if args.logs else ''}, batch 1, median of {args.rounds} alternating rounds; AMX peak "
           f"{peak / 1e12:.2f} TMAC/s ({amx.PEAK_MACS_PER_CYCLE} int8 MACs/cycle/core)\n")

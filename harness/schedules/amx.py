@@ -189,21 +189,54 @@ def _configure_and_zero(plan: TilePlan):
 
 
 def _intrin(name, *args):
-    """A call of the LLVM intrinsic ``llvm.x86.<name>`` (AMX: tile numbers are immediates)."""
+    """A call of the LLVM intrinsic ``llvm.x86.<name>`` (AMX: tile numbers are immediates), or,
+    in a build made under :func:`harness.schedules.amx_emulate.emulated`, of the C emulator's
+    ``harness_amx_<name>`` (tile numbers as int32)."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
+    if _MODE["emulate"]:
+        return T.call_extern("void", f"harness_amx_{name}",
+                             *[T.Cast("int32", a) if str(a.ty) == "int8" else a for a in args])
     return T.call_llvm_intrin("void", f"llvm.x86.{name}", *args)
+
+
+# How the tile instructions are emitted (`_intrin`), and each registered plan's intrinsics with
+# the mode they were registered in: a switch of mode registers them again (tensorize inlines the
+# implementation current when a schedule is applied, so builds follow the mode of their time).
+_MODE = {"emulate": False}
+_REGISTERED: dict = {}  # dot intrinsic name -> (register function, plan, emulated)
+
+
+def _registered(name: str) -> bool:
+    entry = _REGISTERED.get(name)
+    return entry is not None and entry[2] == _MODE["emulate"]
+
+
+def _register(register, plan, names, impls) -> None:
+    """TensorIntrin.register of (zero, dot, store) = `impls` ((desc, impl) pairs) under `names`."""
+    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
+
+    for name, (desc, impl) in zip(names, impls):
+        TensorIntrin.register(name, desc, impl, override=True)
+    _REGISTERED[names[1]] = (register, plan, _MODE["emulate"])
+
+
+def set_emulation(on: bool) -> None:
+    """Emit the tile instructions as calls of the C emulator (`on`) or as themselves, and
+    register every plan's intrinsics registered so far again in that form."""
+    _MODE["emulate"] = bool(on)
+    for register, plan, _ in list(_REGISTERED.values()):
+        register(plan)
 
 
 def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str, str]:
     """Register (once) and name the (zero, dot, store) tensor intrinsics of `plan`."""
-    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     if data_dtype != "uint8":
         raise NotApplicable("tdpbusd multiplies unsigned data")
     names = tuple(f"harness_amx_{part}_{plan.key}" for part in ("zero", "dot", "store"))
-    if TensorIntrin.get(names[1], allow_missing=True) is not None:
+    if _registered(names[1]):
         return names
     mt, tm, nt, kc, sw = plan.mt, plan.tm, plan.nt, plan.kc, plan.stride
     rows = mt * tm  # output pixels of one micro-kernel
@@ -310,9 +343,8 @@ def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str,
                     T.evaluate(intrin("tilestored64", T.Cast("int8", m * nt + n), T.address_of(d[n, m * tm, 0]),
                                       T.Cast("int64", d_stride1 * 4)))
 
-    TensorIntrin.register(names[0], zero_desc, zero_impl)
-    TensorIntrin.register(names[1], dot_desc, dot_impl)
-    TensorIntrin.register(names[2], store_desc if nt > 1 else store_desc_1, store_impl)
+    _register(amx_intrinsics, plan, names,
+              [(zero_desc, zero_impl), (dot_desc, dot_impl), (store_desc if nt > 1 else store_desc_1, store_impl)])
     return names
 
 
@@ -514,11 +546,10 @@ class ChannelPlan(TilePlan):  # pylint: disable=too-few-public-methods
 
 def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
     """Register (once) and name the (zero, dot, store) intrinsics of a :class:`ChannelPlan`."""
-    from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     names = tuple(f"harness_amx_{part}_{plan.key}" for part in ("zero", "dot", "store"))
-    if TensorIntrin.get(names[1], allow_missing=True) is not None:
+    if _registered(names[1]):
         return names
     mt, nt, tn, kc = plan.mt, plan.nt, plan.tn, plan.kc
     chans, pix = mt * 16, nt * tn
@@ -608,9 +639,7 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
                     T.evaluate(intrin("tilestored64", T.Cast("int8", m * nt + n), T.address_of(d[m * 16, n * tn]),
                                       T.Cast("int64", d_s0 * 4)))
 
-    TensorIntrin.register(names[0], zero_desc, zero_impl)
-    TensorIntrin.register(names[1], dot_desc, dot_impl)
-    TensorIntrin.register(names[2], store_desc, store_impl)
+    _register(channel_intrinsics, plan, names, [(zero_desc, zero_impl), (dot_desc, dot_impl), (store_desc, store_impl)])
     return names
 
 

@@ -1,9 +1,12 @@
 """AMX int8 tile kernels (harness.schedules.amx): built for `mcpu: sapphirerapids` on any host their
-object code holds the tile instructions (and a CPU without amx-int8 gets none); run, on a host
-with AMX only, they give numpy's integer sums exactly and a quantized ResNet-18 the VNNI build's
-outputs."""
+object code holds the tile instructions (and a CPU without amx-int8 gets none); run, they give
+numpy's integer sums exactly and a quantized ResNet-18 the VNNI build's outputs: on any host with
+their tile instructions in the C emulator (harness.schedules.amx_emulate, "emulated"), and on a
+host with AMX on the tiles themselves ("tiles")."""
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import re
 
 import numpy as np
@@ -13,12 +16,39 @@ from tvm import relax
 
 from harness.build import compile_module
 from harness.build.pipeline import fused
-from harness.schedules import ScheduleOptions, amx, schedule_family
+from harness.schedules import ScheduleOptions, amx, amx_emulate, schedule_family
+from harness.targets import target_has_vnni
 from tests.tune.test_cpu_default import int8_conv
 
 SPR = {"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2}
 TILE_INSTRUCTIONS = ("tdpbusd", "tdpbsud", "tileloadd", "ldtilecfg", "tilestored", "tilezero")
 needs_amx = pytest.mark.skipif(not amx.host_has_amx(), reason="this CPU has no amx-int8 (runs only on AMX hosts)")
+# how an AMX kernel runs: its tile instructions in the C emulator (any host), or on the tiles (AMX hosts)
+MODES = ["emulated", pytest.param("tiles", marks=needs_amx)]
+
+
+def _target(mode):
+    """The build target of `mode`: this CPU with AMX added (emulated), or the host's own (tiles)."""
+    from harness.targets import llvm_target
+
+    return tvm.target.Target(amx_emulate.emulation_target(num_cores=2) if mode == "emulated" else llvm_target())
+
+
+@contextlib.contextmanager
+def _tiles(mode):
+    """Builds inside are made for `mode` (the emulator: yielded, its counts reset)."""
+    if mode == "emulated":
+        with amx_emulate.emulated() as emulator:
+            yield emulator
+    else:
+        yield None
+
+
+def _ran_on_tiles(emulator, products=1):
+    """The emulated kernels ran at least `products` tile dot products, none the hardware faults on."""
+    if emulator is not None:
+        emulator.check()
+        assert emulator.products() >= products
 
 
 def _asm(built) -> str:
@@ -136,7 +166,89 @@ def test_switch_and_fallbacks():
     assert amx.applies_to(tgt) and not amx.applies_to(tvm.target.Target({"kind": "llvm", "mcpu": "cascadelake"}))
 
 
-@needs_amx
+def _manual_dot(a, b, a_signed, b_signed):
+    """The SDM's tdpbusd / tdpbsud of byte tiles a (M x 4K) and b (K x 4N): int32 sums of 4-byte groups."""
+    a = (a.view(np.int8) if a_signed else a.view(np.uint8)).astype(np.int64)
+    b = (b.view(np.int8) if b_signed else b.view(np.uint8)).astype(np.int64)
+    m, k4 = a.shape
+    n4 = b.shape[1]
+    return np.einsum("mki,kni->mn", a.reshape(m, k4 // 4, 4), b.reshape(k4 // 4, n4 // 4, 4)).astype(np.int32)
+
+
+def _tile_config(shapes):
+    """A palette-1 ldtilecfg operand: {tile: (rows, bytes per row)}."""
+    cfg = bytearray(64)
+    cfg[0] = 1
+    for tile, (rows, colsb) in shapes.items():
+        cfg[16 + 2 * tile], cfg[48 + tile] = colsb, rows
+    return (ctypes.c_uint8 * 64).from_buffer_copy(bytes(cfg))
+
+
+def test_the_emulator_follows_the_manual():
+    """The C emulator's tile instructions, called directly: tdpbusd (u8 x s8) and tdpbsud (s8 x u8)
+    sum 4-byte groups into int32 as numpy does, on full 16 x 64-byte tiles and on a smaller
+    configuration (rows past it are neither loaded nor stored); what the hardware faults on (a tile
+    before ldtilecfg, shapes that do not agree) is counted with a message, and sttilecfg of an
+    unconfigured state reads zeros."""
+    emulator = amx_emulate.library()
+    lib = emulator.lib
+    ptr = ctypes.c_void_p
+    rng = np.random.RandomState(0)
+
+    def run(shapes, a, b, op, steps):
+        out = np.full((16, 16), -7, np.int32)
+        lib.harness_amx_ldtilecfg(_tile_config(shapes))
+        lib.harness_amx_tilezero(0)
+        lib.harness_amx_tileloadd64(1, a.ctypes.data_as(ptr), ctypes.c_int64(a.strides[0]))
+        lib.harness_amx_tileloadd64(2, b.ctypes.data_as(ptr), ctypes.c_int64(b.strides[0]))
+        for _ in range(steps):
+            getattr(lib, f"harness_amx_{op}")(0, 1, 2)
+        lib.harness_amx_tilestored64(0, out.ctypes.data_as(ptr), ctypes.c_int64(out.strides[0]))
+        return out
+
+    emulator.reset()
+    for op, signs in (("tdpbusd", (False, True)), ("tdpbsud", (True, False))):
+        a = rng.randint(0, 256, size=(16, 64)).astype(np.uint8)
+        b = rng.randint(0, 256, size=(16, 64)).astype(np.uint8)
+        got = run({0: (16, 64), 1: (16, 64), 2: (16, 64)}, a, b, op, steps=2)
+        np.testing.assert_array_equal(got, 2 * _manual_dot(a, b, *signs), err_msg=op)
+        # 5 pixels x 8 sums from 6 groups of 4 bytes: the rows and columns past them stay as they were
+        got = run({0: (5, 32), 1: (5, 24), 2: (6, 32)}, a, b, op, steps=1)
+        np.testing.assert_array_equal(got[:5, :8], _manual_dot(a[:5, :24], b[:6, :32], *signs), err_msg=op)
+        assert (got[5:] == -7).all() and (got[:, 8:] == -7).all()
+    assert emulator.errors() == 0 and emulator.products() == 6
+
+    lib.harness_amx_ldtilecfg((ctypes.c_uint8 * 64)())  # palette 0: back to unconfigured
+    state = (ctypes.c_uint8 * 64)(*([9] * 64))
+    lib.harness_amx_sttilecfg(state)
+    assert bytes(state) == bytes(64)
+    lib.harness_amx_tilezero(0)
+    assert emulator.errors() == 1 and "before ldtilecfg" in emulator.message()
+    lib.harness_amx_ldtilecfg(_tile_config({0: (16, 64), 1: (16, 64), 2: (8, 64)}))  # b: 8 rows, a: 16 groups
+    lib.harness_amx_tdpbusd(0, 1, 2)
+    assert emulator.errors() == 2 and emulator.products() == 6
+    with pytest.raises(Exception, match="2 faulting tile instruction.*before ldtilecfg"):
+        emulator.check()
+    emulator.reset()
+
+
+def test_emulated_builds_call_the_emulator_not_the_tiles():
+    """A build made under emulated() has the AMX kernel (same schedule and intrinsic names) with
+    calls of the emulator where the tile instructions were; a build after it has the instructions."""
+    tgt = tvm.target.Target(SPR)
+    mod = int8_conv(ci=64, co=32, hw=14, epilogue="int_bias")
+    with amx_emulate.emulated():
+        emulated = compile_module(mod, tgt)
+    real = compile_module(mod, tgt)
+    assert emulated.amx_kernels == real.amx_kernels != []
+    asm = _asm(emulated)
+    assert not any(_counts(asm).values())
+    assert all(f"harness_amx_{op}" in asm for op in ("ldtilecfg", "tilezero", "tileloadd64", "tdpbsud",
+                                                     "tilestored64")), asm[:2000]
+    assert _counts(_asm(real))["tdpbsud"] >= 1 and "harness_amx_" not in _asm(real)
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("ci,co,hw,k,stride", [
     (64, 64, 14, 3, 1),   # 14 wide: one 14-row tile x 2 tile columns
     (128, 64, 28, 3, 1),  # 2 x 2 accumulator tiles of 14 rows
@@ -144,22 +256,25 @@ def test_switch_and_fallbacks():
     (40, 16, 9, 3, 2),    # 8 input channels per step, one tile column, 5-row tiles
     (40, 48, 9, 3, 1),    # channel rows: 3 tiles of 16 output channels x 9 pixels, 8 input channels per step
 ])
-def test_amx_conv_equals_numpy(ci, co, hw, k, stride):
-    """On this AMX host: the kernel's int32 sums are numpy's, exactly."""
+def test_amx_conv_equals_numpy(ci, co, hw, k, stride, mode):
+    """The kernel's int32 sums are numpy's, exactly."""
     mod, w = _plain_conv(ci, co, hw, k, stride)
-    built = compile_module(mod, tvm.target.Target(SPR))
+    with _tiles(mode) as emulator:
+        built = compile_module(mod, _target(mode))
     assert built.amx_kernels
     x = _codes((1, ci, hw, hw))
     vm = relax.VirtualMachine(built.executable, tvm.cpu())
     got = vm["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(got, _conv_reference(x, w, stride, k // 2))
+    _ran_on_tiles(emulator)
 
 
-@needs_amx
-def test_channels_that_do_not_fit_the_tiles_are_still_right():
+@pytest.mark.parametrize("mode", MODES)
+def test_channels_that_do_not_fit_the_tiles_are_still_right(mode):
     """12 input / 24 output channels: no AMX kernel (nor VNNI for 24), the same integer sums."""
     mod, w = _plain_conv(12, 24, 10, 3, 1)
-    built = compile_module(mod, tvm.target.Target(SPR))
+    with _tiles(mode):
+        built = compile_module(mod, _target(mode))
     assert built.amx_kernels == []
     x = _codes((1, 12, 10, 10))
     got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
@@ -167,10 +282,11 @@ def test_channels_that_do_not_fit_the_tiles_are_still_right():
 
 
 @pytest.mark.slow
-@needs_amx
-def test_quantized_resnet18_on_amx_equals_the_vnni_build():
-    """A quantized ResNet-18 (32 x 32 input): its int8 convs on AMX tiles give the same outputs as the
-    VNNI build's (the same integer sums, the same epilogues)."""
+@pytest.mark.parametrize("mode", MODES)
+def test_quantized_resnet18_on_amx_equals_the_vnni_build(mode):
+    """A quantized ResNet-18 (32 x 32 input, the default requantization): its int8 convs on AMX tiles
+    give the same outputs as the dot-product build's (the same integer sums, the same epilogues;
+    on an AVX2 host the emulated build's other kernels are AVX2 code)."""
     from harness.bench import make_vm, run_once
     from harness.quantize import apply_table, qconfig
     from tests.helpers import calibrated_resnet18
@@ -178,15 +294,18 @@ def test_quantized_resnet18_on_amx_equals_the_vnni_build():
     mod, table, calib = calibrated_resnet18(32, 0, 2)
     with qconfig(calibrate_mode="max", weight_scale="channel_max") as cfg:
         qmod = apply_table(mod, None, table, config=cfg)
-    tgt = tvm.target.Target(SPR)
-    on_amx = compile_module(qmod, tgt)
-    on_vnni = compile_module(qmod, tgt, schedules=ScheduleOptions(cpu_int8_amx=False))
+    tgt = _target(mode)
+    with _tiles(mode) as emulator:
+        on_amx = compile_module(qmod, tgt)
+    # the dot-product build without Winograd (chosen on AVX2 CPUs: its sums are rounded another way)
+    on_vnni = compile_module(qmod, tgt, schedules=ScheduleOptions(cpu_int8_amx=False, cpu_int8_winograd=False))
     assert len(on_amx.amx_kernels) >= 10 and on_vnni.amx_kernels == []
-    assert "vpdpbusd" in _asm(on_vnni) and "tdpbusd" not in _asm(on_vnni)
+    assert ("vpdpbusd" in _asm(on_vnni)) == target_has_vnni(tgt) and "tdpbusd" not in _asm(on_vnni)
     x = calib[0]["data"]
     got = run_once(make_vm(on_amx.executable, tvm.cpu()), tvm.cpu(), [x])
     ref = run_once(make_vm(on_vnni.executable, tvm.cpu()), tvm.cpu(), [x])
     np.testing.assert_array_equal(got, ref)
+    _ran_on_tiles(emulator, products=1000)
 
 
 def test_permission_request_is_idempotent_or_a_clear_error():
@@ -291,32 +410,37 @@ def test_amx_search_space_is_one_design_space_per_tile_plan():
     assert plans[0] == "k3_x1x12_c32" and len(plans) == len(set(plans)) and set(plans) == want, plans
 
 
-def test_amx_search_space_plans_build_and_are_exact(tmp_path):
-    """Each design space, applied from a database at build time, is the build's AMX kernel (any
-    host: compiled to tile instructions); on an AMX host it gives numpy's integer sums exactly."""
+@pytest.mark.parametrize("mode", ["compiled", "emulated"])
+def test_amx_search_space_plans_build_and_are_exact(tmp_path, mode):
+    """Each design space, applied from a database at build time, is the build's AMX kernel: built
+    for sapphirerapids (any host) compiled to tile instructions, run on an AMX host; emulated (any
+    host), run. Run, it gives numpy's integer sums exactly."""
     from tvm.s_tir import meta_schedule as ms
 
     from harness.tune.database import load_records, open_database
     from harness.tune.search import tunable_tasks
 
-    tgt = tvm.target.Target(SPR)
+    tgt = _target("emulated") if mode == "emulated" else tvm.target.Target(SPR)
     mod, w = _plain_conv(64, 64, 28, 3, 1)
-    [task] = tunable_tasks(mod, tgt)
     x = _codes((1, 64, 28, 28))
-    spaces = _amx_spaces(task, tgt)
-    assert len(spaces) > 4
-    for i, sch in enumerate(spaces[1:4]):  # the default plan is tested above; three others
-        work_dir = str(tmp_path / f"db{i}")
-        database = open_database(work_dir, tgt, create=True)
-        database.commit_tuning_record(ms.database.TuningRecord(
-            sch.trace, database.commit_workload(task.dispatched[0]), [1e-3], tgt,
-            ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
-        built = compile_module(mod, tgt, records=load_records([("db", work_dir)], tgt))
-        assert built.report.from_database == [task.task_name] and built.amx_kernels
-        assert _counts(_asm(built))["tdpbsud"] >= 1, _plan_of(sch)
-        if amx.host_has_amx():
-            got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-            np.testing.assert_array_equal(got, _conv_reference(x, w, 1, 1), err_msg=_plan_of(sch))
+    with _tiles(mode) as emulator:
+        [task] = tunable_tasks(mod, tgt)
+        spaces = _amx_spaces(task, tgt)
+        assert len(spaces) > 4
+        for i, sch in enumerate(spaces[1:4]):  # the default plan is tested above; three others
+            work_dir = str(tmp_path / f"db{i}")
+            database = open_database(work_dir, tgt, create=True)
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, database.commit_workload(task.dispatched[0]), [1e-3], tgt,
+                ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)))
+            built = compile_module(mod, tgt, records=load_records([("db", work_dir)], tgt))
+            assert built.report.from_database == [task.task_name] and built.amx_kernels
+            if mode == "compiled":
+                assert _counts(_asm(built))["tdpbsud"] >= 1, _plan_of(sch)
+            if mode == "emulated" or amx.host_has_amx():
+                got = relax.VirtualMachine(built.executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+                np.testing.assert_array_equal(got, _conv_reference(x, w, 1, 1), err_msg=_plan_of(sch))
+    _ran_on_tiles(emulator)
 
 
 def _one_conv_int8(shape, relu: bool):
