@@ -28,11 +28,12 @@ class Int8Conv:  # pylint: disable=too-few-public-methods,too-many-instance-attr
     element type."""
 
     def __init__(self, data_dtype: str, k_i: int, c_i: int, y_i: Optional[int], x_i: int, extents: list,
-                 g_i: Optional[int] = None):
+                 g_i: Optional[int] = None, taps: int = 1):
         self.data_dtype = data_dtype
         self.k_i, self.c_i, self.y_i, self.x_i, self.g_i = k_i, c_i, y_i, x_i, g_i
         self.k_ext, self.c_ext, self.x_ext = extents[k_i], extents[c_i], extents[x_i]
         self.y_ext = 1 if y_i is None else extents[y_i]
+        self.taps = taps  # kernel positions (r x s)
 
 
 # the grouped 8-bit conv over channel-blocked data (harness.build.passes.packed_int8): output
@@ -68,7 +69,12 @@ def int8_conv_iters(sch: s_tir.Schedule, anchor: Block, *, grouped: bool = False
     k_i, c_i, x_i = w_idx[0], w_idx[1], o_idx[3]
     if k_i is None or c_i is None or x_i is None or k_i != o_idx[1]:
         raise NotApplicable("unexpected conv2d_nchw indexing")
-    return Int8Conv(data_dtype, k_i, c_i, o_idx[2], x_i, [const_int(iv.dom.extent) for iv in iters], g_i)
+    extents = [const_int(iv.dom.extent) for iv in iters]
+    taps = 1
+    for i, iv in enumerate(iters):
+        if iv.iter_type == iv.CommReduce and i != c_i:
+            taps *= extents[i]
+    return Int8Conv(data_dtype, k_i, c_i, o_idx[2], x_i, extents, g_i, taps)
 
 
 def _data_map(shape, red: int):

@@ -255,6 +255,7 @@ def test_emulated_builds_call_the_emulator_not_the_tiles():
     (256, 128, 28, 1, 2),  # 1x1 stride 2: data rows 2 pixels apart
     (40, 16, 9, 3, 2),    # 8 input channels per step, one tile column, 5-row tiles
     (40, 48, 9, 3, 1),    # channel rows: 3 tiles of 16 output channels x 9 pixels, 8 input channels per step
+    (64, 16, 24, 1, 1),   # rows outer (576 pixels per weight byte of a channel >= 32 x 16)
 ])
 def test_amx_conv_equals_numpy(ci, co, hw, k, stride, mode):
     """The kernel's int32 sums are numpy's, exactly."""
@@ -390,7 +391,7 @@ def _amx_spaces(task, target):
 
 
 def _plan_of(sch) -> str:
-    [plan] = set(re.findall(r"harness_amx_dot_(k\d+_x\d+x\d+_c\d+)", str(sch.trace)))
+    [plan] = set(re.findall(r"harness_amx_dot_(k\d+_x\d+x\d+_c\d+(?:_rows)?)", str(sch.trace)))
     return plan
 
 
@@ -398,16 +399,29 @@ def test_amx_search_space_is_one_design_space_per_tile_plan():
     """On an AMX target `harness tune` searches a stride-1 conv's AMX kernel over its tile plans,
     one design space each (the plan is in the tensor intrinsics' names: a replayed decision could
     not change it): 1-3 tiles of 16 output channels x 1 or 2 pixel tiles of 4..16 pixels dividing
-    the width, within the 8 tile registers, the default plan first (3 x 1 tiles here)."""
+    the width, within the 8 tile registers, each with channels or rows outermost, the default plan
+    first (3 x 1 tiles, channels outer here: 144 pixels < 32 x 96 weight bytes per channel)."""
     from harness.tune.search import tunable_tasks
 
     tgt = tvm.target.Target(SPR)
     [task] = tunable_tasks(_plain_conv(32, 96, 12, 1, 1)[0], tgt)
-    plans = [_plan_of(sch) for sch in _amx_spaces(task, tgt)]
+    spaces = _amx_spaces(task, tgt)
+    plans = [_plan_of(sch) for sch in spaces]
     # 6 channel tiles: mt 1, 2, 3; width 12: tn 4 (3 tiles: nt 1), 6 (nt 1, 2), 12 (nt 1)
-    want = {f"k{mt}_x{nt}x{tn}_c32" for mt in (1, 2, 3) for tn, nt in ((4, 1), (6, 1), (6, 2), (12, 1))
-            if mt * nt + mt + nt <= 8}
+    want = {f"k{mt}_x{nt}x{tn}_c32{order}" for mt in (1, 2, 3) for tn, nt in ((4, 1), (6, 1), (6, 2), (12, 1))
+            for order in ("", "_rows") if mt * nt + mt + nt <= 8}
     assert plans[0] == "k3_x1x12_c32" and len(plans) == len(set(plans)) and set(plans) == want, plans
+    # the two orders: the parallel loop's slowest iterator is the block of 48 output channels (2)
+    # or the output row (12)
+    slowest = {plan: _slowest_parallel_extent(sch) for sch, plan in zip(spaces, plans)}
+    assert slowest["k3_x1x12_c32"] == 2 and slowest["k3_x1x12_c32_rows"] == 12, slowest
+
+
+def _slowest_parallel_extent(sch) -> int:
+    """The extent of the conv block iterator bound to ``fused // ...`` (its parallel loop's slowest)."""
+    text = sch.mod["main"].script()
+    init = text[text.index('T.sblock("conv2d_nchw_init_o")'):]
+    return int(re.search(r"T\.axis\.spatial\(T\.int64\((\d+)\), \w+_fused // ", init).group(1))
 
 
 @pytest.mark.parametrize("mode", ["compiled", "emulated"])
