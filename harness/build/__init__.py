@@ -135,7 +135,9 @@ def compile_module(mod: tvm.IRModule, target: tvm.target.Target, *, opt_level: i
     path = None
     if export:
         os.makedirs(os.path.dirname(os.path.abspath(export)) or ".", exist_ok=True)
-        ex.export_library(export)
+        from ..schedules.amx import export_addons  # pylint: disable=import-outside-toplevel
+
+        ex.export_library(export, addons=export_addons(bool(report.amx_kernels)))
         path = os.path.abspath(export)
     return BuildResult(ex, target, seconds, path, report)
 

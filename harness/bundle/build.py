@@ -89,16 +89,18 @@ class Built:
     seconds: float
     schedules: str
     dp4a_kernels: int = 0
+    amx_kernels: int = 0  # kernels on AMX tiles (their library asks for tile state when loaded)
 
 
-def _pipeline(target, family, records) -> tvm.transform.Pass:
+def _pipeline(target, family, records, scheduled_by=None, amx_records=None) -> tvm.transform.Pass:
     """Fuse and schedule like `harness run` (:func:`harness.build.pipeline.fuse_and_schedule`), lift
-    the work on weights alone (the int8 weight packing among it) into `main_transform_params`, lower."""
+    the work on weights alone (the int8 weight packing among it) into `main_transform_params`, lower.
+    `scheduled_by` / `amx_records`: filled as in :class:`harness.build.BuildReport`."""
     from ..build.pipeline import fuse_and_schedule, lower_passes
 
     @tvm.transform.module_pass(opt_level=0, name="HarnessBundlePipeline")
     def _run(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        mod = fuse_and_schedule(mod, target, family, records)
+        mod = fuse_and_schedule(mod, target, family, records, scheduled_by, amx_records)
         with target:
             mod = relax.transform.LiftTransformParams()(mod)
             return tvm.transform.Sequential(lower_passes(target))(mod)
@@ -135,9 +137,11 @@ def compile_lifted(mod: tvm.IRModule, target, variant: str, *, opt_level: int = 
     if records is not None and len(records):
         what = f"tuning records of {', '.join(records.sources)}, then {what}"
     start = time.perf_counter()
+    report = hbuild.BuildReport()
     try:
         with target, tvm.transform.PassContext(opt_level=opt_level):
-            ex = tvm.compile(mod, target=target, relax_pipeline=_pipeline(target, family, records))
+            ex = tvm.compile(mod, target=target,
+                             relax_pipeline=_pipeline(target, family, records, report.kernels, report.amx_records))
     except HarnessError:
         raise
     except Exception as e:  # nvcc failures, unsupported schedules: keep the last informative line
@@ -148,7 +152,7 @@ def compile_lifted(mod: tvm.IRModule, target, variant: str, *, opt_level: int = 
     dp4a = 0
     if target.kind.name == "cuda":
         dp4a = _dp4a_kernels(hbuild.cuda_source(ex))
-    return Built(ex, seconds, what, dp4a)
+    return Built(ex, seconds, what, dp4a, len(report.amx_kernels))
 
 
 def _dp4a_kernels(source: str) -> int:
@@ -157,10 +161,12 @@ def _dp4a_kernels(source: str) -> int:
     return sum(1 for k in kernels if "__dp4a" in k)
 
 
-def _export(ex, bundle_dir: str, rel: str) -> Dict:
+def _export(built: Built, bundle_dir: str, rel: str) -> Dict:
+    from ..schedules.amx import export_addons  # pylint: disable=import-outside-toplevel
+
     path = os.path.join(bundle_dir, rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    ex.export_library(path)
+    built.executable.export_library(path, addons=export_addons(built.amx_kernels > 0))
     with open(path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     return {"library": rel, "bytes": os.path.getsize(path), "sha256": digest}
@@ -232,7 +238,7 @@ def _case(cfg, target, bundle_dir: str, variants: Sequence[str], peers: Sequence
         status(f"{model.name} B{batch} {variant}: compiling for {hbuild.target_key(target)}")
         built = compile_lifted(mod, target, variant, opt_level=cfg.build.opt_level, records=records,
                                options=options)
-        entry = {"variant": variant, **_export(built.executable, bundle_dir, f"{folder}/{variant}.so"),
+        entry = {"variant": variant, **_export(built, bundle_dir, f"{folder}/{variant}.so"),
                  "compile_seconds": round(built.seconds, 3), "schedules": built.schedules,
                  "weights": _weight_specs(mod, "seeded", min(options.int8_weight_bits,
                                                                    options.int8_grouped_weight_bits)),
@@ -296,7 +302,7 @@ def _reference(target, bundle_dir: str, variants: Sequence[str], config: str, st
         status(f"reference case {variant}: compiling for {hbuild.target_key(target)}")
         built = compile_lifted(mod, target, variant, opt_level=cfg.build.opt_level,
                                options=cfg.schedule_options(target))
-        entry = {"variant": variant, **_export(built.executable, bundle_dir, f"reference/{variant}.so"),
+        entry = {"variant": variant, **_export(built, bundle_dir, f"reference/{variant}.so"),
                  "schedules": built.schedules, "weights": _weight_specs(mod, "reference/weights.npz")}
         if target.kind.name == "cuda":
             entry["dp4a_kernels"] = built.dp4a_kernels

@@ -53,12 +53,15 @@ change: integer sums in another order are bit-identical).
 Linux hands out tile state only to processes that asked for it
 (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``); :func:`request_permission` asks,
 once per process, and the harness calls it when a build holds AMX kernels
-(:func:`harness.build.compile_module`, on a host with AMX). A library exported from an AMX build runs elsewhere only after
-its process asked too: :data:`PERMISSION_NOTE`.
+(:func:`harness.build.compile_module`, on a host with AMX). A library the harness exports from
+an AMX build (``compile_module(export=)``, ``harness bundle``) asks by itself when it is loaded
+(``amx_loader.c`` linked in: :func:`export_addons`); one exported otherwise needs
+:data:`PERMISSION_NOTE`.
 """
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Optional, Tuple
 
@@ -219,6 +222,20 @@ def _register(register, plan, names, impls) -> None:
     for name, (desc, impl) in zip(names, impls):
         TensorIntrin.register(name, desc, impl, override=True)
     _REGISTERED[names[1]] = (register, plan, _MODE["emulate"])
+
+
+LOADER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "amx_loader.c")
+EMULATOR_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "amx_emulator.c")
+
+
+def export_addons(has_amx_kernels: bool) -> list:
+    """The C sources linked into a library exported from a build (``export_library(addons=)``):
+    with AMX kernels, the tile-state request run when the library is loaded (``amx_loader.c``), or,
+    for a build made in the emulator's mode, the emulator itself (the library then runs anywhere
+    without it loaded); none otherwise."""
+    if not has_amx_kernels:
+        return []
+    return [EMULATOR_SOURCE if _MODE["emulate"] else LOADER_SOURCE]
 
 
 def set_emulation(on: bool) -> None:

@@ -25,7 +25,7 @@ from typing import Iterator
 from ..errors import HarnessError
 from . import amx
 
-SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "amx_emulator.c")
+SOURCE = amx.EMULATOR_SOURCE
 _LIBRARY: dict = {}
 
 

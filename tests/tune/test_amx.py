@@ -509,3 +509,65 @@ def _plan(sch) -> str:
     from harness.schedules.intrinsics import trace_uses_intrinsic
 
     return trace_uses_intrinsic(sch.trace)
+
+
+_RUN_EXPORTED = """
+import sys
+import numpy as np
+import tvm
+from tvm import relax
+lib = tvm.runtime.load_module(sys.argv[1])
+x = np.load(sys.argv[2])
+out = relax.VirtualMachine(lib, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+np.save(sys.argv[3], out)
+"""
+
+
+def _run_exported(path, x, tmp_path):
+    """Run an exported library in a new process with TVM alone (no harness: nothing asked for tile
+    state, nothing loaded the emulator); its output."""
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", x)
+    done = subprocess.run([sys.executable, "-c", _RUN_EXPORTED, path, str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                          capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return np.load(tmp_path / "y.npy")
+
+
+def _symbols(path) -> str:
+    import subprocess
+
+    return subprocess.run(["nm", "-D", "--defined-only", path], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_exported_amx_library_runs_in_a_process_with_tvm_alone(mode, tmp_path):
+    """compile_module(export=) links into a library with AMX kernels what it needs to run anywhere
+    its code runs: the tile-state request at load (tiles), or the emulator itself (emulated); a
+    new process with only TVM loads it and gets numpy's integer sums."""
+    mod, w = _plain_conv(64, 32, 14, 3, 1)
+    path = str(tmp_path / "conv.so")
+    with _tiles(mode):
+        built = compile_module(mod, _target(mode), export=path)
+    assert built.amx_kernels
+    symbols = _symbols(path)
+    if mode == "tiles":
+        assert "harness_amx_tile_state_error" in symbols and "harness_amx_tdpbsud" not in symbols
+    else:
+        assert "harness_amx_tdpbsud" in symbols and "harness_amx_tile_state_error" not in symbols
+    x = _codes((1, 64, 14, 14))
+    np.testing.assert_array_equal(_run_exported(path, x, tmp_path), _conv_reference(x, w, 1, 1))
+
+
+def test_only_libraries_with_amx_kernels_carry_the_tile_state_request(tmp_path):
+    """Any host (nothing runs): the sapphirerapids export of an int8 conv has the loader's request;
+    the same conv without AMX (switched off, or a CPU without it) has none."""
+    mod = int8_conv(ci=64, co=32, hw=14, epilogue="int_bias")
+    cases = {"spr": (SPR, None), "spr_off": (SPR, ScheduleOptions(cpu_int8_amx=False)),
+             "cascadelake": ({"kind": "llvm", "mcpu": "cascadelake", "num-cores": 2}, None)}
+    for name, (target, options) in cases.items():
+        path = str(tmp_path / f"{name}.so")
+        built = compile_module(mod, tvm.target.Target(target), schedules=options, export=path)
+        assert ("harness_amx_tile_state_error" in _symbols(path)) == bool(built.amx_kernels) == (name == "spr"), name
