@@ -216,7 +216,7 @@ def _registered(name: str) -> bool:
 
 
 def _register(register, plan, names, impls) -> None:
-    """TensorIntrin.register of (zero, dot, store) = `impls` ((desc, impl) pairs) under `names`."""
+    """TensorIntrin.register of `impls` ((desc, impl) pairs: zero, dot, store, ...) under `names`."""
     from tvm.s_tir import TensorIntrin  # pylint: disable=import-outside-toplevel
 
     for name, (desc, impl) in zip(names, impls):
@@ -569,13 +569,16 @@ class ChannelPlan(TilePlan):  # pylint: disable=too-few-public-methods
         return bytes(cfg)
 
 
+STACK_STORE = "_stack"  # the suffix of a channel-row plan's store into a "global" sum buffer
+
+
 def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
     """Register (once) and name the (zero, dot, store) intrinsics of a :class:`ChannelPlan`."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     names = tuple(f"harness_amx_{part}_{plan.key}" for part in ("zero", "dot", "store"))
     if _registered(names[1]):
-        return names
+        return names[0], names[1], names[2] + STACK_STORE
     mt, nt, tn, kc = plan.mt, plan.nt, plan.tn, plan.kc
     chans, pix = mt * 16, nt * tn
     configure_and_zero, intrin = _configure_and_zero(plan), _intrin
@@ -636,36 +639,44 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
                     T.evaluate(intrin("tdpbsud", T.Cast("int8", m * nt + n), T.Cast("int8", mt * nt + m),
                                       T.Cast("int8", mt * nt + mt + n)))
 
-    @T.prim_func(s_tir=True)
-    def store_desc(
-        c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
-        d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[T.int32(), 1], scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:chans, 0:pix])
-            T.writes(d[0:chans, 0:pix])
-            for k, x in T.grid(chans, pix):
-                with T.sblock("store"):
-                    vk, vx = T.axis.remap("SS", [k, x])
-                    d[vk, vx] = c[vk, vx]
+    def store_pair(scope):
+        """The store intrinsic's (desc, impl) into a sum buffer of storage `scope`."""
+        @T.prim_func(s_tir=True)
+        def store_desc(
+            c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
+            d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[T.int32(), 1], scope=scope),
+        ) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:chans, 0:pix])
+                T.writes(d[0:chans, 0:pix])
+                for k, x in T.grid(chans, pix):
+                    with T.sblock("store"):
+                        vk, vx = T.axis.remap("SS", [k, x])
+                        d[vk, vx] = c[vk, vx]
 
-    d_s0 = T.int32()
+        d_s0 = T.int32()
 
-    @T.prim_func(s_tir=True)
-    def store_impl(
-        c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
-        d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[d_s0, 1], scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(c[0:chans, 0:pix])
-            T.writes(d[0:chans, 0:pix])
-            for m in T.unroll(mt):
-                for n in T.unroll(nt):
-                    T.evaluate(intrin("tilestored64", T.Cast("int8", m * nt + n), T.address_of(d[m * 16, n * tn]),
-                                      T.Cast("int64", d_s0 * 4)))
+        @T.prim_func(s_tir=True)
+        def store_impl(
+            c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
+            d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[d_s0, 1], scope=scope),
+        ) -> None:
+            with T.sblock("root"):
+                T.reads(c[0:chans, 0:pix])
+                T.writes(d[0:chans, 0:pix])
+                for m in T.unroll(mt):
+                    for n in T.unroll(nt):
+                        T.evaluate(intrin("tilestored64", T.Cast("int8", m * nt + n), T.address_of(d[m * 16, n * tn]),
+                                          T.Cast("int64", d_s0 * 4)))
 
-    _register(channel_intrinsics, plan, names, [(zero_desc, zero_impl), (dot_desc, dot_impl), (store_desc, store_impl)])
-    return names
+        return store_desc, store_impl
+
+    # the store into a "global" sum buffer (what the schedule uses: on the stack where under 1 KB),
+    # and, under the name records made before 2026-12-06 hold, into a "local" one (a workspace call
+    # per block), so that those records still replay
+    _register(channel_intrinsics, plan, names + (names[2] + STACK_STORE,),
+              [(zero_desc, zero_impl), (dot_desc, dot_impl), store_pair("local"), store_pair("global")])
+    return names[0], names[1], names[2] + STACK_STORE
 
 
 def channel_plan_for(conv) -> ChannelPlan:
@@ -733,7 +744,10 @@ def schedule_amx_channel_conv(sch, blocks, anchor, target, *, plan: Optional[Cha
         epilogue = sch.cache_write(anchor.rv, 0, "global")
     sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, y, k, x))
     store = sch.cache_write(anchor.rv, 0, "local")
-    sch.set_scope(store, 0, "local")  # the int32 sums of one block: on the stack, not a workspace per block
+    # the int32 sums of one block: "global" (LowerTVMBuiltin puts a global allocation under 1 KB on the
+    # stack; a "local" one of any size, and a larger global one, is a TVMBackendAllocWorkspace call
+    # and its free per block, inside the parallel loop)
+    sch.set_scope(store, 0, "global")
 
     zero, dot, store_intrin = channel_intrinsics(plan)
     loops = sch.get_loops(anchor.rv)
