@@ -571,3 +571,27 @@ def test_only_libraries_with_amx_kernels_carry_the_tile_state_request(tmp_path):
         path = str(tmp_path / f"{name}.so")
         built = compile_module(mod, tvm.target.Target(target), schedules=options, export=path)
         assert ("harness_amx_tile_state_error" in _symbols(path)) == bool(built.amx_kernels) == (name == "spr"), name
+
+
+def _workspace_calls_in_parallel_loops(built) -> int:
+    """TVMBackendAllocWorkspace calls in the LLVM IR's parallel-loop bodies (per block, where any)."""
+    ll = next(m.inspect_source("ll") for m in built.executable.mod.imports if m.kind == "llvm")
+    calls, func = 0, ""
+    for line in ll.splitlines():
+        if line.startswith("define"):
+            func = line
+        elif "load ptr, ptr @__TVMBackendAllocWorkspace" in line and "__tvm_parallel_lambda" in func:
+            calls += 1
+    return calls
+
+
+def test_the_sums_of_a_small_block_stay_on_the_stack():
+    """Any host (nothing runs): a stride-1 AMX kernel stores the sums of a block under 1 KB (32
+    channels x 7 pixels of int32) to the stack, not to a workspace allocated per block inside the
+    parallel loop; a larger block (2 x 2 tiles of 14 pixels: 3.5 KB) still allocates one."""
+    tgt = tvm.target.Target(SPR)
+    small = compile_module(_plain_conv(64, 64, 7, 3, 1)[0], tgt)
+    large = compile_module(_plain_conv(64, 64, 28, 3, 1)[0], tgt)
+    assert small.amx_kernels and large.amx_kernels
+    assert _workspace_calls_in_parallel_loops(small) == 0
+    assert _workspace_calls_in_parallel_loops(large) == 1
