@@ -569,7 +569,7 @@ class ChannelPlan(TilePlan):  # pylint: disable=too-few-public-methods
         return bytes(cfg)
 
 
-STACK_STORE = "_stack"  # the suffix of a channel-row plan's store into a "global" sum buffer
+TILE_STORE = "_tile"  # the suffix of a channel-row plan's store of one tile (the schedule's since 2026-12-06)
 
 
 def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
@@ -578,7 +578,131 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
 
     names = tuple(f"harness_amx_{part}_{plan.key}" for part in ("zero", "dot", "store"))
     if _registered(names[1]):
-        return names[0], names[1], names[2] + STACK_STORE
+        return names[0], names[1], names[2] + TILE_STORE
+    mt, nt, tn, kc = plan.mt, plan.nt, plan.tn, plan.kc
+    chans, pix = mt * 16, nt * tn
+    configure_and_zero, intrin = _configure_and_zero(plan), _intrin
+
+    @T.prim_func(s_tir=True)
+    def zero_desc(c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads()
+            T.writes(c[0:chans, 0:pix])
+            for k, x in T.grid(chans, pix):
+                with T.sblock("init"):
+                    vk, vx = T.axis.remap("SS", [k, x])
+                    c[vk, vx] = 0
+
+    @T.prim_func(s_tir=True)
+    def zero_impl(c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads()
+            T.writes(c[0:chans, 0:pix])
+            configure_and_zero()
+
+    @T.prim_func(s_tir=True)
+    def dot_desc(
+        a: T.Buffer((mt, 16, kc), "int8", offset_factor=1, strides=[T.int32(), T.int32(), 1]),
+        b: T.Buffer((kc // 4, pix, 4), "uint8", offset_factor=1, strides=[T.int32(), 4, 1]),
+        c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:chans, 0:pix], b[0:kc // 4, 0:pix, 0:4], a[0:mt, 0:16, 0:kc])
+            T.writes(c[0:chans, 0:pix])
+            for k, x, r in T.grid(chans, pix, kc):
+                with T.sblock("update"):
+                    vk, vx, vr = T.axis.remap("SSR", [k, x, r])
+                    c[vk, vx] = c[vk, vx] + T.Cast("int32", b[vr // 4, vx, vr % 4]) * T.Cast(
+                        "int32", a[vk // 16, vk % 16, vr])
+
+    a_s0 = T.int32()
+    a_s1 = T.int32()
+    b_s0 = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def dot_impl(
+        a: T.Buffer((mt, 16, kc), "int8", offset_factor=1, strides=[a_s0, a_s1, 1]),
+        b: T.Buffer((kc // 4, pix, 4), "uint8", offset_factor=1, strides=[b_s0, 4, 1]),
+        c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:chans, 0:pix], b[0:kc // 4, 0:pix, 0:4], a[0:mt, 0:16, 0:kc])
+            T.writes(c[0:chans, 0:pix])
+            for m in T.unroll(mt):
+                T.evaluate(intrin("tileloadd64", T.Cast("int8", mt * nt + m), T.address_of(a[m, 0, 0]),
+                                  T.Cast("int64", a_s1)))
+            for n in T.unroll(nt):
+                T.evaluate(intrin("tileloadd64", T.Cast("int8", mt * nt + mt + n), T.address_of(b[0, n * tn, 0]),
+                                  T.Cast("int64", b_s0)))
+            for m in T.unroll(mt):
+                for n in T.unroll(nt):
+                    T.evaluate(intrin("tdpbsud", T.Cast("int8", m * nt + n), T.Cast("int8", mt * nt + m),
+                                      T.Cast("int8", mt * nt + mt + n)))
+
+    @T.prim_func(s_tir=True)
+    def store_desc(
+        c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
+        d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[T.int32(), 1], scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:chans, 0:pix])
+            T.writes(d[0:chans, 0:pix])
+            for k, x in T.grid(chans, pix):
+                with T.sblock("store"):
+                    vk, vx = T.axis.remap("SS", [k, x])
+                    d[vk, vx] = c[vk, vx]
+
+    d_s0 = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def store_impl(
+        c: T.Buffer((chans, pix), "int32", offset_factor=1, scope="local"),
+        d: T.Buffer((chans, pix), "int32", offset_factor=1, strides=[d_s0, 1], scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:chans, 0:pix])
+            T.writes(d[0:chans, 0:pix])
+            for m in T.unroll(mt):
+                for n in T.unroll(nt):
+                    T.evaluate(intrin("tilestored64", T.Cast("int8", m * nt + n), T.address_of(d[m * 16, n * tn]),
+                                      T.Cast("int64", d_s0 * 4)))
+
+    # One accumulator tile (16 channels x tn pixels) to a "global" buffer of that size, which TVM
+    # 0.27 keeps on the stack where it is under 1 KB (a "local" one, or a larger one, is a workspace
+    # call and its free inside the parallel loop). The tile's number is its place in the block's
+    # tile buffer (c's offset: m 16 pix + n tn), a constant once the unrolled tile loops are.
+    @T.prim_func(s_tir=True)
+    def tile_store_desc(
+        c: T.Buffer((16, tn), "int32", offset_factor=1, strides=[T.int32(), 1], scope="local"),
+        d: T.Buffer((16, tn), "int32", offset_factor=1, strides=[T.int32(), 1]),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16, 0:tn])
+            T.writes(d[0:16, 0:tn])
+            for k, x in T.grid(16, tn):
+                with T.sblock("store"):
+                    vk, vx = T.axis.remap("SS", [k, x])
+                    d[vk, vx] = c[vk, vx]
+
+    c_off = T.int32()
+    c_s0 = T.int32()
+    t_s0 = T.int32()
+
+    @T.prim_func(s_tir=True)
+    def tile_store_impl(
+        c: T.Buffer((16, tn), "int32", elem_offset=c_off, offset_factor=1, strides=[c_s0, 1], scope="local"),
+        d: T.Buffer((16, tn), "int32", offset_factor=1, strides=[t_s0, 1]),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:16, 0:tn])
+            T.writes(d[0:16, 0:tn])
+            T.evaluate(intrin("tilestored64", T.Cast("int8", c_off // (16 * c_s0) * nt + c_off % c_s0 // tn),
+                              T.address_of(d[0, 0]), T.Cast("int64", t_s0 * 4)))
+
+    # (the block store is the one records made before 2026-12-06 hold, registered so that they replay)
+    _register(channel_intrinsics, plan, names + (names[2] + TILE_STORE,),
+              [(zero_desc, zero_impl), (dot_desc, dot_impl), (store_desc, store_impl), (tile_store_desc, tile_store_impl)])
+    return names[0], names[1], names[2] + TILE_STORE
     mt, nt, tn, kc = plan.mt, plan.nt, plan.tn, plan.kc
     chans, pix = mt * 16, nt * tn
     configure_and_zero, intrin = _configure_and_zero(plan), _intrin
@@ -743,11 +867,7 @@ def schedule_amx_channel_conv(sch, blocks, anchor, target, *, plan: Optional[Cha
     if epilogue is None:
         epilogue = sch.cache_write(anchor.rv, 0, "global")
     sch.transform_layout(anchor.rv, ("write", 0), lambda n, k, y, x: (n, y, k, x))
-    store = sch.cache_write(anchor.rv, 0, "local")
-    # the int32 sums of one block: "global" (LowerTVMBuiltin puts a global allocation under 1 KB on the
-    # stack; a "local" one of any size, and a larger global one, is a TVMBackendAllocWorkspace call
-    # and its free per block, inside the parallel loop)
-    sch.set_scope(store, 0, "global")
+    store = sch.cache_write(anchor.rv, 0, "local")  # (the sums of one tile: "global", on the stack)
 
     zero, dot, store_intrin = channel_intrinsics(plan)
     loops = sch.get_loops(anchor.rv)
@@ -771,14 +891,20 @@ def schedule_amx_channel_conv(sch, blocks, anchor, target, *, plan: Optional[Cha
         spatial.append(spatial.pop(spatial.index(k_out)))
     sch.reorder(*spatial, *reduce, k_in, x_in, c_in)
     sch.reverse_compute_at(store, spatial[-1], preserve_unit_loops=True)
-    sch.reverse_compute_at(epilogue, spatial[-1], preserve_unit_loops=False)
+    # the tiles stored and their epilogue run one tile at a time: (mt, nt) unrolled x (16, tn)
+    m_o, k_tile = sch.split(sch.get_loops(store)[-2], [mt, 16])
+    n_o, x_tile = sch.split(sch.get_loops(store)[-1], [nt, tn])
+    sch.reorder(m_o, n_o, k_tile, x_tile)
+    sch.reverse_compute_at(epilogue, n_o, preserve_unit_loops=False)
+    sch.unroll(m_o)
+    sch.unroll(n_o)
     outer = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
     if _int(sch.get(outer).extent) > 1:
         sch.parallel(outer)
     init = sch.decompose_reduction(anchor.rv, reduce[0])
     sch.tensorize(k_in, dot)
     sch.tensorize(sch.get_loops(init)[-2], zero)
-    sch.tensorize(sch.get_loops(store)[-2], store_intrin)
+    sch.tensorize(k_tile, store_intrin)
     bits = vector_bits(target)
     epi_loops = sch.get_loops(epilogue)
     if len(epi_loops) > 1 and _int(sch.get(epi_loops[-1]).extent) > 1:

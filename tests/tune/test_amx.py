@@ -585,13 +585,13 @@ def _workspace_calls_in_parallel_loops(built) -> int:
     return calls
 
 
-def test_the_sums_of_a_small_block_stay_on_the_stack():
-    """Any host (nothing runs): a stride-1 AMX kernel stores the sums of a block under 1 KB (32
-    channels x 7 pixels of int32) to the stack, not to a workspace allocated per block inside the
-    parallel loop; a larger block (2 x 2 tiles of 14 pixels: 3.5 KB) still allocates one."""
+def test_the_sums_of_a_tile_stay_on_the_stack():
+    """Any host (nothing runs): a stride-1 AMX kernel stores its sums and runs its epilogue one
+    accumulator tile at a time, from a buffer of that tile on the stack where it is under 1 KB (16
+    channels x up to 15 pixels of int32), not from a workspace allocated per block inside the
+    parallel loop: 2 x 1 tiles of 7 pixels, 2 x 2 tiles of 14; a 16-pixel tile (1 KB) still
+    allocates one."""
     tgt = tvm.target.Target(SPR)
-    small = compile_module(_plain_conv(64, 64, 7, 3, 1)[0], tgt)
-    large = compile_module(_plain_conv(64, 64, 28, 3, 1)[0], tgt)
-    assert small.amx_kernels and large.amx_kernels
-    assert _workspace_calls_in_parallel_loops(small) == 0
-    assert _workspace_calls_in_parallel_loops(large) == 1
+    for hw, calls in ((7, 0), (28, 0), (16, 1)):
+        built = compile_module(_plain_conv(64, 64, hw, 3, 1)[0], tgt)
+        assert built.amx_kernels and _workspace_calls_in_parallel_loops(built) == calls, hw
