@@ -18,10 +18,13 @@ int8 on AMX against int8 on VNNI, same calibration, alternating rounds, outputs 
 With `--emulate` (any x86 CPU): the AMX builds' tile instructions run in the harness's C emulator
 (harness.schedules.amx_emulate) and only the outputs are compared, nothing is timed; `--mcpu`
 builds for another CPU model with AMX added (e.g. `rocketlake`, the key of the committed AMX logs;
-its code must run on this CPU).
+its code must run on this CPU). With `--without-tiles` (any x86 CPU): the AMX builds have no tile
+instructions at all (harness.schedules.amx_emulate.without_tiles), and what is left of their
+kernels (data packing, epilogue, loops: the part the tiles cannot remove) is timed beside the VNNI
+build; outputs are not compared (the sums are never computed).
 
     .venv/bin/python scripts/bench_amx.py [--shapes N,C,H,W,K,R,S,stride,pad;...] [--models resnet50_v1] [--logs]
-                                          [--emulate [--mcpu rocketlake]]
+                                          [--emulate [--mcpu rocketlake] | --without-tiles]
 """
 import contextlib
 import argparse
@@ -84,9 +87,15 @@ def main():  # pylint: disable=too-many-locals
     ap.add_argument("--emulate", action="store_true",
                     help="AMX tile instructions in the C emulator: outputs compared, nothing timed (any x86 CPU)")
     ap.add_argument("--mcpu", help="with --emulate: the LLVM CPU model to build for (AMX added; default: this CPU's)")
+    ap.add_argument("--without-tiles", action="store_true",
+                    help="time the AMX kernels without their tile instructions (what is left of them) beside VNNI")
     args = ap.parse_args()
     if args.mcpu and not args.emulate:
         ap.error("--mcpu needs --emulate (an AMX host builds for itself)")
+    if args.emulate and args.without_tiles:
+        ap.error("--emulate and --without-tiles exclude each other")
+    if args.without_tiles and args.models:
+        ap.error("--without-tiles times conv layers (--shapes), not models")
 
     import tvm
     from tvm import relax
@@ -97,7 +106,8 @@ def main():  # pylint: disable=too-many-locals
     from harness.targets import llvm_target
     from harness.schedules import ScheduleOptions, amx, amx_emulate
 
-    target = tvm.target.Target(amx_emulate.emulation_target(mcpu=args.mcpu) if args.emulate else llvm_target())
+    off_host = args.emulate or args.without_tiles
+    target = tvm.target.Target(amx_emulate.emulation_target(mcpu=args.mcpu) if off_host else llvm_target())
     if not amx.target_has_amx(target):
         sys.exit(f"error: this CPU's target {target} has no amx-int8; valid: a Sapphire / Emerald / Granite Rapids host")
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1))
@@ -108,8 +118,10 @@ def main():  # pylint: disable=too-many-locals
     emulator = amx_emulate.library() if args.emulate else None
 
     def tiles():
-        """Where AMX builds are made: in the emulator's mode with --emulate."""
-        return amx_emulate.emulated() if args.emulate else contextlib.nullcontext()
+        """Where AMX builds are made: in the emulator's mode with --emulate, without tiles with --without-tiles."""
+        if args.emulate:
+            return amx_emulate.emulated()
+        return amx_emulate.without_tiles() if args.without_tiles else contextlib.nullcontext()
 
     def compile_both(mod):
         """Each variant with its own schedule switches (build.schedules.cpu_int8_amx)."""
@@ -140,7 +152,7 @@ def main():  # pylint: disable=too-many-locals
         x = tvm.runtime.tensor(np.random.RandomState(1).randint(0, 256, size=(n, c, h, w)).astype("uint8"), dev)
         vms = {"amx": relax.VirtualMachine(on.executable, dev), "vnni": relax.VirtualMachine(off.executable, dev)}
         outs = {key: vm["main"](x).numpy() for key, vm in vms.items()}
-        same = bool(np.array_equal(outs["amx"], outs["vnni"]))
+        same = None if args.without_tiles else bool(np.array_equal(outs["amx"], outs["vnni"]))
         runs = {key: (lambda vm=vm: vm.time_evaluator("main", dev, number=10, repeat=args.repeat)(x).median)
                 for key, vm in vms.items()}
         ms = timed(runs)
@@ -149,7 +161,8 @@ def main():  # pylint: disable=too-many-locals
         amx_ms, vnni_ms = ms["amx"], ms["vnni"]
         row = [",".join(map(str, shape)), cell(amx_ms, "{:.3f}"), cell(vnni_ms, "{:.3f}"),
                cell(amx_ms and vnni_ms / amx_ms, "{:.2f}x"), cell(amx_ms and macs / amx_ms / 1e6, "{:.0f}"),
-               cell(amx_ms and 100 * macs / (amx_ms * 1e-3) / peak, "{:.1f}%"), "yes" if same else "NO"]
+               cell(amx_ms and 100 * macs / (amx_ms * 1e-3) / peak, "{:.1f}%"),
+               "not compared" if same is None else "yes" if same else "NO"]
         rows.append(row)
         print(" | ".join(row), file=sys.stderr, flush=True)
 
@@ -197,6 +210,13 @@ def main():  # pylint: disable=too-many-locals
             print("\n" + markdown_table(["model (int8)", "AMX kernels", "same output"],
                                          [[row[0], row[1], row[-1]] for row in model_rows]))
         sys.exit(0 if all(row[-1] == "yes" for row in rows + model_rows) else 1)
+    if args.without_tiles:
+        print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({cores} cores), TVM {tvm.__version__}: AMX kernels "
+              f"built for {target.attrs.get('mcpu')} without their tile instructions (what is left: data packing, "
+              f"epilogue, loops) beside the VNNI kernels, batch 1, median of {args.rounds} alternating rounds\n")
+        head = ["conv N,C,H,W,K,R,S,stride,pad", "AMX without tiles ms", "VNNI ms", "without tiles / VNNI"]
+        print(markdown_table(head, [[row[0], row[1], row[2], f"{float(row[1]) / float(row[2]):.2f}"] for row in rows]))
+        return
     print(f"\nMeasured {datetime.date.today()} on {cpu_name()} ({cores} cores, {ghz:.2f} GHz assumed), TVM {tvm.__version__}, "
           f"default schedules{' (and with the tuning logs: AMX + logs)' if args.logs else ''}, batch 1, median of {args.rounds} alternating rounds; AMX peak "
           f"{peak / 1e12:.2f} TMAC/s ({amx.PEAK_MACS_PER_CYCLE} int8 MACs/cycle/core)\n")

@@ -192,27 +192,32 @@ def _configure_and_zero(plan: TilePlan):
 
 
 def _intrin(name, *args):
-    """A call of the LLVM intrinsic ``llvm.x86.<name>`` (AMX: tile numbers are immediates), or,
-    in a build made under :func:`harness.schedules.amx_emulate.emulated`, of the C emulator's
-    ``harness_amx_<name>`` (tile numbers as int32)."""
+    """A call of the LLVM intrinsic ``llvm.x86.<name>`` (AMX: tile numbers are immediates); in a
+    build made under :func:`harness.schedules.amx_emulate.emulated`, of the C emulator's
+    ``harness_amx_<name>`` (tile numbers as int32); under :func:`~harness.schedules.amx_emulate.
+    without_tiles`, nothing."""
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
-    if _MODE["emulate"]:
+    if _MODE["tiles"] == "emulated":
         return T.call_extern("void", f"harness_amx_{name}",
                              *[T.Cast("int32", a) if str(a.ty) == "int8" else a for a in args])
+    if _MODE["tiles"] == "dropped":
+        return T.int32(0)
     return T.call_llvm_intrin("void", f"llvm.x86.{name}", *args)
 
 
-# How the tile instructions are emitted (`_intrin`), and each registered plan's intrinsics with
-# the mode they were registered in: a switch of mode registers them again (tensorize inlines the
-# implementation current when a schedule is applied, so builds follow the mode of their time).
-_MODE = {"emulate": False}
-_REGISTERED: dict = {}  # dot intrinsic name -> (register function, plan, emulated)
+# How the tile instructions are emitted (`_intrin`: TILE_MODES), and each registered plan's
+# intrinsics with the mode they were registered in: a switch of mode registers them again
+# (tensorize inlines the implementation current when a schedule is applied, so builds follow the
+# mode of their time).
+TILE_MODES = ("hardware", "emulated", "dropped")
+_MODE = {"tiles": "hardware"}
+_REGISTERED: dict = {}  # dot intrinsic name -> (register function, plan, tile mode)
 
 
 def _registered(name: str) -> bool:
     entry = _REGISTERED.get(name)
-    return entry is not None and entry[2] == _MODE["emulate"]
+    return entry is not None and entry[2] == _MODE["tiles"]
 
 
 def _register(register, plan, names, impls) -> None:
@@ -221,7 +226,7 @@ def _register(register, plan, names, impls) -> None:
 
     for name, (desc, impl) in zip(names, impls):
         TensorIntrin.register(name, desc, impl, override=True)
-    _REGISTERED[names[1]] = (register, plan, _MODE["emulate"])
+    _REGISTERED[names[1]] = (register, plan, _MODE["tiles"])
 
 
 LOADER_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "amx_loader.c")
@@ -232,18 +237,23 @@ def export_addons(has_amx_kernels: bool) -> list:
     """The C sources linked into a library exported from a build (``export_library(addons=)``):
     with AMX kernels, the tile-state request run when the library is loaded (``amx_loader.c``), or,
     for a build made in the emulator's mode, the emulator itself (the library then runs anywhere
-    without it loaded); none otherwise."""
-    if not has_amx_kernels:
+    without it loaded); none otherwise (nor for a build without its tile instructions)."""
+    if not has_amx_kernels or _MODE["tiles"] == "dropped":
         return []
-    return [EMULATOR_SOURCE if _MODE["emulate"] else LOADER_SOURCE]
+    return [EMULATOR_SOURCE if _MODE["tiles"] == "emulated" else LOADER_SOURCE]
 
 
-def set_emulation(on: bool) -> None:
-    """Emit the tile instructions as calls of the C emulator (`on`) or as themselves, and
-    register every plan's intrinsics registered so far again in that form."""
-    _MODE["emulate"] = bool(on)
-    for register, plan, _ in list(_REGISTERED.values()):
-        register(plan)
+def set_tile_mode(mode: str) -> str:
+    """Emit the tile instructions as themselves ("hardware"), as calls of the C emulator
+    ("emulated") or not at all ("dropped": what is left of the kernels, to time), and register
+    every plan's intrinsics registered so far again in that form; returns the mode before."""
+    if mode not in TILE_MODES:
+        raise ValueError(f"tile mode {mode!r}; valid: {', '.join(TILE_MODES)}")
+    before, _MODE["tiles"] = _MODE["tiles"], mode
+    if mode != before:
+        for register, plan, _ in list(_REGISTERED.values()):
+            register(plan)
+    return before
 
 
 def amx_intrinsics(plan: TilePlan, data_dtype: str = "uint8") -> Tuple[str, str, str]:

@@ -11,7 +11,8 @@ into the process with its symbols global, where the built kernels find them.
 
 It checks what the kernels compute (tests: numpy's integer sums, a model's outputs against the
 VNNI build's) on CPUs without AMX; it is hundreds of times slower than the tiles and measures
-nothing.
+nothing. :func:`without_tiles` builds the kernels with no tile instructions at all: their other
+parts can then be timed on any CPU (``scripts/bench_amx.py --without-tiles``).
 """
 from __future__ import annotations
 
@@ -77,11 +78,23 @@ def emulated() -> Iterator[Emulator]:
     """Builds inside emulate the AMX tile instructions (the emulator's fault count starts at 0)."""
     emulator = library()
     emulator.reset()
-    amx.set_emulation(True)
+    before = amx.set_tile_mode("emulated")
     try:
         yield emulator
     finally:
-        amx.set_emulation(False)
+        amx.set_tile_mode(before)
+
+
+@contextlib.contextmanager
+def without_tiles() -> Iterator[None]:
+    """Builds inside have AMX kernels without their tile instructions: what is left (the data
+    packing, the epilogue, the loops) runs on any x86 CPU and can be timed; its outputs are
+    meaningless (the sums are never computed)."""
+    before = amx.set_tile_mode("dropped")
+    try:
+        yield
+    finally:
+        amx.set_tile_mode(before)
 
 
 def emulation_target(mcpu=None, num_cores=None) -> dict:

@@ -234,18 +234,24 @@ def test_the_emulator_follows_the_manual():
 
 def test_emulated_builds_call_the_emulator_not_the_tiles():
     """A build made under emulated() has the AMX kernel (same schedule and intrinsic names) with
-    calls of the emulator where the tile instructions were; a build after it has the instructions."""
+    calls of the emulator where the tile instructions were; one made under without_tiles() has
+    neither (and runs on any host); a build after them has the instructions."""
     tgt = tvm.target.Target(SPR)
     mod = int8_conv(ci=64, co=32, hw=14, epilogue="int_bias")
     with amx_emulate.emulated():
         emulated = compile_module(mod, tgt)
+    with amx_emulate.without_tiles():
+        dropped = compile_module(mod, tgt)
     real = compile_module(mod, tgt)
-    assert emulated.amx_kernels == real.amx_kernels != []
+    assert emulated.amx_kernels == dropped.amx_kernels == real.amx_kernels != []
     asm = _asm(emulated)
     assert not any(_counts(asm).values())
     assert all(f"harness_amx_{op}" in asm for op in ("ldtilecfg", "tilezero", "tileloadd64", "tdpbsud",
                                                      "tilestored64")), asm[:2000]
+    assert not any(_counts(_asm(dropped)).values()) and "harness_amx_" not in _asm(dropped)
     assert _counts(_asm(real))["tdpbsud"] >= 1 and "harness_amx_" not in _asm(real)
+    with pytest.raises(ValueError, match="valid: hardware, emulated, dropped"):
+        amx.set_tile_mode("emulate")
 
 
 @pytest.mark.parametrize("mode", MODES)
