@@ -26,8 +26,8 @@ build; outputs are not compared (the sums are never computed).
     .venv/bin/python scripts/bench_amx.py [--shapes N,C,H,W,K,R,S,stride,pad;...] [--models resnet50_v1] [--logs]
                                           [--emulate [--mcpu rocketlake] | --without-tiles]
 """
-import contextlib
 import argparse
+import contextlib
 import datetime
 import os
 import statistics
@@ -136,6 +136,12 @@ def main():  # pylint: disable=too-many-locals
         """{label: median ms} (None: emulated, not timed)."""
         return {k: None for k in runs} if args.emulate else alternate(runs, args.rounds, args.repeat)
 
+    def checked():
+        """With --emulate: no tile instruction the hardware would have faulted on ran (checked after
+        each run: the next emulated build resets the count)."""
+        if emulator is not None:
+            emulator.check()
+
     def cell(value, fmt):
         return "emulated" if value is None else fmt.format(value)
 
@@ -152,6 +158,7 @@ def main():  # pylint: disable=too-many-locals
         x = tvm.runtime.tensor(np.random.RandomState(1).randint(0, 256, size=(n, c, h, w)).astype("uint8"), dev)
         vms = {"amx": relax.VirtualMachine(on.executable, dev), "vnni": relax.VirtualMachine(off.executable, dev)}
         outs = {key: vm["main"](x).numpy() for key, vm in vms.items()}
+        checked()
         same = None if args.without_tiles else bool(np.array_equal(outs["amx"], outs["vnni"]))
         runs = {key: (lambda vm=vm: vm.time_evaluator("main", dev, number=10, repeat=args.repeat)(x).median)
                 for key, vm in vms.items()}
@@ -187,6 +194,7 @@ def main():  # pylint: disable=too-many-locals
                   "kernels from them", file=sys.stderr)
             vms["amx+logs"] = bench.make_vm(tuned.executable, dev)
         outs = {key: np.asarray(bench.run_once(vm, dev, [x])) for key, vm in vms.items()}
+        checked()
         same = all(np.array_equal(outs["amx"], out) for out in outs.values())
         runs = {key: (lambda vm=vm: bench.time_vm(vm, dev, [x], number=1, repeat=args.repeat,
                                                     min_repeat_ms=0).median_ms / 1e3)
@@ -199,7 +207,6 @@ def main():  # pylint: disable=too-many-locals
         print(" | ".join(model_rows[-1]), file=sys.stderr, flush=True)
 
     if emulator is not None:
-        emulator.check()  # a tile instruction the hardware would have faulted on: an error, not a table
         print(f"\nEmulated {datetime.date.today()} on {cpu_name()}: AMX builds for {target.attrs.get('mcpu')} with their "
               f"tile instructions in the C emulator (no fault), outputs "
               f"compared with the VNNI builds; nothing timed\n")

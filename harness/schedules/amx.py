@@ -559,9 +559,6 @@ class ChannelPlan(TilePlan):  # pylint: disable=too-few-public-methods
     def key(self) -> str:
         return f"k{self.mt}_x{self.nt}x{self.tn}_c{self.kc}" + ("_rows" if self.rows_outer else "")
 
-    def with_order(self, rows_outer: bool) -> "ChannelPlan":
-        return ChannelPlan(self.mt, self.tn, self.nt, self.kc, rows_outer)
-
     def config_bytes(self) -> bytes:
         cfg = bytearray(64)
         cfg[0] = 1
@@ -587,8 +584,9 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
     from tvm.script import tirx as T  # pylint: disable=import-outside-toplevel
 
     names = tuple(f"harness_amx_{part}_{plan.key}" for part in ("zero", "dot", "store"))
+    used = (names[0], names[1], names[2] + TILE_STORE)  # what the schedule tensorizes with
     if _registered(names[1]):
-        return names[0], names[1], names[2] + TILE_STORE
+        return used
     mt, nt, tn, kc = plan.mt, plan.nt, plan.tn, plan.kc
     chans, pix = mt * 16, nt * tn
     configure_and_zero, intrin = _configure_and_zero(plan), _intrin
@@ -710,9 +708,9 @@ def channel_intrinsics(plan: ChannelPlan) -> Tuple[str, str, str]:
                               T.address_of(d[0, 0]), T.Cast("int64", t_s0 * 4)))
 
     # (the block store is the one records made before 2026-12-06 hold, registered so that they replay)
-    _register(channel_intrinsics, plan, names + (names[2] + TILE_STORE,),
+    _register(channel_intrinsics, plan, names + (used[2],),
               [(zero_desc, zero_impl), (dot_desc, dot_impl), (store_desc, store_impl), (tile_store_desc, tile_store_impl)])
-    return names[0], names[1], names[2] + TILE_STORE
+    return used
 
 
 def channel_plan_for(conv) -> ChannelPlan:

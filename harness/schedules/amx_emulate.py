@@ -36,6 +36,7 @@ class Emulator:
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib
         lib.harness_amx_emulator_message.restype = ctypes.c_char_p
+        lib.harness_amx_emulator_products.restype = ctypes.c_long
 
     def errors(self) -> int:
         return int(self.lib.harness_amx_emulator_errors())
@@ -45,7 +46,6 @@ class Emulator:
 
     def products(self) -> int:
         """Tile dot products (tdpbusd / tdpbsud) run since the last reset, all threads."""
-        self.lib.harness_amx_emulator_products.restype = ctypes.c_long
         return int(self.lib.harness_amx_emulator_products())
 
     def reset(self) -> None:

@@ -51,9 +51,10 @@ def _ran_on_tiles(emulator, products=1):
         assert emulator.products() >= products
 
 
-def _asm(built) -> str:
+def _asm(built, fmt: str = "s") -> str:
+    """The build's llvm module as assembly (or `fmt`: "ll", LLVM IR)."""
     ex = built.executable
-    return next(m.inspect_source("s") for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
+    return next(m.inspect_source(fmt) for m in [ex.mod, *ex.mod.imports] if m.kind == "llvm")
 
 
 def _counts(asm: str) -> dict:
@@ -581,9 +582,8 @@ def test_only_libraries_with_amx_kernels_carry_the_tile_state_request(tmp_path):
 
 def _workspace_calls_in_parallel_loops(built) -> int:
     """TVMBackendAllocWorkspace calls in the LLVM IR's parallel-loop bodies (per block, where any)."""
-    ll = next(m.inspect_source("ll") for m in built.executable.mod.imports if m.kind == "llvm")
     calls, func = 0, ""
-    for line in ll.splitlines():
+    for line in _asm(built, "ll").splitlines():
         if line.startswith("define"):
             func = line
         elif "load ptr, ptr @__TVMBackendAllocWorkspace" in line and "__tvm_parallel_lambda" in func:
